@@ -1,0 +1,69 @@
+#pragma once
+// Read-only view of live cluster state that rules judge requests against,
+// and the thread-safe in-memory store every source (file, watch cache) fills.
+
+#include <map>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "core/json_yaml.h"
+
+namespace stateguard {
+
+using ObjectPtr = std::shared_ptr<const json>;
+
+/// The kinds the webhook needs, and how they are found in the API.
+struct ResourceKind {
+  const char* kind;      ///< "PersistentVolume"
+  const char* apiPath;   ///< "/api/v1/persistentvolumes" (cluster-wide list/watch path)
+  bool namespaced;
+};
+/// PersistentVolume, PersistentVolumeClaim, Namespace, StatefulSet, Pod, StorageClass.
+const std::vector<ResourceKind>& watchedKinds();
+
+/// Read-only cluster state. Implementations are thread-safe.
+class ClusterState {
+ public:
+  virtual ~ClusterState() = default;
+  /// True once the state is loaded (file) or every kind has synced (watch).
+  virtual bool ready() const = 0;
+  /// One object, or nullptr. `ns` is "" for cluster-scoped kinds.
+  virtual ObjectPtr get(const std::string& kind, const std::string& ns,
+                        const std::string& name) const = 0;
+  /// All objects of a kind; only those in `ns` unless `ns` is "".
+  virtual std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns = "") const = 0;
+};
+
+/// In-memory objects keyed by kind and namespace/name. Thread-safe; readers never block writers long.
+class ObjectStore : public ClusterState {
+ public:
+  bool ready() const override;
+  ObjectPtr get(const std::string& kind, const std::string& ns,
+                const std::string& name) const override;
+  std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns = "") const override;
+
+  /// Adds or replaces one object (kind taken from `kind`, not from the object).
+  void upsert(const std::string& kind, json object);
+  void remove(const std::string& kind, const std::string& ns, const std::string& name);
+  /// Replaces every object of a kind at once (after a list).
+  void replaceAll(const std::string& kind, std::vector<json> objects);
+  void setReady(bool ready);
+  size_t size(const std::string& kind) const;
+
+ private:
+  using Key = std::pair<std::string, std::string>;  // namespace, name
+  mutable std::shared_mutex mu_;
+  std::map<std::string, std::map<Key, ObjectPtr>> byKind_;
+  bool ready_ = false;
+};
+
+using ObjectStorePtr = std::shared_ptr<ObjectStore>;
+
+/// Loads a `kubectl get -o json` List, a JSON object, or multi-document YAML into a ready store.
+/// Objects of kinds the webhook does not use are ignored.
+Result<ObjectStorePtr> loadClusterStateFile(const std::string& path);
+Result<ObjectStorePtr> loadClusterStateText(std::string_view text, const std::string& source);
+
+}  // namespace stateguard

@@ -1,0 +1,78 @@
+#include "core/metrics.h"
+
+#include <sstream>
+
+namespace stateguard {
+namespace {
+std::string escapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out.push_back('\\');
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out.push_back(c);
+  }
+  return out;
+}
+}  // namespace
+
+void Metrics::countDecision(const std::string& rule, const std::string& verdict,
+                            const std::string& operation) {
+  std::lock_guard lock(mu_);
+  ++decisions_[{rule, verdict, operation}];
+}
+
+void Metrics::countRejected(int httpStatus) {
+  std::lock_guard lock(mu_);
+  ++rejected_[httpStatus];
+}
+
+void Metrics::observeLatency(double seconds) {
+  std::lock_guard lock(mu_);
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    if (seconds <= kBuckets[i]) ++bucketCounts_[i];
+  }
+  ++latencyCount_;
+  latencySum_ += seconds;
+}
+
+void Metrics::addGauge(std::string name, std::string help, std::function<double()> read) {
+  std::lock_guard lock(mu_);
+  gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(read)});
+}
+
+std::string Metrics::render() const {
+  std::ostringstream out;
+  std::lock_guard lock(mu_);
+  out << "# HELP stateguard_admission_requests_total Admission decisions by rule, verdict and "
+         "operation.\n# TYPE stateguard_admission_requests_total counter\n";
+  for (const auto& [key, count] : decisions_) {
+    const auto& [rule, verdict, operation] = key;
+    out << "stateguard_admission_requests_total{rule=\"" << escapeLabel(rule) << "\",verdict=\""
+        << escapeLabel(verdict) << "\",operation=\"" << escapeLabel(operation) << "\"} " << count
+        << "\n";
+  }
+  out << "# HELP stateguard_admission_rejected_total Requests refused before review (bad input), by "
+         "HTTP status.\n# TYPE stateguard_admission_rejected_total counter\n";
+  for (const auto& [status, count] : rejected_) {
+    out << "stateguard_admission_rejected_total{code=\"" << status << "\"} " << count << "\n";
+  }
+  out << "# HELP stateguard_admission_duration_seconds Time to review one AdmissionReview.\n"
+         "# TYPE stateguard_admission_duration_seconds histogram\n";
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    out << "stateguard_admission_duration_seconds_bucket{le=\"" << kBuckets[i] << "\"} "
+        << bucketCounts_[i] << "\n";
+  }
+  out << "stateguard_admission_duration_seconds_bucket{le=\"+Inf\"} " << latencyCount_ << "\n"
+      << "stateguard_admission_duration_seconds_sum " << latencySum_ << "\n"
+      << "stateguard_admission_duration_seconds_count " << latencyCount_ << "\n";
+  for (const auto& g : gauges_) {
+    out << "# HELP " << g.name << " " << g.help << "\n# TYPE " << g.name << " gauge\n"
+        << g.name << " " << g.read() << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace stateguard

@@ -1,0 +1,44 @@
+#pragma once
+// Prometheus text-format metrics: labelled counters, one latency histogram, gauges.
+
+#include <array>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+namespace stateguard {
+
+/// Admission metrics. Thread-safe; render() produces the /metrics body.
+class Metrics {
+ public:
+  static constexpr std::array<double, 12> kBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                      0.01,   0.025,   0.05,   0.1,   0.5,    1.0};
+
+  /// One admission decision per rule that fired (rule "" = nothing fired).
+  void countDecision(const std::string& rule, const std::string& verdict, const std::string& operation);
+  /// A request answered with an HTTP error before any rule ran (bad input).
+  void countRejected(int httpStatus);
+  void observeLatency(double seconds);
+  /// A gauge read at render time (e.g. readiness, policy reloads).
+  void addGauge(std::string name, std::string help, std::function<double()> read);
+
+  std::string render() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> decisions_;
+  std::map<int, uint64_t> rejected_;
+  std::array<uint64_t, kBuckets.size()> bucketCounts_{};
+  uint64_t latencyCount_ = 0;
+  double latencySum_ = 0;
+  struct Gauge {
+    std::string name, help;
+    std::function<double()> read;
+  };
+  std::vector<Gauge> gauges_;
+};
+
+}  // namespace stateguard

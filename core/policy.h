@@ -1,0 +1,92 @@
+#pragma once
+// Policy: per rule a mode (enforce | warn | audit | off) and parameters, plus
+// break-glass settings. Read from YAML, validated against the registered rules,
+// and reloaded from its file when it changes (an invalid file keeps the last good one).
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/json_yaml.h"
+
+namespace stateguard {
+
+enum class Mode { Enforce, Warn, Audit, Off };
+const char* modeName(Mode mode);
+std::optional<Mode> parseMode(const std::string& text);
+
+/// What the policy parser needs to know about a rule: its id, default mode and parameters.
+struct RuleDefaults {
+  std::string id;
+  Mode mode = Mode::Enforce;
+  json params = json::object();  ///< every accepted parameter with its default value
+};
+
+/// Break-glass: who may override a rule with the annotation, and for how long at most.
+struct BreakGlassConfig {
+  std::string annotation = "stateguard.io/allow";
+  std::vector<std::string> groups = {"stateguard:break-glass"};
+  std::chrono::hours maxDuration{24};
+};
+
+/// A validated policy. Every registered rule has an entry.
+struct Policy {
+  struct RuleConfig {
+    Mode mode = Mode::Enforce;
+    json params = json::object();
+  };
+  std::map<std::string, RuleConfig> rules;
+  BreakGlassConfig breakGlass;
+  std::string source;  ///< "built-in default" or the file path
+
+  Mode modeOf(const std::string& ruleId) const;
+  const json& paramsOf(const std::string& ruleId) const;
+};
+using PolicyPtr = std::shared_ptr<const Policy>;
+
+/// The policy used when no file is given: every rule at its default.
+Policy defaultPolicy(const std::vector<RuleDefaults>& rules);
+
+/// Parses and validates policy YAML. Unknown rules, modes, parameters, or parameters of the
+/// wrong type are errors naming the key.
+Result<Policy> parsePolicy(std::string_view text, const std::string& source,
+                           const std::vector<RuleDefaults>& rules);
+
+/// Holds the current policy; with a file, polls it and swaps in each valid new version.
+class PolicyStore {
+ public:
+  explicit PolicyStore(PolicyPtr initial);
+  ~PolicyStore();
+  PolicyStore(const PolicyStore&) = delete;
+  PolicyStore& operator=(const PolicyStore&) = delete;
+
+  /// Loads `path` now (error if invalid) and then watches it.
+  static Result<std::unique_ptr<PolicyStore>> fromFile(
+      const std::string& path, std::vector<RuleDefaults> rules,
+      std::chrono::milliseconds pollInterval = std::chrono::milliseconds(1000));
+
+  PolicyPtr current() const;
+  uint64_t reloads() const { return reloads_.load(); }
+  uint64_t reloadFailures() const { return reloadFailures_.load(); }
+  /// Checks the file once (the poller calls this); true if a new policy was installed.
+  bool checkForChange();
+
+ private:
+  mutable std::mutex mu_;
+  PolicyPtr current_;
+  std::string path_;
+  std::vector<RuleDefaults> rules_;
+  std::string lastSeen_;  // stat fingerprint of the file
+  std::atomic<uint64_t> reloads_{0};
+  std::atomic<uint64_t> reloadFailures_{0};
+  std::atomic<bool> stop_{false};
+  std::thread poller_;
+};
+
+}  // namespace stateguard

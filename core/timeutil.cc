@@ -1,0 +1,73 @@
+#include "core/timeutil.h"
+
+#include <cstdio>
+#include <ctime>
+
+namespace stateguard {
+
+std::optional<Clock::time_point> parseRfc3339(const std::string& text) {
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  int consumed = 0;
+  if (std::sscanf(text.c_str(), "%4d-%2d-%2d%*1[Tt ]%2d:%2d:%2d%n", &year, &month, &day, &hour,
+                  &minute, &second, &consumed) != 6) {
+    return std::nullopt;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return std::nullopt;
+  }
+  size_t pos = static_cast<size_t>(consumed);
+  if (pos < text.size() && text[pos] == '.') {
+    ++pos;
+    size_t digits = 0;
+    while (pos < text.size() && text[pos] >= '0' && text[pos] <= '9') ++pos, ++digits;
+    if (digits == 0) return std::nullopt;
+  }
+  long offsetSeconds = 0;
+  if (pos >= text.size()) return std::nullopt;
+  if (text[pos] == 'Z' || text[pos] == 'z') {
+    ++pos;
+  } else if (text[pos] == '+' || text[pos] == '-') {
+    int oh = 0, om = 0;
+    if (pos + 6 > text.size() || std::sscanf(text.c_str() + pos + 1, "%2d:%2d", &oh, &om) != 2 ||
+        text[pos + 3] != ':' || oh > 23 || om > 59) {
+      return std::nullopt;
+    }
+    offsetSeconds = (oh * 3600L + om * 60L) * (text[pos] == '+' ? 1 : -1);
+    pos += 6;
+  } else {
+    return std::nullopt;
+  }
+  if (pos != text.size()) return std::nullopt;
+  std::tm tm{};
+  tm.tm_year = year - 1900;
+  tm.tm_mon = month - 1;
+  tm.tm_mday = day;
+  tm.tm_hour = hour;
+  tm.tm_min = minute;
+  tm.tm_sec = second;
+  std::time_t t = timegm(&tm);
+  return Clock::from_time_t(t - offsetSeconds);
+}
+
+std::string formatRfc3339(Clock::time_point t) {
+  std::time_t tt = Clock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&tt, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string formatDuration(std::chrono::seconds d) {
+  long s = static_cast<long>(d.count());
+  if (s < 0) s = -s;
+  long days = s / 86400, hours = (s % 86400) / 3600, minutes = (s % 3600) / 60, secs = s % 60;
+  std::string out;
+  if (days) out += std::to_string(days) + "d";
+  if (hours) out += std::to_string(hours) + "h";
+  if (minutes && !days) out += std::to_string(minutes) + "m";
+  if ((secs && !days && !hours) || out.empty()) out += std::to_string(secs) + "s";
+  return out;
+}
+
+}  // namespace stateguard

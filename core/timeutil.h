@@ -1,0 +1,19 @@
+#pragma once
+// RFC 3339 timestamps and human-readable durations.
+
+#include <chrono>
+#include <optional>
+#include <string>
+
+namespace stateguard {
+
+using Clock = std::chrono::system_clock;
+
+/// Parses "2026-11-21T15:04:05Z", with optional fractional seconds and a "+hh:mm" offset.
+std::optional<Clock::time_point> parseRfc3339(const std::string& text);
+/// Formats as "2026-11-21T15:04:05Z".
+std::string formatRfc3339(Clock::time_point t);
+/// "3d4h", "2h15m", "45s".
+std::string formatDuration(std::chrono::seconds d);
+
+}  // namespace stateguard

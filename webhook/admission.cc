@@ -1,0 +1,157 @@
+#include "webhook/admission.h"
+
+#include "core/k8s.h"
+
+namespace stateguard {
+
+const json& AdmissionRequest::current() const { return operation == "DELETE" ? oldObject : object; }
+
+std::string AdmissionRequest::describe() const {
+  return kind + " " + (ns.empty() ? name : ns + "/" + name);
+}
+
+namespace {
+
+Result<std::string> stringField(const json& obj, const char* key, const std::string& where,
+                                bool required) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) {
+    if (required) return makeError(where + "." + key + " is missing");
+    return std::string();
+  }
+  if (!it->is_string()) return makeError(where + "." + key + " must be a string");
+  return it->get<std::string>();
+}
+
+Result<json> objectField(const json& obj, const char* key, const std::string& where) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return json(nullptr);
+  if (!it->is_object()) return makeError(where + "." + key + " must be an object or null");
+  return *it;
+}
+
+}  // namespace
+
+Result<AdmissionRequest> decodeReview(std::string_view body) {
+  if (body.size() > kMaxReviewBytes) {
+    return makeError("AdmissionReview is " + std::to_string(body.size()) + " bytes, over the " +
+                     std::to_string(kMaxReviewBytes) + "-byte limit");
+  }
+  json doc;
+  try {
+    doc = json::parse(body);
+  } catch (const json::parse_error& e) {
+    return makeError(std::string("body is not valid JSON: ") + e.what());
+  }
+  if (!doc.is_object()) return makeError("body must be a JSON object (an AdmissionReview)");
+  auto apiVersion = stringField(doc, "apiVersion", "AdmissionReview", true);
+  if (!apiVersion.ok()) return makeError(apiVersion.error());
+  if (apiVersion.value() != "admission.k8s.io/v1") {
+    return makeError("apiVersion must be admission.k8s.io/v1, got \"" + apiVersion.value() +
+                     "\" (set admissionReviewVersions: [v1] in the webhook configuration)");
+  }
+  auto kind = stringField(doc, "kind", "AdmissionReview", true);
+  if (!kind.ok()) return makeError(kind.error());
+  if (kind.value() != "AdmissionReview") {
+    return makeError("kind must be AdmissionReview, got \"" + kind.value() + "\"");
+  }
+  auto reqIt = doc.find("request");
+  if (reqIt == doc.end() || !reqIt->is_object()) return makeError("request is missing or not an object");
+  const json& req = *reqIt;
+
+  AdmissionRequest out;
+  auto uid = stringField(req, "uid", "request", true);
+  if (!uid.ok()) return makeError(uid.error());
+  if (uid.value().empty()) return makeError("request.uid is empty");
+  out.uid = uid.value();
+
+  auto op = stringField(req, "operation", "request", true);
+  if (!op.ok()) return makeError(op.error());
+  out.operation = op.value();
+  if (out.operation != "CREATE" && out.operation != "UPDATE" && out.operation != "DELETE" &&
+      out.operation != "CONNECT") {
+    return makeError("request.operation \"" + out.operation +
+                     "\" is not one of CREATE, UPDATE, DELETE, CONNECT");
+  }
+
+  auto kindIt = req.find("kind");
+  if (kindIt == req.end() || !kindIt->is_object()) return makeError("request.kind is missing or not an object");
+  auto k = stringField(*kindIt, "kind", "request.kind", true);
+  if (!k.ok()) return makeError(k.error());
+  out.kind = k.value();
+  auto g = stringField(*kindIt, "group", "request.kind", false);
+  if (!g.ok()) return makeError(g.error());
+  out.group = g.value();
+
+  if (auto resIt = req.find("resource"); resIt != req.end() && resIt->is_object()) {
+    auto r = stringField(*resIt, "resource", "request.resource", false);
+    if (!r.ok()) return makeError(r.error());
+    out.resource = r.value();
+  }
+  for (auto [key, field] : {std::pair{"subResource", &out.subResource}, std::pair{"name", &out.name},
+                            std::pair{"namespace", &out.ns}}) {
+    auto v = stringField(req, key, "request", false);
+    if (!v.ok()) return makeError(v.error());
+    *field = v.value();
+  }
+
+  if (auto userIt = req.find("userInfo"); userIt != req.end() && !userIt->is_null()) {
+    if (!userIt->is_object()) return makeError("request.userInfo must be an object");
+    auto u = stringField(*userIt, "username", "request.userInfo", false);
+    if (!u.ok()) return makeError(u.error());
+    out.user.username = u.value();
+    auto uu = stringField(*userIt, "uid", "request.userInfo", false);
+    if (!uu.ok()) return makeError(uu.error());
+    out.user.uid = uu.value();
+    if (auto gIt = userIt->find("groups"); gIt != userIt->end() && !gIt->is_null()) {
+      if (!gIt->is_array()) return makeError("request.userInfo.groups must be a list of strings");
+      for (const auto& group : *gIt) {
+        if (!group.is_string()) return makeError("request.userInfo.groups must be a list of strings");
+        out.user.groups.push_back(group.get<std::string>());
+      }
+    }
+  }
+
+  for (auto [key, field] : {std::pair{"object", &out.object}, std::pair{"oldObject", &out.oldObject},
+                            std::pair{"options", &out.options}}) {
+    auto v = objectField(req, key, "request");
+    if (!v.ok()) return makeError(v.error());
+    *field = std::move(v).value();
+  }
+  if (auto dIt = req.find("dryRun"); dIt != req.end() && !dIt->is_null()) {
+    if (!dIt->is_boolean()) return makeError("request.dryRun must be true or false");
+    out.dryRun = dIt->get<bool>();
+  }
+  if (out.operation == "DELETE" && out.oldObject.is_null()) {
+    // The apiserver always sends oldObject on DELETE; without it nothing can be judged.
+    return makeError("request.oldObject is missing on a DELETE");
+  }
+  if ((out.operation == "CREATE" || out.operation == "UPDATE") && out.object.is_null()) {
+    return makeError("request.object is missing on a " + out.operation);
+  }
+  if (out.operation == "UPDATE" && out.oldObject.is_null()) {
+    return makeError("request.oldObject is missing on an UPDATE");
+  }
+  if (out.name.empty()) {  // CREATE with generateName: the name is not chosen yet
+    out.name = k8s::name(out.current());
+    if (out.name.empty()) out.name = k8s::str(out.current(), "/metadata/generateName");
+  }
+  return out;
+}
+
+json reviewResponseJson(const std::string& uid, const AdmissionResponse& response) {
+  json resp = {{"uid", uid}, {"allowed", response.allowed}};
+  if (!response.allowed) {
+    resp["status"] = {{"code", response.code == 0 ? 403 : response.code},
+                      {"reason", "Forbidden"},
+                      {"message", response.message}};
+  }
+  if (!response.warnings.empty()) resp["warnings"] = response.warnings;
+  return {{"apiVersion", "admission.k8s.io/v1"}, {"kind", "AdmissionReview"}, {"response", resp}};
+}
+
+std::string encodeReviewResponse(const std::string& uid, const AdmissionResponse& response) {
+  return reviewResponseJson(uid, response).dump();
+}
+
+}  // namespace stateguard

@@ -1,0 +1,107 @@
+#include "webhook/engine.h"
+
+#include "core/audit.h"
+#include "webhook/break_glass.h"
+
+namespace stateguard {
+
+std::string shortWarning(const std::string& text) {
+  constexpr size_t kMax = 119;
+  if (text.size() <= kMax) return text;
+  size_t cut = kMax - 3;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // UTF-8 boundary
+  return text.substr(0, cut) + "...";
+}
+
+namespace {
+int rank(const std::string& verdict) {
+  if (verdict == "deny") return 4;
+  if (verdict == "break-glass") return 3;
+  if (verdict == "warn") return 2;
+  if (verdict == "audit") return 1;
+  return 0;
+}
+}  // namespace
+
+Decision Engine::review(const AdmissionRequest& request, const ClusterState& state,
+                        const Policy& policy, Clock::time_point now) const {
+  Decision d;
+  d.verdict = "allow";
+  std::vector<std::string> denials;
+  for (const auto& rule : rules_) {
+    const RuleInfo& info = rule->info();
+    Mode mode = policy.modeOf(info.id);
+    if (mode == Mode::Off || !rule->appliesTo(request)) continue;
+    RuleContext ctx{request, state, policy.paramsOf(info.id), policy, now};
+    for (auto& finding : rule->evaluate(ctx)) {
+      RuleVerdict v{info.id, "", finding.message};
+      const std::string tag = "stateguard " + info.id + ": ";
+      if (finding.severity == Finding::Severity::Notice) {
+        v.verdict = mode == Mode::Audit ? "audit" : "notice";
+        if (mode != Mode::Audit) d.response.warnings.push_back(shortWarning(tag + finding.warning));
+      } else if (mode == Mode::Warn) {
+        v.verdict = "warn";
+        d.response.warnings.push_back(shortWarning(tag + finding.warning));
+      } else if (mode == Mode::Audit) {
+        v.verdict = "audit";
+      } else {
+        BreakGlassGrant grant;
+        if (info.breakGlassAllowed) grant = checkBreakGlass(request, policy.breakGlass, info.id, now);
+        if (grant.granted) {
+          v.verdict = "break-glass";
+          d.breakGlassReason = grant.reason;
+          d.response.warnings.push_back(shortWarning(tag + "break-glass by " + request.user.username +
+                                                     " (audited): " + grant.reason));
+        } else {
+          v.verdict = "deny";
+          std::string text = "[" + info.id + "] " + finding.message;
+          if (!grant.explanation.empty()) text += " (break-glass not applied: " + grant.explanation + ")";
+          denials.push_back(std::move(text));
+        }
+      }
+      const std::string overall = v.verdict == "notice" ? "warn" : v.verdict;
+      if (rank(overall) > rank(d.verdict)) {
+        d.verdict = overall;
+        d.rule = info.id;
+      }
+      d.verdicts.push_back(std::move(v));
+    }
+  }
+  if (!denials.empty()) {
+    d.response.allowed = false;
+    d.response.code = 403;
+    std::string msg = "stateguard refused this " + request.operation + " of " + request.describe() + ": ";
+    for (size_t i = 0; i < denials.size(); ++i) msg += (i ? " ALSO: " : "") + denials[i];
+    d.response.message = std::move(msg);
+  }
+  return d;
+}
+
+json auditRecord(const AdmissionRequest& request, const Decision& decision) {
+  json rules = json::array();
+  for (const auto& v : decision.verdicts) {
+    rules.push_back({{"rule", v.rule}, {"verdict", v.verdict}, {"message", v.message}});
+  }
+  json record = {
+      {"time", nowRfc3339()},
+      {"component", "webhook"},
+      {"uid", request.uid},
+      {"user", request.user.username},
+      {"groups", request.user.groups},
+      {"operation", request.operation},
+      {"kind", request.kind},
+      {"namespace", request.ns},
+      {"name", request.name},
+      {"rule", decision.rule},
+      {"verdict", decision.verdict},
+      {"message", decision.response.allowed ? (decision.verdicts.empty() ? "" : decision.verdicts.front().message)
+                                            : decision.response.message},
+      {"dryRun", request.dryRun},
+      {"breakGlass", decision.verdict == "break-glass"},
+      {"rules", std::move(rules)},
+  };
+  if (!decision.breakGlassReason.empty()) record["breakGlassReason"] = decision.breakGlassReason;
+  return record;
+}
+
+}  // namespace stateguard

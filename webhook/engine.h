@@ -1,0 +1,46 @@
+#pragma once
+// The review engine: runs every applicable rule under the policy's modes, applies
+// break-glass, and turns findings into one admission decision plus an audit record.
+
+#include <string>
+#include <vector>
+
+#include "webhook/rule.h"
+
+namespace stateguard {
+
+/// One rule's contribution to a decision.
+struct RuleVerdict {
+  std::string rule;
+  std::string verdict;  ///< deny | warn | audit | break-glass | notice
+  std::string message;
+};
+
+/// The decision for one AdmissionRequest.
+struct Decision {
+  AdmissionResponse response;
+  std::vector<RuleVerdict> verdicts;
+  std::string verdict;  ///< overall: deny | break-glass | warn | audit | allow
+  std::string rule;     ///< the rule that decided ("" when nothing fired)
+  std::string breakGlassReason;
+};
+
+/// Judges requests with a fixed set of rules; thread-safe (rules are pure).
+class Engine {
+ public:
+  explicit Engine(const std::vector<RulePtr>& rules) : rules_(rules) {}
+
+  Decision review(const AdmissionRequest& request, const ClusterState& state, const Policy& policy,
+                  Clock::time_point now) const;
+
+ private:
+  const std::vector<RulePtr>& rules_;
+};
+
+/// One audit-log line for a decision.
+json auditRecord(const AdmissionRequest& request, const Decision& decision);
+
+/// Keeps a warning under the apiserver's comfortable length (120 characters).
+std::string shortWarning(const std::string& text);
+
+}  // namespace stateguard

@@ -1,0 +1,141 @@
+// stateguard-webhook: validating admission webhook that refuses API changes which destroy
+// persistent data. main() only parses flags, builds the parts and runs them.
+
+#include <csignal>
+#include <cstdio>
+#include <iostream>
+#include <thread>
+
+#include "core/flags.h"
+#include "core/kube_client.h"
+#include "core/log.h"
+#include "core/watch_cache.h"
+#include "webhook/registry.h"
+#include "webhook/server.h"
+
+using namespace stateguard;
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tls-key FILE
+           (--cluster-state FILE | --kubeconfig FILE | --in-cluster)
+           [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--threads N]
+
+  --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
+  --tls-cert, --tls-key  PEM serving certificate (chain) and key
+  --policy FILE          policy YAML (default: the built-in policy); reloaded when it changes
+  --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout)
+  --cluster-state FILE   cluster state from a file (kubectl get -o json List, or YAML documents)
+  --kubeconfig FILE      list+watch the cluster named by this kubeconfig
+  --in-cluster           list+watch using the pod's service account
+  --threads N            worker threads (default 32)
+)";
+
+int fail(const std::string& message) {
+  std::cerr << "stateguard-webhook: " << message << "\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  auto flags = parseFlags(argc, argv, 1,
+                          {"listen", "tls-cert", "tls-key", "policy", "audit-log", "cluster-state",
+                           "kubeconfig", "threads", "policy-poll-ms"},
+                          {"in-cluster", "help"});
+  if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
+  const Flags& f = flags.value();
+  if (f.has("help")) {
+    std::cout << kUsage;
+    return 0;
+  }
+  if (!f.positional.empty()) return fail("unexpected argument " + f.positional.front() + "\n" + kUsage);
+  if (!f.has("tls-cert") || !f.has("tls-key")) return fail("--tls-cert and --tls-key are required (HTTPS only)");
+  int sources = f.has("cluster-state") + f.has("kubeconfig") + f.has("in-cluster");
+  if (sources != 1) return fail("give exactly one of --cluster-state, --kubeconfig, --in-cluster");
+
+  ServerOptions options;
+  const std::string listen = f.get("listen", "127.0.0.1:8443");
+  auto colon = listen.rfind(':');
+  if (colon == std::string::npos) return fail("--listen must be HOST:PORT, got " + listen);
+  options.host = listen.substr(0, colon);
+  if (options.host.size() > 2 && options.host.front() == '[') options.host = options.host.substr(1, options.host.size() - 2);
+  try {
+    options.port = std::stoi(listen.substr(colon + 1));
+    if (f.has("threads")) options.threads = static_cast<size_t>(std::stoul(f.get("threads")));
+  } catch (const std::exception&) {
+    return fail("--listen port and --threads must be numbers");
+  }
+  if (options.port < 0 || options.port > 65535 || options.threads == 0) return fail("port or --threads out of range");
+  options.tlsCert = f.get("tls-cert");
+  options.tlsKey = f.get("tls-key");
+
+  // Block termination signals in every thread; a dedicated thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  std::unique_ptr<PolicyStore> policy;
+  if (f.has("policy")) {
+    int pollMs = 1000;
+    try {
+      pollMs = std::stoi(f.get("policy-poll-ms", "1000"));
+    } catch (const std::exception&) {
+      return fail("--policy-poll-ms must be a number");
+    }
+    auto loaded = PolicyStore::fromFile(f.get("policy"), ruleDefaults(), std::chrono::milliseconds(pollMs));
+    if (!loaded.ok()) return fail(loaded.error());
+    policy = std::move(loaded).value();
+  } else {
+    policy = std::make_unique<PolicyStore>(std::make_shared<const Policy>(defaultPolicy(ruleDefaults())));
+  }
+
+  auto audit = AuditLog::open(f.get("audit-log", "-"));
+  if (!audit.ok()) return fail(audit.error());
+
+  std::shared_ptr<const ClusterState> state;
+  std::shared_ptr<WatchCache> cache;
+  if (f.has("cluster-state")) {
+    auto loaded = loadClusterStateFile(f.get("cluster-state"));
+    if (!loaded.ok()) return fail(loaded.error());
+    state = loaded.value();
+  } else {
+    auto config = f.has("kubeconfig") ? loadKubeconfig(f.get("kubeconfig")) : loadInClusterConfig();
+    if (!config.ok()) return fail(config.error());
+    auto started = startWatchCache(std::move(config).value());
+    if (!started.ok()) return fail(started.error());
+    cache = started.value();
+    state = cache;
+  }
+
+  Metrics metrics;
+  metrics.addGauge("stateguard_cluster_state_ready", "1 once the cluster state is loaded or synced.",
+                   [state] { return state->ready() ? 1.0 : 0.0; });
+  PolicyStore* policyPtr = policy.get();
+  metrics.addGauge("stateguard_policy_reloads_total", "Policy file reloads that succeeded.",
+                   [policyPtr] { return static_cast<double>(policyPtr->reloads()); });
+  metrics.addGauge("stateguard_policy_reload_failures_total", "Policy file changes rejected as invalid.",
+                   [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); });
+
+  Engine engine(allRules());
+  auto server = WebhookServer::create(options, ServerDeps{&engine, state, policy.get(), audit.value().get(), &metrics});
+  if (!server.ok()) return fail(server.error());
+  auto port = server.value()->bind();
+  if (!port.ok()) return fail(port.error());
+  log::info("stateguard-webhook listening on https://" + options.host + ":" + std::to_string(port.value()) +
+            " (policy: " + policy->current()->source + ")");
+
+  WebhookServer* srv = server.value().get();
+  std::thread waiter([&signals, srv] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
+    srv->stop();
+  });
+  waiter.detach();
+  srv->run();
+  if (cache) cache->stop();
+  return 0;
+}

@@ -1,0 +1,32 @@
+#include "webhook/registry.h"
+
+#include "webhook/rules/rules.h"
+
+namespace stateguard {
+
+const std::vector<RulePtr>& allRules() {
+  static const std::vector<RulePtr> kRules = [] {
+    std::vector<RulePtr> r;
+    r.push_back(rules::makePvDelete());
+    r.push_back(rules::makePvcDelete());
+    r.push_back(rules::makeNamespaceDelete());
+    r.push_back(rules::makeProtectionFinalizer());
+    r.push_back(rules::makeReclaimPolicy());
+    r.push_back(rules::makeStatefulSetClaims());
+    r.push_back(rules::makeStatefulSetRecreate());
+    r.push_back(rules::makeBreakGlassAnnotation());
+    return r;
+  }();
+  return kRules;
+}
+
+std::vector<RuleDefaults> ruleDefaults() {
+  std::vector<RuleDefaults> out;
+  for (const auto& rule : allRules()) {
+    const RuleInfo& info = rule->info();
+    out.push_back(RuleDefaults{info.id, info.defaultMode, info.defaultParams});
+  }
+  return out;
+}
+
+}  // namespace stateguard

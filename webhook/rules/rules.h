@@ -1,0 +1,17 @@
+#pragma once
+// Factories for every rule; the registry (webhook/registry.cc) lists them.
+
+#include "webhook/rule.h"
+
+namespace stateguard::rules {
+
+RulePtr makePvDelete();
+RulePtr makePvcDelete();
+RulePtr makeNamespaceDelete();
+RulePtr makeProtectionFinalizer();
+RulePtr makeReclaimPolicy();
+RulePtr makeStatefulSetClaims();
+RulePtr makeStatefulSetRecreate();
+RulePtr makeBreakGlassAnnotation();
+
+}  // namespace stateguard::rules

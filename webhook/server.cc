@@ -1,0 +1,172 @@
+#include "webhook/server.h"
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include <chrono>
+
+#include "core/log.h"
+
+namespace stateguard {
+
+std::string statusBody(int code, const std::string& reason, const std::string& message) {
+  json status = {{"kind", "Status"},       {"apiVersion", "v1"}, {"status", "Failure"},
+                 {"message", message},     {"reason", reason},   {"code", code}};
+  return status.dump();
+}
+
+namespace {
+std::string opensslError() {
+  unsigned long e = ERR_get_error();
+  if (e == 0) return "unknown OpenSSL error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
+}
+}  // namespace
+
+Result<std::unique_ptr<WebhookServer>> WebhookServer::create(const ServerOptions& options,
+                                                             ServerDeps deps) {
+  std::unique_ptr<WebhookServer> server(new WebhookServer(options, std::move(deps)));
+  std::string tlsError;
+  server->http_ = std::make_unique<httplib::SSLServer>([&](SSL_CTX& ctx) {
+    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(&ctx, options.tlsCert.c_str()) != 1) {
+      tlsError = "cannot load TLS certificate " + options.tlsCert + ": " + opensslError();
+      return false;
+    }
+    if (SSL_CTX_use_PrivateKey_file(&ctx, options.tlsKey.c_str(), SSL_FILETYPE_PEM) != 1) {
+      tlsError = "cannot load TLS key " + options.tlsKey + ": " + opensslError();
+      return false;
+    }
+    if (SSL_CTX_check_private_key(&ctx) != 1) {
+      tlsError = "TLS key " + options.tlsKey + " does not match certificate " + options.tlsCert;
+      return false;
+    }
+    return true;
+  });
+  if (!server->http_->is_valid()) {
+    return makeError(tlsError.empty() ? "cannot set up TLS: " + opensslError() : tlsError);
+  }
+  server->routes();
+  return server;
+}
+
+WebhookServer::~WebhookServer() { stop(); }
+
+std::pair<int, std::string> WebhookServer::handleReview(const std::string& body) {
+  auto started = std::chrono::steady_clock::now();
+  auto request = decodeReview(body);
+  if (!request.ok()) {
+    int code = body.size() > kMaxReviewBytes ? 413 : 400;
+    deps_.metrics->countRejected(code);
+    return {code, statusBody(code, code == 413 ? "RequestEntityTooLarge" : "BadRequest",
+                             "stateguard could not read the AdmissionReview: " + request.error())};
+  }
+  PolicyPtr policy = deps_.policy->current();
+  Decision decision = deps_.engine->review(request.value(), *deps_.state, *policy, Clock::now());
+  deps_.audit->write(auditRecord(request.value(), decision));
+  if (decision.verdicts.empty()) {
+    deps_.metrics->countDecision("", "allow", request->operation);
+  } else {
+    for (const auto& v : decision.verdicts) deps_.metrics->countDecision(v.rule, v.verdict, request->operation);
+  }
+  std::string out = encodeReviewResponse(request->uid, decision.response);
+  deps_.metrics->observeLatency(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  return {200, std::move(out)};
+}
+
+void WebhookServer::routes() {
+  auto& http = *http_;
+  const size_t threads = options_.threads;
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_keep_alive_max_count(100000);
+  http.set_keep_alive_timeout(30);
+  http.set_read_timeout(10);
+  http.set_write_timeout(10);
+  http.set_tcp_nodelay(true);
+  // One byte over the limit is enough for decodeReview to report the size clearly.
+  http.set_payload_max_length(kMaxReviewBytes + 1);
+
+  http.Post("/validate", [this](const httplib::Request& req, httplib::Response& res) {
+    auto [code, body] = handleReview(req.body);
+    res.status = code;
+    res.set_content(body, "application/json");
+  });
+  auto wrongMethod = [](const httplib::Request& req, httplib::Response& res) {
+    res.status = 405;
+    res.set_header("Allow", "POST");
+    res.set_content(statusBody(405, "MethodNotAllowed",
+                               req.method + " " + req.path + " is not supported; send POST with an AdmissionReview"),
+                    "application/json");
+  };
+  http.Get("/validate", wrongMethod);
+  http.Put("/validate", wrongMethod);
+  http.Delete("/validate", wrongMethod);
+  http.Patch("/validate", wrongMethod);
+
+  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    if (deps_.state->ready()) {
+      res.set_content("ok\n", "text/plain");
+    } else {
+      res.status = 503;
+      res.set_content("cluster state not synced yet\n", "text/plain");
+    }
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(deps_.metrics->render(), "text/plain; version=0.0.4");
+  });
+
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 413) {
+      deps_.metrics->countRejected(413);
+      res.set_content(statusBody(413, "RequestEntityTooLarge",
+                                 "AdmissionReview body is over the " + std::to_string(kMaxReviewBytes) +
+                                     "-byte limit"),
+                      "application/json");
+    } else if (res.status == 404) {
+      res.set_content(statusBody(404, "NotFound",
+                                 req.method + " " + req.path +
+                                     " is not served; use POST /validate, GET /healthz, /readyz, /metrics"),
+                      "application/json");
+    } else {
+      res.set_content(statusBody(res.status, "Error", "request failed with HTTP " + std::to_string(res.status)),
+                      "application/json");
+    }
+  });
+  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    std::string what = "unknown error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = e.what();
+    } catch (...) {
+    }
+    log::error("internal error while handling a request: " + what);
+    res.status = 500;
+    res.set_content(statusBody(500, "InternalError", "stateguard internal error: " + what), "application/json");
+  });
+}
+
+Result<int> WebhookServer::bind() {
+  int port = options_.port;
+  if (port == 0) {
+    port = http_->bind_to_any_port(options_.host);
+    if (port < 0) return makeError("cannot bind " + options_.host + ":0");
+  } else if (!http_->bind_to_port(options_.host, port)) {
+    return makeError("cannot listen on " + options_.host + ":" + std::to_string(port) +
+                     " (in use, or not an address of this machine?)");
+  }
+  return port;
+}
+
+void WebhookServer::run() { http_->listen_after_bind(); }
+
+void WebhookServer::stop() {
+  if (http_ && http_->is_running()) http_->stop();
+}
+
+}  // namespace stateguard
