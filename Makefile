@@ -1,4 +1,5 @@
 # Entry points. `make run` and `make test` work on a fresh Debian 12 machine.
+MAKEFLAGS += --no-print-directory
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
 JOBS ?= $(shell nproc)

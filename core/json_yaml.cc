@@ -130,6 +130,9 @@ Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std
   std::vector<SourcedObject> out;
   size_t docIndex = 0;
   for (auto& doc : docs.value()) {
+    if (doc.is_array()) {  // a bare array of objects reads like a List
+      doc = json{{"kind", "List"}, {"items", std::move(doc)}};
+    }
     if (!doc.is_object()) {
       return makeError(source + ": document " + std::to_string(docIndex) +
                        " is not an object (expected a Kubernetes object or List)");

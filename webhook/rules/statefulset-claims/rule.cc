@@ -123,8 +123,7 @@ class StatefulSetClaims : public Rule {
             (bound.empty() ? "" : " (" + joinCapped(describeClaims(bound), cap(ctx)) + ")") +
             " and re-attach only to a StatefulSet named " + name + " with claim template(s) " + tpl +
             ". To recreate it without downtime, delete with kubectl delete --cascade=orphan.",
-        "claims of " + name + " stay; they re-attach only to StatefulSet " + name + " with template " +
-            tpl)};
+        "claims stay; reuse needs StatefulSet " + name + " with template " + tpl)};
   }
 };
 

@@ -1,0 +1,86 @@
+// Runs every webhook/rules/<rule>/suite.yaml case through the engine in-process, and checks
+// that every registered rule has a suite with allowed and denied samples.
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "tests/support/suite.h"
+#include "webhook/engine.h"
+#include "webhook/registry.h"
+
+namespace stateguard::testing {
+namespace {
+
+struct CaseRef {
+  size_t suite;
+  size_t index;
+};
+
+const std::vector<Suite>& suites() {
+  static const std::vector<Suite> kSuites = loadSuites();
+  return kSuites;
+}
+
+std::vector<CaseRef> allCases() {
+  std::vector<CaseRef> out;
+  for (size_t s = 0; s < suites().size(); ++s) {
+    for (size_t c = 0; c < suites()[s].cases.size(); ++c) out.push_back({s, c});
+  }
+  return out;
+}
+
+class RuleSuiteTest : public ::testing::TestWithParam<CaseRef> {};
+
+TEST_P(RuleSuiteTest, EngineGivesTheExpectedVerdict) {
+  const Suite& suite = suites()[GetParam().suite];
+  const SuiteCase& c = suite.cases[GetParam().index];
+  SCOPED_TRACE(suite.path + ": " + c.name);
+
+  auto state = loadClusterStateText(suite.state.dump(), suite.path);
+  ASSERT_TRUE(state.ok()) << state.error();
+  Policy policy = defaultPolicy(ruleDefaults());
+  if (!c.policy.is_null()) {
+    auto parsed = parsePolicy(c.policy.dump(), "case policy", ruleDefaults());
+    ASSERT_TRUE(parsed.ok()) << parsed.error();
+    policy = parsed.value();
+  }
+  auto request = decodeReview(c.review.dump());
+  ASSERT_TRUE(request.ok()) << request.error();
+  Engine engine(allRules());
+  Decision d = engine.review(request.value(), *state.value(), policy, Clock::now());
+  EXPECT_EQ(checkResponse(c, reviewResponseJson(request->uid, d.response)), "");
+  if (!c.expect.verdict.empty()) {
+    EXPECT_EQ(d.verdict, c.expect.verdict);
+  }
+  if (!d.response.allowed) {
+    EXPECT_EQ(d.rule, suite.rule) << "denied by another rule than the suite's";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllSuites, RuleSuiteTest, ::testing::ValuesIn(allCases()),
+                         [](const ::testing::TestParamInfo<CaseRef>& p) {
+                           std::string name = suites()[p.param.suite].rule + "_" +
+                                              std::to_string(p.param.index);
+                           for (auto& ch : name) {
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           }
+                           return name;
+                         });
+
+TEST(RuleSuites, EveryRuleHasAllowedAndDeniedSamples) {
+  std::set<std::string> withSuite;
+  for (const auto& suite : suites()) {
+    withSuite.insert(suite.rule);
+    size_t allowed = 0, denied = 0;
+    for (const auto& c : suite.cases) (c.expect.allowed ? allowed : denied)++;
+    EXPECT_GT(allowed, 0u) << suite.path << " has no allowed sample";
+    EXPECT_GT(denied, 0u) << suite.path << " has no denied sample";
+  }
+  for (const auto& rule : allRules()) {
+    EXPECT_TRUE(withSuite.count(rule->info().id)) << "rule " << rule->info().id << " has no suite.yaml";
+  }
+}
+
+}  // namespace
+}  // namespace stateguard::testing
