@@ -69,7 +69,9 @@ int listRules() {
               << "\n  parameters: " << (info.defaultParams.empty() ? "none" : info.defaultParams.dump())
               << "\n  guards:";
     for (const auto& t : info.targets) {
-      std::cout << " " << (t.group.empty() ? "" : t.group + "/") << t.resource
+      // A subresource's request kind lives in another group (Scale: autoscaling); show the resource.
+      const std::string group = t.subResource.empty() && !t.group.empty() ? t.group + "/" : "";
+      std::cout << " " << group << t.resource
                 << (t.subResource.empty() ? "" : "/" + t.subResource) << "(";
       for (size_t i = 0; i < t.operations.size(); ++i) std::cout << (i ? "," : "") << t.operations[i];
       std::cout << ")";
