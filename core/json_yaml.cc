@@ -100,13 +100,14 @@ bool startsLikeJson(std::string_view text) {
 
 Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source) {
   std::vector<json> docs;
+  std::string jsonError;
   if (startsLikeJson(text)) {
     try {
       docs.push_back(json::parse(text));
       return docs;
     } catch (const json::parse_error& e) {
-      // JSON is also YAML only in simple cases; report the JSON error, it is the precise one.
-      return makeError(source + ": invalid JSON: " + e.what());
+      // Flow-style YAML ("{kind: Pod}") also starts with a brace: try YAML before giving up.
+      jsonError = source + ": invalid JSON: " + e.what();
     }
   }
   try {
@@ -118,6 +119,7 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
       ++index;
     }
   } catch (const YAML::Exception& e) {
+    if (!jsonError.empty()) return makeError(jsonError);
     return makeError(source + ": invalid YAML at line " + std::to_string(e.mark.line + 1) +
                      ", column " + std::to_string(e.mark.column + 1) + ": " + e.msg);
   }

@@ -1,0 +1,73 @@
+// Reading Kubernetes documents: YAML scalars, multi-document files, Lists, errors with positions.
+
+#include <gtest/gtest.h>
+
+#include "core/cluster_state.h"
+#include "core/k8s.h"
+
+namespace stateguard {
+namespace {
+
+TEST(Documents, YamlScalarsFollowKubernetes) {
+  auto docs = parseDocuments("a: \"true\"\nb: true\nc: 10\nd: '10'\ne: 1.5\nf: ~\ng: 10Gi\n", "x.yaml");
+  ASSERT_TRUE(docs.ok()) << docs.error();
+  const json& d = docs->front();
+  EXPECT_TRUE(d["a"].is_string());
+  EXPECT_TRUE(d["b"].is_boolean());
+  EXPECT_TRUE(d["c"].is_number_integer());
+  EXPECT_TRUE(d["d"].is_string());
+  EXPECT_TRUE(d["e"].is_number_float());
+  EXPECT_TRUE(d["f"].is_null());
+  EXPECT_EQ(d["g"], "10Gi");
+}
+
+TEST(Documents, ListsAndMultipleDocumentsFlatten) {
+  auto objs = parseObjects(
+      "kind: List\nitems:\n- {kind: Namespace, metadata: {name: a}}\n- {kind: Namespace, metadata: {name: b}}\n"
+      "---\n---\nkind: Namespace\nmetadata: {name: c}\n",
+      "x.yaml");
+  ASSERT_TRUE(objs.ok()) << objs.error();
+  ASSERT_EQ(objs->size(), 3u);
+  EXPECT_EQ(k8s::name((*objs)[2].object), "c");
+  EXPECT_EQ((*objs)[1].item, 1u);
+}
+
+TEST(Documents, ErrorsSayWhere) {
+  auto yaml = parseDocuments("a: [1, 2\nb: 3\n", "bad.yaml");
+  ASSERT_FALSE(yaml.ok());
+  EXPECT_NE(yaml.error().find("bad.yaml: invalid YAML at line"), std::string::npos) << yaml.error();
+  auto js = parseDocuments("{\"a\": [}", "bad.json");
+  ASSERT_FALSE(js.ok());
+  EXPECT_NE(js.error().find("bad.json: invalid JSON"), std::string::npos);
+  auto scalar = parseObjects("just text", "s.yaml");
+  ASSERT_FALSE(scalar.ok());
+  EXPECT_NE(scalar.error().find("document 0 is not an object"), std::string::npos);
+}
+
+TEST(ClusterStateFile, KeepsWatchedKindsAndRejectsNamelessObjects) {
+  auto store = loadClusterStateText(
+      "{kind: PersistentVolume, metadata: {name: pv1}}\n---\n{kind: ConfigMap, metadata: {name: c, namespace: n}}\n"
+      "---\n{kind: PersistentVolumeClaim, metadata: {name: a, namespace: n1}}\n"
+      "---\n{kind: PersistentVolumeClaim, metadata: {name: b, namespace: n2}}\n",
+      "s.yaml");
+  ASSERT_TRUE(store.ok()) << store.error();
+  EXPECT_TRUE(store.value()->ready());
+  EXPECT_NE(store.value()->get("PersistentVolume", "", "pv1"), nullptr);
+  EXPECT_EQ(store.value()->list("ConfigMap").size(), 0u);
+  EXPECT_EQ(store.value()->list("PersistentVolumeClaim", "n1").size(), 1u);
+  EXPECT_EQ(store.value()->list("PersistentVolumeClaim").size(), 2u);
+  auto bad = loadClusterStateText("{kind: PersistentVolume, metadata: {}}", "s.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().find("has no kind or metadata.name"), std::string::npos);
+}
+
+TEST(Quantity, BinaryAndDecimalSuffixes) {
+  EXPECT_DOUBLE_EQ(*k8s::parseQuantity("10Gi"), 10.0 * 1073741824.0);
+  EXPECT_DOUBLE_EQ(*k8s::parseQuantity("500M"), 5e8);
+  EXPECT_DOUBLE_EQ(*k8s::parseQuantity("1.5Ki"), 1536.0);
+  EXPECT_FALSE(k8s::parseQuantity("ten"));
+  EXPECT_FALSE(k8s::parseQuantity("10Gb"));
+}
+
+}  // namespace
+}  // namespace stateguard
