@@ -65,15 +65,17 @@ int review(int argc, char** argv) {
 int listRules() {
   for (const auto& rule : allRules()) {
     const RuleInfo& info = rule->info();
-    std::cout << info.id << "\n  " << info.summary << "\n  default mode: " << modeName(info.defaultMode)
-              << "\n  parameters: " << (info.defaultParams.empty() ? "none" : info.defaultParams.dump())
-              << "\n  guards:";
+    std::cout << info.id << "\n  " << info.summary
+              << "\n  default mode: " << modeName(info.defaultMode) << "\n  parameters: "
+              << (info.defaultParams.empty() ? "none" : info.defaultParams.dump()) << "\n  guards:";
     for (const auto& t : info.targets) {
-      // A subresource's request kind lives in another group (Scale: autoscaling); show the resource.
+      // A subresource's request kind lives in another group (Scale: autoscaling); show the
+      // resource.
       const std::string group = t.subResource.empty() && !t.group.empty() ? t.group + "/" : "";
-      std::cout << " " << group << t.resource
-                << (t.subResource.empty() ? "" : "/" + t.subResource) << "(";
-      for (size_t i = 0; i < t.operations.size(); ++i) std::cout << (i ? "," : "") << t.operations[i];
+      std::cout << " " << group << t.resource << (t.subResource.empty() ? "" : "/" + t.subResource)
+                << "(";
+      for (size_t i = 0; i < t.operations.size(); ++i)
+        std::cout << (i ? "," : "") << t.operations[i];
       std::cout << ")";
     }
     std::cout << "\n";

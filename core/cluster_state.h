@@ -16,8 +16,8 @@ using ObjectPtr = std::shared_ptr<const json>;
 
 /// The kinds the webhook needs, and how they are found in the API.
 struct ResourceKind {
-  const char* kind;      ///< "PersistentVolume"
-  const char* apiPath;   ///< "/api/v1/persistentvolumes" (cluster-wide list/watch path)
+  const char* kind;     ///< "PersistentVolume"
+  const char* apiPath;  ///< "/api/v1/persistentvolumes" (cluster-wide list/watch path)
   bool namespaced;
 };
 /// PersistentVolume, PersistentVolumeClaim, Namespace, StatefulSet, Pod, StorageClass.
@@ -33,10 +33,12 @@ class ClusterState {
   virtual ObjectPtr get(const std::string& kind, const std::string& ns,
                         const std::string& name) const = 0;
   /// All objects of a kind; only those in `ns` unless `ns` is "".
-  virtual std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns = "") const = 0;
+  virtual std::vector<ObjectPtr> list(const std::string& kind,
+                                      const std::string& ns = "") const = 0;
 };
 
-/// In-memory objects keyed by kind and namespace/name. Thread-safe; readers never block writers long.
+/// In-memory objects keyed by kind and namespace/name. Thread-safe; readers never block writers
+/// long.
 class ObjectStore : public ClusterState {
  public:
   bool ready() const override;

@@ -11,7 +11,9 @@
 namespace stateguard {
 namespace {
 
-bool isYamlNull(const std::string& s) { return s == "null" || s == "Null" || s == "NULL" || s == "~" || s.empty(); }
+bool isYamlNull(const std::string& s) {
+  return s == "null" || s == "Null" || s == "NULL" || s == "~" || s.empty();
+}
 
 bool isYamlBool(const std::string& s, bool& out) {
   if (s == "true" || s == "True" || s == "TRUE") {
@@ -140,7 +142,8 @@ Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std
                        " is not an object (expected a Kubernetes object or List)");
     }
     const std::string kind = doc.value("kind", "");
-    bool isList = kind == "List" || (kind.size() > 4 && kind.ends_with("List") && doc.contains("items"));
+    bool isList =
+        kind == "List" || (kind.size() > 4 && kind.ends_with("List") && doc.contains("items"));
     if (isList && doc.contains("items") && doc["items"].is_array()) {
       size_t item = 0;
       for (auto& obj : doc["items"]) {

@@ -15,7 +15,7 @@ using json = nlohmann::json;
 /// One Kubernetes object read from a file, with where it came from.
 struct SourcedObject {
   json object;
-  std::string source;  ///< file name (or "-")
+  std::string source;   ///< file name (or "-")
   size_t document = 0;  ///< 0-based document index in that file
   size_t item = 0;      ///< index inside a List document, else 0
 };

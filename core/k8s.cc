@@ -43,7 +43,8 @@ std::string ref(const json& obj) {
 }
 
 namespace {
-std::optional<std::string> mapEntry(const json& obj, const char* mapPointer, const std::string& key) {
+std::optional<std::string> mapEntry(const json& obj, const char* mapPointer,
+                                    const std::string& key) {
   const json& m = at(obj, mapPointer);
   if (!m.is_object()) return std::nullopt;
   auto it = m.find(key);
@@ -76,10 +77,20 @@ std::optional<double> parseQuantity(const std::string& q) {
   if (end == q.c_str()) return std::nullopt;
   std::string suffix(end);
   static const std::pair<const char*, double> kSuffixes[] = {
-      {"", 1.0},          {"Ki", 1024.0},     {"Mi", 1048576.0},  {"Gi", 1073741824.0},
-      {"Ti", 1099511627776.0}, {"Pi", 1125899906842624.0}, {"Ei", 1152921504606846976.0},
-      {"k", 1e3},         {"M", 1e6},         {"G", 1e9},         {"T", 1e12},
-      {"P", 1e15},        {"E", 1e18},        {"m", 1e-3},
+      {"", 1.0},
+      {"Ki", 1024.0},
+      {"Mi", 1048576.0},
+      {"Gi", 1073741824.0},
+      {"Ti", 1099511627776.0},
+      {"Pi", 1125899906842624.0},
+      {"Ei", 1152921504606846976.0},
+      {"k", 1e3},
+      {"M", 1e6},
+      {"G", 1e9},
+      {"T", 1e12},
+      {"P", 1e15},
+      {"E", 1e18},
+      {"m", 1e-3},
   };
   for (const auto& [s, mult] : kSuffixes) {
     if (suffix == s) return number * mult;

@@ -32,8 +32,8 @@ std::optional<double> parseQuantity(const std::string& q);
 /// PV facts the rules share.
 std::string pvReclaimPolicy(const json& pv);  ///< "Delete" when unset (dynamic default)
 std::string pvPhase(const json& pv);
-std::string pvCapacity(const json& pv);        ///< spec.capacity.storage or "unknown size"
-std::string pvStorageClass(const json& pv);    ///< spec.storageClassName or "(none)"
+std::string pvCapacity(const json& pv);      ///< spec.capacity.storage or "unknown size"
+std::string pvStorageClass(const json& pv);  ///< spec.storageClassName or "(none)"
 /// The backend volume a PV points to: CSI volumeHandle, or the in-tree source, for messages.
 std::string pvBackendVolume(const json& pv);
 

@@ -54,7 +54,8 @@ std::string Metrics::render() const {
         << escapeLabel(verdict) << "\",operation=\"" << escapeLabel(operation) << "\"} " << count
         << "\n";
   }
-  out << "# HELP stateguard_admission_rejected_total Requests refused before review (bad input), by "
+  out << "# HELP stateguard_admission_rejected_total Requests refused before review (bad input), "
+         "by "
          "HTTP status.\n# TYPE stateguard_admission_rejected_total counter\n";
   for (const auto& [status, count] : rejected_) {
     out << "stateguard_admission_rejected_total{code=\"" << status << "\"} " << count << "\n";

@@ -18,7 +18,8 @@ class Metrics {
                                                       0.01,   0.025,   0.05,   0.1,   0.5,    1.0};
 
   /// One admission decision per rule that fired (rule "" = nothing fired).
-  void countDecision(const std::string& rule, const std::string& verdict, const std::string& operation);
+  void countDecision(const std::string& rule, const std::string& verdict,
+                     const std::string& operation);
   /// A request answered with an HTTP error before any rule ran (bad input).
   void countRejected(int httpStatus);
   void observeLatency(double seconds);

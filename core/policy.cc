@@ -117,7 +117,8 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
 
   if (doc.contains("rules")) {
     const json& rs = doc["rules"];
-    if (!rs.is_object()) return makeError(source + ": rules must be a mapping of rule id to settings");
+    if (!rs.is_object())
+      return makeError(source + ": rules must be a mapping of rule id to settings");
     for (const auto& [id, settings] : rs.items()) {
       auto known = policy.rules.find(id);
       if (known == policy.rules.end()) {
@@ -136,23 +137,28 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
         continue;
       }
       if (!settings.is_object()) {
-        return makeError(source + ": rules." + id + " must be a mode or a mapping with mode/params");
+        return makeError(source + ": rules." + id +
+                         " must be a mode or a mapping with mode/params");
       }
       for (const auto& [key, value] : settings.items()) {
         if (key == "mode") {
           auto mode = value.is_string() ? parseMode(value.get<std::string>()) : std::nullopt;
           if (!mode) {
-            return makeError(source + ": rules." + id + ".mode must be one of enforce, warn, audit, off");
+            return makeError(source + ": rules." + id +
+                             ".mode must be one of enforce, warn, audit, off");
           }
           config.mode = *mode;
         } else if (key == "params") {
-          if (!value.is_object()) return makeError(source + ": rules." + id + ".params must be a mapping");
+          if (!value.is_object())
+            return makeError(source + ": rules." + id + ".params must be a mapping");
           for (const auto& [pkey, pvalue] : value.items()) {
             if (!config.params.contains(pkey)) {
               std::string accepted;
-              for (const auto& [k, _] : config.params.items()) accepted += (accepted.empty() ? "" : ", ") + k;
-              return makeError(source + ": rules." + id + ".params." + pkey + " is not a parameter of " + id +
-                               (accepted.empty() ? " (it takes none)" : " (accepted: " + accepted + ")"));
+              for (const auto& [k, _] : config.params.items())
+                accepted += (accepted.empty() ? "" : ", ") + k;
+              return makeError(
+                  source + ": rules." + id + ".params." + pkey + " is not a parameter of " + id +
+                  (accepted.empty() ? " (it takes none)" : " (accepted: " + accepted + ")"));
             }
             if (!sameType(config.params[pkey], pvalue)) {
               return makeError(source + ": rules." + id + ".params." + pkey + " must be a " +
@@ -161,7 +167,8 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
             config.params[pkey] = pvalue;
           }
         } else {
-          return makeError(source + ": unknown key rules." + id + "." + key + " (expected mode, params)");
+          return makeError(source + ": unknown key rules." + id + "." + key +
+                           " (expected mode, params)");
         }
       }
     }
@@ -193,7 +200,8 @@ Result<std::unique_ptr<PolicyStore>> PolicyStore::fromFile(const std::string& pa
   if (!text.ok()) return makeError("policy: " + text.error());
   auto policy = parsePolicy(text.value(), path, rules);
   if (!policy.ok()) return makeError("policy: " + policy.error());
-  auto store = std::make_unique<PolicyStore>(std::make_shared<const Policy>(std::move(policy).value()));
+  auto store =
+      std::make_unique<PolicyStore>(std::make_shared<const Policy>(std::move(policy).value()));
   store->path_ = path;
   store->rules_ = std::move(rules);
   store->lastSeen_ = seen;
@@ -225,8 +233,8 @@ bool PolicyStore::checkForChange() {
                                     : Result<Policy>(makeError(text.error()));
   if (!policy.ok()) {
     reloadFailures_.fetch_add(1);
-    log::error("policy " + path_ + " changed but is invalid, keeping the last good policy: " +
-               policy.error());
+    log::error("policy " + path_ +
+               " changed but is invalid, keeping the last good policy: " + policy.error());
     return false;
   }
   {

@@ -56,7 +56,8 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
     return makeError("kind must be AdmissionReview, got \"" + kind.value() + "\"");
   }
   auto reqIt = doc.find("request");
-  if (reqIt == doc.end() || !reqIt->is_object()) return makeError("request is missing or not an object");
+  if (reqIt == doc.end() || !reqIt->is_object())
+    return makeError("request is missing or not an object");
   const json& req = *reqIt;
 
   AdmissionRequest out;
@@ -75,7 +76,8 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
   }
 
   auto kindIt = req.find("kind");
-  if (kindIt == req.end() || !kindIt->is_object()) return makeError("request.kind is missing or not an object");
+  if (kindIt == req.end() || !kindIt->is_object())
+    return makeError("request.kind is missing or not an object");
   auto k = stringField(*kindIt, "kind", "request.kind", true);
   if (!k.ok()) return makeError(k.error());
   out.kind = k.value();
@@ -88,8 +90,8 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
     if (!r.ok()) return makeError(r.error());
     out.resource = r.value();
   }
-  for (auto [key, field] : {std::pair{"subResource", &out.subResource}, std::pair{"name", &out.name},
-                            std::pair{"namespace", &out.ns}}) {
+  for (auto [key, field] : {std::pair{"subResource", &out.subResource},
+                            std::pair{"name", &out.name}, std::pair{"namespace", &out.ns}}) {
     auto v = stringField(req, key, "request", false);
     if (!v.ok()) return makeError(v.error());
     *field = v.value();
@@ -106,14 +108,16 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
     if (auto gIt = userIt->find("groups"); gIt != userIt->end() && !gIt->is_null()) {
       if (!gIt->is_array()) return makeError("request.userInfo.groups must be a list of strings");
       for (const auto& group : *gIt) {
-        if (!group.is_string()) return makeError("request.userInfo.groups must be a list of strings");
+        if (!group.is_string())
+          return makeError("request.userInfo.groups must be a list of strings");
         out.user.groups.push_back(group.get<std::string>());
       }
     }
   }
 
-  for (auto [key, field] : {std::pair{"object", &out.object}, std::pair{"oldObject", &out.oldObject},
-                            std::pair{"options", &out.options}}) {
+  for (auto [key, field] :
+       {std::pair{"object", &out.object}, std::pair{"oldObject", &out.oldObject},
+        std::pair{"options", &out.options}}) {
     auto v = objectField(req, key, "request");
     if (!v.ok()) return makeError(v.error());
     *field = std::move(v).value();

@@ -27,7 +27,8 @@ Result<BreakGlass> parseBreakGlass(const std::string& value) {
   size_t index = 0;
   while (start <= value.size()) {
     size_t end = value.find(';', start);
-    std::string part = trim(value.substr(start, end == std::string::npos ? std::string::npos : end - start));
+    std::string part =
+        trim(value.substr(start, end == std::string::npos ? std::string::npos : end - start));
     if (index == 0) {
       size_t s = 0;
       while (s <= part.size()) {
@@ -37,10 +38,13 @@ Result<BreakGlass> parseBreakGlass(const std::string& value) {
         if (e == std::string::npos) break;
         s = e + 1;
       }
-      if (out.rules.empty()) return makeError("break-glass annotation names no rule; " + std::string(kExpected));
+      if (out.rules.empty())
+        return makeError("break-glass annotation names no rule; " + std::string(kExpected));
     } else if (part.rfind("until=", 0) == 0) {
       auto t = parseRfc3339(trim(part.substr(6)));
-      if (!t) return makeError("break-glass until=\"" + part.substr(6) + "\" is not an RFC 3339 time; " + kExpected);
+      if (!t)
+        return makeError("break-glass until=\"" + part.substr(6) + "\" is not an RFC 3339 time; " +
+                         kExpected);
       out.until = *t;
       haveUntil = true;
     } else if (part.rfind("reason=", 0) == 0) {
@@ -54,14 +58,17 @@ Result<BreakGlass> parseBreakGlass(const std::string& value) {
     start = end + 1;
     ++index;
   }
-  if (!haveUntil) return makeError("break-glass annotation has no until=; " + std::string(kExpected));
-  if (out.reason.empty()) return makeError("break-glass annotation has no reason=; " + std::string(kExpected));
+  if (!haveUntil)
+    return makeError("break-glass annotation has no until=; " + std::string(kExpected));
+  if (out.reason.empty())
+    return makeError("break-glass annotation has no reason=; " + std::string(kExpected));
   return out;
 }
 
 bool inBreakGlassGroup(const UserInfo& user, const BreakGlassConfig& config) {
   for (const auto& g : user.groups) {
-    if (std::find(config.groups.begin(), config.groups.end(), g) != config.groups.end()) return true;
+    if (std::find(config.groups.begin(), config.groups.end(), g) != config.groups.end())
+      return true;
   }
   return false;
 }
@@ -82,7 +89,8 @@ BreakGlassGrant checkBreakGlass(const AdmissionRequest& request, const BreakGlas
     return grant;
   }
   if (now >= bg.until) {
-    grant.explanation = "the " + config.annotation + " annotation expired at " + formatRfc3339(bg.until);
+    grant.explanation =
+        "the " + config.annotation + " annotation expired at " + formatRfc3339(bg.until);
     return grant;
   }
   if (bg.until - now > config.maxDuration) {
@@ -93,8 +101,8 @@ BreakGlassGrant checkBreakGlass(const AdmissionRequest& request, const BreakGlas
   if (!inBreakGlassGroup(request.user, config)) {
     std::string groups;
     for (const auto& g : config.groups) groups += (groups.empty() ? "" : ", ") + g;
-    grant.explanation = "user \"" + request.user.username +
-                        "\" is not in a break-glass group (" + groups + ")";
+    grant.explanation =
+        "user \"" + request.user.username + "\" is not in a break-glass group (" + groups + ")";
     return grant;
   }
   grant.granted = true;

@@ -9,7 +9,8 @@ std::string shortWarning(const std::string& text) {
   constexpr size_t kMax = 119;
   if (text.size() <= kMax) return text;
   size_t cut = kMax - 3;
-  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;  // UTF-8 boundary
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80)
+    --cut;  // UTF-8 boundary
   return text.substr(0, cut) + "...";
 }
 
@@ -46,16 +47,18 @@ Decision Engine::review(const AdmissionRequest& request, const ClusterState& sta
         v.verdict = "audit";
       } else {
         BreakGlassGrant grant;
-        if (info.breakGlassAllowed) grant = checkBreakGlass(request, policy.breakGlass, info.id, now);
+        if (info.breakGlassAllowed)
+          grant = checkBreakGlass(request, policy.breakGlass, info.id, now);
         if (grant.granted) {
           v.verdict = "break-glass";
           d.breakGlassReason = grant.reason;
-          d.response.warnings.push_back(shortWarning(tag + "break-glass by " + request.user.username +
-                                                     " (audited): " + grant.reason));
+          d.response.warnings.push_back(shortWarning(
+              tag + "break-glass by " + request.user.username + " (audited): " + grant.reason));
         } else {
           v.verdict = "deny";
           std::string text = "[" + info.id + "] " + finding.message;
-          if (!grant.explanation.empty()) text += " (break-glass not applied: " + grant.explanation + ")";
+          if (!grant.explanation.empty())
+            text += " (break-glass not applied: " + grant.explanation + ")";
           denials.push_back(std::move(text));
         }
       }
@@ -70,7 +73,8 @@ Decision Engine::review(const AdmissionRequest& request, const ClusterState& sta
   if (!denials.empty()) {
     d.response.allowed = false;
     d.response.code = 403;
-    std::string msg = "stateguard refused this " + request.operation + " of " + request.describe() + ": ";
+    std::string msg =
+        "stateguard refused this " + request.operation + " of " + request.describe() + ": ";
     for (size_t i = 0; i < denials.size(); ++i) msg += (i ? " ALSO: " : "") + denials[i];
     d.response.message = std::move(msg);
   }
@@ -94,8 +98,9 @@ json auditRecord(const AdmissionRequest& request, const Decision& decision) {
       {"name", request.name},
       {"rule", decision.rule},
       {"verdict", decision.verdict},
-      {"message", decision.response.allowed ? (decision.verdicts.empty() ? "" : decision.verdicts.front().message)
-                                            : decision.response.message},
+      {"message", decision.response.allowed
+                      ? (decision.verdicts.empty() ? "" : decision.verdicts.front().message)
+                      : decision.response.message},
       {"dryRun", request.dryRun},
       {"breakGlass", decision.verdict == "break-glass"},
       {"rules", std::move(rules)},

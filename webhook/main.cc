@@ -49,8 +49,10 @@ int main(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  if (!f.positional.empty()) return fail("unexpected argument " + f.positional.front() + "\n" + kUsage);
-  if (!f.has("tls-cert") || !f.has("tls-key")) return fail("--tls-cert and --tls-key are required (HTTPS only)");
+  if (!f.positional.empty())
+    return fail("unexpected argument " + f.positional.front() + "\n" + kUsage);
+  if (!f.has("tls-cert") || !f.has("tls-key"))
+    return fail("--tls-cert and --tls-key are required (HTTPS only)");
   int sources = f.has("cluster-state") + f.has("kubeconfig") + f.has("in-cluster");
   if (sources != 1) return fail("give exactly one of --cluster-state, --kubeconfig, --in-cluster");
 
@@ -59,14 +61,16 @@ int main(int argc, char** argv) {
   auto colon = listen.rfind(':');
   if (colon == std::string::npos) return fail("--listen must be HOST:PORT, got " + listen);
   options.host = listen.substr(0, colon);
-  if (options.host.size() > 2 && options.host.front() == '[') options.host = options.host.substr(1, options.host.size() - 2);
+  if (options.host.size() > 2 && options.host.front() == '[')
+    options.host = options.host.substr(1, options.host.size() - 2);
   try {
     options.port = std::stoi(listen.substr(colon + 1));
     if (f.has("threads")) options.threads = static_cast<size_t>(std::stoul(f.get("threads")));
   } catch (const std::exception&) {
     return fail("--listen port and --threads must be numbers");
   }
-  if (options.port < 0 || options.port > 65535 || options.threads == 0) return fail("port or --threads out of range");
+  if (options.port < 0 || options.port > 65535 || options.threads == 0)
+    return fail("port or --threads out of range");
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 
@@ -85,11 +89,13 @@ int main(int argc, char** argv) {
     } catch (const std::exception&) {
       return fail("--policy-poll-ms must be a number");
     }
-    auto loaded = PolicyStore::fromFile(f.get("policy"), ruleDefaults(), std::chrono::milliseconds(pollMs));
+    auto loaded =
+        PolicyStore::fromFile(f.get("policy"), ruleDefaults(), std::chrono::milliseconds(pollMs));
     if (!loaded.ok()) return fail(loaded.error());
     policy = std::move(loaded).value();
   } else {
-    policy = std::make_unique<PolicyStore>(std::make_shared<const Policy>(defaultPolicy(ruleDefaults())));
+    policy = std::make_unique<PolicyStore>(
+        std::make_shared<const Policy>(defaultPolicy(ruleDefaults())));
   }
 
   auto audit = AuditLog::open(f.get("audit-log", "-"));
@@ -111,27 +117,31 @@ int main(int argc, char** argv) {
   }
 
   Metrics metrics;
-  metrics.addGauge("stateguard_cluster_state_ready", "1 once the cluster state is loaded or synced.",
+  metrics.addGauge("stateguard_cluster_state_ready",
+                   "1 once the cluster state is loaded or synced.",
                    [state] { return state->ready() ? 1.0 : 0.0; });
   PolicyStore* policyPtr = policy.get();
   metrics.addGauge("stateguard_policy_reloads_total", "Policy file reloads that succeeded.",
                    [policyPtr] { return static_cast<double>(policyPtr->reloads()); });
-  metrics.addGauge("stateguard_policy_reload_failures_total", "Policy file changes rejected as invalid.",
+  metrics.addGauge("stateguard_policy_reload_failures_total",
+                   "Policy file changes rejected as invalid.",
                    [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); });
 
   Engine engine(allRules());
-  auto server = WebhookServer::create(options, ServerDeps{&engine, state, policy.get(), audit.value().get(), &metrics});
+  auto server = WebhookServer::create(
+      options, ServerDeps{&engine, state, policy.get(), audit.value().get(), &metrics});
   if (!server.ok()) return fail(server.error());
   auto port = server.value()->bind();
   if (!port.ok()) return fail(port.error());
-  log::info("stateguard-webhook listening on https://" + options.host + ":" + std::to_string(port.value()) +
-            " (policy: " + policy->current()->source + ")");
+  log::info("stateguard-webhook listening on https://" + options.host + ":" +
+            std::to_string(port.value()) + " (policy: " + policy->current()->source + ")");
 
   WebhookServer* srv = server.value().get();
   std::thread waiter([&signals, srv] {
     int sig = 0;
     sigwait(&signals, &sig);
-    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", shutting down");
+    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+              ", shutting down");
     srv->stop();
   });
   waiter.detach();

@@ -9,7 +9,8 @@ bool Rule::appliesTo(const AdmissionRequest& request) const {
     if (t.kind != request.kind || t.group != request.group) continue;
     if (t.subResource != request.subResource) continue;  // status etc. are not guarded
     if (!request.resource.empty() && t.resource != request.resource) continue;
-    if (std::find(t.operations.begin(), t.operations.end(), request.operation) != t.operations.end()) {
+    if (std::find(t.operations.begin(), t.operations.end(), request.operation) !=
+        t.operations.end()) {
       return true;
     }
   }

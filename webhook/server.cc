@@ -10,8 +10,8 @@
 namespace stateguard {
 
 std::string statusBody(int code, const std::string& reason, const std::string& message) {
-  json status = {{"kind", "Status"},       {"apiVersion", "v1"}, {"status", "Failure"},
-                 {"message", message},     {"reason", reason},   {"code", code}};
+  json status = {{"kind", "Status"},   {"apiVersion", "v1"}, {"status", "Failure"},
+                 {"message", message}, {"reason", reason},   {"code", code}};
   return status.dump();
 }
 
@@ -69,7 +69,8 @@ std::pair<int, std::string> WebhookServer::handleReview(const std::string& body)
   if (decision.verdicts.empty()) {
     deps_.metrics->countDecision("", "allow", request->operation);
   } else {
-    for (const auto& v : decision.verdicts) deps_.metrics->countDecision(v.rule, v.verdict, request->operation);
+    for (const auto& v : decision.verdicts)
+      deps_.metrics->countDecision(v.rule, v.verdict, request->operation);
   }
   std::string out = encodeReviewResponse(request->uid, decision.response);
   deps_.metrics->observeLatency(
@@ -98,7 +99,8 @@ void WebhookServer::routes() {
     res.status = 405;
     res.set_header("Allow", "POST");
     res.set_content(statusBody(405, "MethodNotAllowed",
-                               req.method + " " + req.path + " is not supported; send POST with an AdmissionReview"),
+                               req.method + " " + req.path +
+                                   " is not supported; send POST with an AdmissionReview"),
                     "application/json");
   };
   http.Get("/validate", wrongMethod);
@@ -106,7 +108,9 @@ void WebhookServer::routes() {
   http.Delete("/validate", wrongMethod);
   http.Patch("/validate", wrongMethod);
 
-  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok\n", "text/plain"); });
+  http.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
   http.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
     if (deps_.state->ready()) {
       res.set_content("ok\n", "text/plain");
@@ -124,31 +128,35 @@ void WebhookServer::routes() {
     if (res.status == 413) {
       deps_.metrics->countRejected(413);
       res.set_content(statusBody(413, "RequestEntityTooLarge",
-                                 "AdmissionReview body is over the " + std::to_string(kMaxReviewBytes) +
-                                     "-byte limit"),
+                                 "AdmissionReview body is over the " +
+                                     std::to_string(kMaxReviewBytes) + "-byte limit"),
                       "application/json");
     } else if (res.status == 404) {
-      res.set_content(statusBody(404, "NotFound",
-                                 req.method + " " + req.path +
-                                     " is not served; use POST /validate, GET /healthz, /readyz, /metrics"),
-                      "application/json");
+      res.set_content(
+          statusBody(404, "NotFound",
+                     req.method + " " + req.path +
+                         " is not served; use POST /validate, GET /healthz, /readyz, /metrics"),
+          "application/json");
     } else {
-      res.set_content(statusBody(res.status, "Error", "request failed with HTTP " + std::to_string(res.status)),
-                      "application/json");
+      res.set_content(
+          statusBody(res.status, "Error", "request failed with HTTP " + std::to_string(res.status)),
+          "application/json");
     }
   });
-  http.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-    std::string what = "unknown error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = e.what();
-    } catch (...) {
-    }
-    log::error("internal error while handling a request: " + what);
-    res.status = 500;
-    res.set_content(statusBody(500, "InternalError", "stateguard internal error: " + what), "application/json");
-  });
+  http.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "unknown error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = e.what();
+        } catch (...) {
+        }
+        log::error("internal error while handling a request: " + what);
+        res.status = 500;
+        res.set_content(statusBody(500, "InternalError", "stateguard internal error: " + what),
+                        "application/json");
+      });
 }
 
 Result<int> WebhookServer::bind() {

@@ -35,7 +35,8 @@ struct ServerDeps {
 /// Serves AdmissionReviews over TLS 1.2+; thread-safe.
 class WebhookServer {
  public:
-  static Result<std::unique_ptr<WebhookServer>> create(const ServerOptions& options, ServerDeps deps);
+  static Result<std::unique_ptr<WebhookServer>> create(const ServerOptions& options,
+                                                       ServerDeps deps);
   ~WebhookServer();
 
   /// Binds; returns the port (useful with port 0).
@@ -49,7 +50,8 @@ class WebhookServer {
   std::pair<int, std::string> handleReview(const std::string& body);
 
  private:
-  WebhookServer(const ServerOptions& options, ServerDeps deps) : options_(options), deps_(std::move(deps)) {}
+  WebhookServer(const ServerOptions& options, ServerDeps deps)
+      : options_(options), deps_(std::move(deps)) {}
   void routes();
 
   ServerOptions options_;

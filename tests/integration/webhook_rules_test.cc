@@ -30,11 +30,13 @@ TEST_F(WebhookRulesTest, EverySuiteCaseOverTls) {
   for (const Suite& suite : loadSuites()) {
     // One webhook per (suite, policy): the policy is a start-up file, the state is the suite's.
     std::map<std::string, std::vector<const SuiteCase*>> byPolicy;
-    for (const auto& c : suite.cases) byPolicy[c.policy.is_null() ? "" : c.policy.dump()].push_back(&c);
+    for (const auto& c : suite.cases)
+      byPolicy[c.policy.is_null() ? "" : c.policy.dump()].push_back(&c);
     for (const auto& [policyText, cases] : byPolicy) {
       const std::string gdir = dir_ + "/g" + std::to_string(group++);
       std::filesystem::create_directories(gdir);
-      writeText(gdir + "/state.json", json{{"apiVersion", "v1"}, {"kind", "List"}, {"items", suite.state}}.dump());
+      writeText(gdir + "/state.json",
+                json{{"apiVersion", "v1"}, {"kind", "List"}, {"items", suite.state}}.dump());
       std::vector<std::string> extra;
       if (!policyText.empty()) {
         writeText(gdir + "/policy.yaml", policyText);  // JSON is YAML
@@ -81,11 +83,14 @@ void replaceFile(const std::string& path, const std::string& text) {
 TEST_F(WebhookRulesTest, PolicyReloadsAndKeepsLastGoodOnError) {
   const std::string policy = dir_ + "/policy.yaml";
   replaceFile(policy, "rules:\n  pv-delete: enforce\n");
-  WebhookProcess webhook(dir_, certs_, {"--cluster-state", sourcePath("examples/cluster-state.yaml")},
+  WebhookProcess webhook(dir_, certs_,
+                         {"--cluster-state", sourcePath("examples/cluster-state.yaml")},
                          {"--policy", policy, "--policy-poll-ms", "50"});
   ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
   const std::string review = readText(sourcePath("examples/reviews/delete-bound-pv.json"));
-  auto allowed = [&] { return json::parse(webhook.post(review).second)["response"]["allowed"].get<bool>(); };
+  auto allowed = [&] {
+    return json::parse(webhook.post(review).second)["response"]["allowed"].get<bool>();
+  };
   ASSERT_FALSE(allowed());
 
   auto waitFor = [&](bool want) {
@@ -101,45 +106,55 @@ TEST_F(WebhookRulesTest, PolicyReloadsAndKeepsLastGoodOnError) {
   EXPECT_FALSE(warned["response"]["warnings"].empty());
 
   replaceFile(policy, "rules:\n  pv-delete: maybe\n");
-  ASSERT_TRUE(webhook.process().waitForOutput("keeping the last good policy", std::chrono::seconds(5)));
-  EXPECT_NE(webhook.process().stderrText().find("not one of enforce, warn, audit, off"), std::string::npos);
+  ASSERT_TRUE(
+      webhook.process().waitForOutput("keeping the last good policy", std::chrono::seconds(5)));
+  EXPECT_NE(webhook.process().stderrText().find("not one of enforce, warn, audit, off"),
+            std::string::npos);
   EXPECT_TRUE(allowed()) << "an invalid policy must not replace the last good one";
 
   replaceFile(policy, "rules:\n  pv-delete: enforce\n");
   ASSERT_TRUE(waitFor(false));
   auto metrics = webhook.get("/metrics").second;
-  EXPECT_NE(metrics.find("stateguard_policy_reload_failures_total 1"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("stateguard_admission_requests_total{rule=\"pv-delete\",verdict=\"deny\",operation=\"DELETE\"}"),
+  EXPECT_NE(metrics.find("stateguard_policy_reload_failures_total 1"), std::string::npos)
+      << metrics;
+  EXPECT_NE(metrics.find("stateguard_admission_requests_total{rule=\"pv-delete\",verdict=\"deny\","
+                         "operation=\"DELETE\"}"),
             std::string::npos);
 }
 
 TEST_F(WebhookRulesTest, InvalidPolicyAtStartIsRefusedWithTheReason) {
   writeText(dir_ + "/bad.yaml", "rules:\n  no-such-rule: enforce\n");
   ChildProcess p(binaryPath("stateguard-webhook"),
-                 {"--listen", "127.0.0.1:0", "--tls-cert", certs_.tlsCert, "--tls-key", certs_.tlsKey,
-                  "--cluster-state", sourcePath("examples/cluster-state.yaml"), "--policy", dir_ + "/bad.yaml"},
+                 {"--listen", "127.0.0.1:0", "--tls-cert", certs_.tlsCert, "--tls-key",
+                  certs_.tlsKey, "--cluster-state", sourcePath("examples/cluster-state.yaml"),
+                  "--policy", dir_ + "/bad.yaml"},
                  dir_);
   EXPECT_EQ(p.wait(std::chrono::seconds(10)), 2);
-  EXPECT_NE(p.stderrText().find("unknown rule \"no-such-rule\""), std::string::npos) << p.stderrText();
+  EXPECT_NE(p.stderrText().find("unknown rule \"no-such-rule\""), std::string::npos)
+      << p.stderrText();
 }
 
 TEST_F(WebhookRulesTest, HealthReadyAndMetrics) {
-  WebhookProcess webhook(dir_, certs_, {"--cluster-state", sourcePath("examples/cluster-state.yaml")});
+  WebhookProcess webhook(dir_, certs_,
+                         {"--cluster-state", sourcePath("examples/cluster-state.yaml")});
   ASSERT_TRUE(webhook.started());
   EXPECT_EQ(webhook.get("/healthz").first, 200);
   EXPECT_EQ(webhook.get("/readyz").first, 200);
   webhook.post(readText(sourcePath("examples/reviews/delete-bound-pv.json")));
   auto [status, metrics] = webhook.get("/metrics");
   EXPECT_EQ(status, 200);
-  EXPECT_NE(metrics.find("stateguard_admission_duration_seconds_count 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("stateguard_admission_duration_seconds_count 1"), std::string::npos)
+      << metrics;
   EXPECT_NE(metrics.find("stateguard_cluster_state_ready 1"), std::string::npos);
 }
 
 TEST_F(WebhookRulesTest, ServingCertificateHasServiceSansAndChainsToCa) {
-  auto r = runCommand("/usr/bin/openssl", {"x509", "-in", certs_.tlsCert, "-noout", "-ext", "subjectAltName"});
+  auto r = runCommand("/usr/bin/openssl",
+                      {"x509", "-in", certs_.tlsCert, "-noout", "-ext", "subjectAltName"});
   ASSERT_EQ(r.exitCode, 0) << r.err;
-  for (const char* san : {"DNS:stateguard-webhook.stateguard-system.svc", "DNS:stateguard-webhook.stateguard-system",
-                          "DNS:stateguard-webhook.stateguard-system.svc.cluster.local"}) {
+  for (const char* san :
+       {"DNS:stateguard-webhook.stateguard-system.svc", "DNS:stateguard-webhook.stateguard-system",
+        "DNS:stateguard-webhook.stateguard-system.svc.cluster.local"}) {
     EXPECT_NE(r.out.find(san), std::string::npos) << r.out;
   }
   auto v = runCommand("/usr/bin/openssl", {"verify", "-CAfile", certs_.caCert, certs_.tlsCert});
@@ -153,8 +168,9 @@ TEST_F(WebhookRulesTest, ServingCertificateHasServiceSansAndChainsToCa) {
 
 TEST_F(WebhookRulesTest, StateguardctlReviewMatchesTheWebhook) {
   const std::string state = sourcePath("examples/cluster-state.yaml");
-  auto denied = runCommand(binaryPath("stateguardctl"),
-                           {"review", "--cluster-state", state, sourcePath("examples/reviews/delete-bound-pv.json")});
+  auto denied = runCommand(
+      binaryPath("stateguardctl"),
+      {"review", "--cluster-state", state, sourcePath("examples/reviews/delete-bound-pv.json")});
   EXPECT_EQ(denied.exitCode, 1) << denied.err;
   auto response = json::parse(denied.out);
   EXPECT_FALSE(response["response"]["allowed"].get<bool>());
@@ -167,9 +183,10 @@ TEST_F(WebhookRulesTest, StateguardctlReviewMatchesTheWebhook) {
 
   // From stdin, with a policy that only warns: allowed, exit 0.
   writeText(dir_ + "/warn.yaml", "rules: {pv-delete: warn}\n");
-  auto warned = runCommand(binaryPath("stateguardctl"), {"review", "--policy", dir_ + "/warn.yaml",
-                                                         "--cluster-state", state, "-"},
-                           readText(sourcePath("examples/reviews/delete-bound-pv.json")));
+  auto warned =
+      runCommand(binaryPath("stateguardctl"),
+                 {"review", "--policy", dir_ + "/warn.yaml", "--cluster-state", state, "-"},
+                 readText(sourcePath("examples/reviews/delete-bound-pv.json")));
   EXPECT_EQ(warned.exitCode, 0) << warned.err;
   EXPECT_TRUE(json::parse(warned.out)["response"]["allowed"].get<bool>());
 

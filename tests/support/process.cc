@@ -14,8 +14,12 @@
 
 namespace stateguard::testing {
 
-std::string binaryPath(const std::string& name) { return std::string(STATEGUARD_BIN_DIR) + "/" + name; }
-std::string sourcePath(const std::string& relative) { return std::string(STATEGUARD_SOURCE_DIR) + "/" + relative; }
+std::string binaryPath(const std::string& name) {
+  return std::string(STATEGUARD_BIN_DIR) + "/" + name;
+}
+std::string sourcePath(const std::string& relative) {
+  return std::string(STATEGUARD_SOURCE_DIR) + "/" + relative;
+}
 
 std::string makeTempDir(const std::string& prefix) {
   std::string tmpl = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
@@ -41,8 +45,9 @@ void writeText(const std::string& path, const std::string& text) {
 }
 
 namespace {
-pid_t spawn(const std::string& binary, const std::vector<std::string>& args, const std::string& workDir,
-            const std::string& outPath, const std::string& errPath, int stdinFd) {
+pid_t spawn(const std::string& binary, const std::vector<std::string>& args,
+            const std::string& workDir, const std::string& outPath, const std::string& errPath,
+            int stdinFd) {
   pid_t pid = ::fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -71,7 +76,8 @@ pid_t spawn(const std::string& binary, const std::vector<std::string>& args, con
 
 ChildProcess::ChildProcess(std::string binary, std::vector<std::string> args, std::string workDir) {
   static int counter = 0;
-  std::string base = workDir + "/proc" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  std::string base =
+      workDir + "/proc" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
   outPath_ = base + ".out";
   errPath_ = base + ".err";
   pid_ = spawn(binary, args, workDir, outPath_, errPath_, -1);
@@ -96,11 +102,13 @@ bool ChildProcess::running() {
 bool ChildProcess::waitForOutput(const std::string& needle, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    if (stderrText().find(needle) != std::string::npos || stdoutText().find(needle) != std::string::npos) {
+    if (stderrText().find(needle) != std::string::npos ||
+        stdoutText().find(needle) != std::string::npos) {
       return true;
     }
     if (!running()) {
-      return stderrText().find(needle) != std::string::npos || stdoutText().find(needle) != std::string::npos;
+      return stderrText().find(needle) != std::string::npos ||
+             stdoutText().find(needle) != std::string::npos;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

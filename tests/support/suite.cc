@@ -63,10 +63,12 @@ json resolveObject(const json& spec, const json& state, const std::string& where
   json found;
   for (const auto& obj : state) {
     std::string ns = obj["metadata"].value("namespace", "");
-    std::string key = ns.empty() ? obj["metadata"].value("name", "") : ns + "/" + obj["metadata"].value("name", "");
+    std::string key = ns.empty() ? obj["metadata"].value("name", "")
+                                 : ns + "/" + obj["metadata"].value("name", "");
     if (obj.value("kind", "") == kind && key == rest) found = obj;
   }
-  if (found.is_null()) throw std::runtime_error(where + ": ref " + ref + " is not in the suite's state");
+  if (found.is_null())
+    throw std::runtime_error(where + ": ref " + ref + " is not in the suite's state");
   if (spec.contains("merge")) found.merge_patch(spec["merge"]);
   return found;
 }
@@ -95,7 +97,9 @@ json makeReview(const std::string& uid, const std::string& operation, const json
   std::string ns = current["metadata"].value("namespace", "");
   if (!ns.empty()) req["namespace"] = ns;
   req["operation"] = operation;
-  req["userInfo"] = user.is_null() ? json{{"username", "alice@example.com"}, {"groups", {"system:authenticated"}}} : user;
+  req["userInfo"] =
+      user.is_null() ? json{{"username", "alice@example.com"}, {"groups", {"system:authenticated"}}}
+                     : user;
   req["object"] = object;
   req["oldObject"] = oldObject;
   req["dryRun"] = dryRun;
@@ -125,7 +129,8 @@ Suite loadSuite(const std::string& path) {
   suite.rule = doc.value("rule", "");
   if (suite.rule.empty()) throw std::runtime_error(path + ": missing rule:");
   if (doc.contains("state")) suite.state = doc["state"];
-  if (!doc.contains("cases") || !doc["cases"].is_array()) throw std::runtime_error(path + ": missing cases:");
+  if (!doc.contains("cases") || !doc["cases"].is_array())
+    throw std::runtime_error(path + ": missing cases:");
   int n = 0;
   for (const auto& c : doc["cases"]) {
     SuiteCase sc;
@@ -137,7 +142,8 @@ Suite loadSuite(const std::string& path) {
     if (op.empty()) throw std::runtime_error(where + ": missing operation");
     sc.review = makeReview(suite.rule + "-" + std::to_string(n), op, object, oldObject,
                            c.value("user", json(nullptr)), c.value("dryRun", false),
-                           c.value("options", json(nullptr)), c.value("subResource", ""), c.value("kind", ""));
+                           c.value("options", json(nullptr)), c.value("subResource", ""),
+                           c.value("kind", ""));
     sc.policy = c.value("policy", json(nullptr));
     if (!c.contains("expect")) throw std::runtime_error(where + ": missing expect:");
     const json& e = c["expect"];
@@ -196,7 +202,8 @@ std::string checkResponse(const SuiteCase& c, const json& reviewResponse) {
     for (const auto& w : warnings) found = found || w.find(want) != std::string::npos;
     if (!found) problems += "no warning contains \"" + want + "\"; ";
   }
-  if (c.expect.noWarnings && !warnings.empty()) problems += "unexpected warning: " + warnings.front() + "; ";
+  if (c.expect.noWarnings && !warnings.empty())
+    problems += "unexpected warning: " + warnings.front() + "; ";
   if (!problems.empty()) problems += "full response: " + reviewResponse.dump();
   return problems;
 }

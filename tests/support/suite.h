@@ -22,8 +22,8 @@ struct Expectation {
 /// One case: an AdmissionReview and what must come back.
 struct SuiteCase {
   std::string name;
-  json review;         ///< the full AdmissionReview request
-  json policy;         ///< policy document, null = built-in default
+  json review;  ///< the full AdmissionReview request
+  json policy;  ///< policy document, null = built-in default
   Expectation expect;
 };
 
@@ -35,7 +35,8 @@ struct Suite {
   std::vector<SuiteCase> cases;
 };
 
-/// Loads every webhook/rules/*/suite.yaml. Throws std::runtime_error with file and case on bad data.
+/// Loads every webhook/rules/*/suite.yaml. Throws std::runtime_error with file and case on bad
+/// data.
 std::vector<Suite> loadSuites();
 Suite loadSuite(const std::string& path);
 

@@ -1,14 +1,15 @@
 // Break-glass annotation parsing and the conditions under which it is honoured.
 
-#include <gtest/gtest.h>
-
 #include "webhook/break_glass.h"
+
+#include <gtest/gtest.h>
 
 namespace stateguard {
 namespace {
 
 TEST(BreakGlassParse, FullForm) {
-  auto bg = parseBreakGlass("pv-delete, pvc-delete; until=2026-11-21T18:00:00Z; reason=INC-1; really");
+  auto bg =
+      parseBreakGlass("pv-delete, pvc-delete; until=2026-11-21T18:00:00Z; reason=INC-1; really");
   ASSERT_TRUE(bg.ok()) << bg.error();
   EXPECT_EQ(bg->rules, (std::vector<std::string>{"pv-delete", "pvc-delete"}));
   EXPECT_EQ(formatRfc3339(bg->until), "2026-11-21T18:00:00Z");
@@ -16,9 +17,10 @@ TEST(BreakGlassParse, FullForm) {
 }
 
 TEST(BreakGlassParse, ErrorsShowTheExpectedForm) {
-  for (const char* bad : {"", "; until=2026-11-21T18:00:00Z; reason=x", "pv-delete; reason=x",
-                          "pv-delete; until=2026-11-21T18:00:00Z", "pv-delete; until=soon; reason=x",
-                          "pv-delete; until=2026-11-21T18:00:00Z; why=x"}) {
+  for (const char* bad :
+       {"", "; until=2026-11-21T18:00:00Z; reason=x", "pv-delete; reason=x",
+        "pv-delete; until=2026-11-21T18:00:00Z", "pv-delete; until=soon; reason=x",
+        "pv-delete; until=2026-11-21T18:00:00Z; why=x"}) {
     auto bg = parseBreakGlass(bad);
     ASSERT_FALSE(bg.ok()) << bad;
     EXPECT_NE(bg.error().find("expected \"<rule-id>; until="), std::string::npos) << bg.error();
@@ -30,8 +32,8 @@ TEST(Rfc3339, OffsetsFractionsAndGarbage) {
   auto b = parseRfc3339("2026-11-21T20:00:00.123+02:00");
   ASSERT_TRUE(a && b);
   EXPECT_EQ(std::chrono::duration_cast<std::chrono::seconds>(*b - *a).count(), 0);
-  for (const char* bad : {"2026-11-21", "2026-13-01T00:00:00Z", "2026-11-21T18:00:00", "2026-11-21T18:00:00Zjunk",
-                          "2026-11-21T18:00:00+2", "tomorrow"}) {
+  for (const char* bad : {"2026-11-21", "2026-13-01T00:00:00Z", "2026-11-21T18:00:00",
+                          "2026-11-21T18:00:00Zjunk", "2026-11-21T18:00:00+2", "tomorrow"}) {
     EXPECT_FALSE(parseRfc3339(bad)) << bad;
   }
   EXPECT_EQ(formatDuration(std::chrono::seconds(90061)), "1d1h");
@@ -43,7 +45,8 @@ AdmissionRequest deleteWith(const std::string& annotation, std::vector<std::stri
   r.operation = "DELETE";
   r.user.username = "u";
   r.user.groups = std::move(groups);
-  r.oldObject = {{"metadata", {{"name", "x"}, {"annotations", {{"stateguard.io/allow", annotation}}}}}};
+  r.oldObject = {
+      {"metadata", {{"name", "x"}, {"annotations", {{"stateguard.io/allow", annotation}}}}}};
   return r;
 }
 
@@ -51,23 +54,27 @@ TEST(BreakGlassCheck, HonouredOnlyForGroupRuleAndTime) {
   BreakGlassConfig cfg;
   auto now = Clock::now();
   std::string until = formatRfc3339(now + std::chrono::hours(1));
-  auto ok = checkBreakGlass(deleteWith("pv-delete; until=" + until + "; reason=r", {"stateguard:break-glass"}),
-                            cfg, "pv-delete", now);
+  auto ok = checkBreakGlass(
+      deleteWith("pv-delete; until=" + until + "; reason=r", {"stateguard:break-glass"}), cfg,
+      "pv-delete", now);
   EXPECT_TRUE(ok.granted);
   EXPECT_EQ(ok.reason, "r");
 
-  auto outsider = checkBreakGlass(deleteWith("pv-delete; until=" + until + "; reason=r", {"dev"}), cfg, "pv-delete", now);
+  auto outsider = checkBreakGlass(deleteWith("pv-delete; until=" + until + "; reason=r", {"dev"}),
+                                  cfg, "pv-delete", now);
   EXPECT_FALSE(outsider.granted);
   EXPECT_NE(outsider.explanation.find("not in a break-glass group"), std::string::npos);
 
-  auto expired = checkBreakGlass(deleteWith("pv-delete; until=" + until + "; reason=r", {"stateguard:break-glass"}),
-                                 cfg, "pv-delete", now + std::chrono::hours(2));
+  auto expired = checkBreakGlass(
+      deleteWith("pv-delete; until=" + until + "; reason=r", {"stateguard:break-glass"}), cfg,
+      "pv-delete", now + std::chrono::hours(2));
   EXPECT_FALSE(expired.granted);
   EXPECT_NE(expired.explanation.find("expired"), std::string::npos);
 
   std::string far = formatRfc3339(now + std::chrono::hours(30));
-  auto tooFar = checkBreakGlass(deleteWith("pv-delete; until=" + far + "; reason=r", {"stateguard:break-glass"}), cfg,
-                                "pv-delete", now);
+  auto tooFar = checkBreakGlass(
+      deleteWith("pv-delete; until=" + far + "; reason=r", {"stateguard:break-glass"}), cfg,
+      "pv-delete", now);
   EXPECT_FALSE(tooFar.granted);
 
   auto none = checkBreakGlass(AdmissionRequest{}, cfg, "pv-delete", now);

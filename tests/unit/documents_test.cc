@@ -9,7 +9,8 @@ namespace stateguard {
 namespace {
 
 TEST(Documents, YamlScalarsFollowKubernetes) {
-  auto docs = parseDocuments("a: \"true\"\nb: true\nc: 10\nd: '10'\ne: 1.5\nf: ~\ng: 10Gi\n", "x.yaml");
+  auto docs =
+      parseDocuments("a: \"true\"\nb: true\nc: 10\nd: '10'\ne: 1.5\nf: ~\ng: 10Gi\n", "x.yaml");
   ASSERT_TRUE(docs.ok()) << docs.error();
   const json& d = docs->front();
   EXPECT_TRUE(d["a"].is_string());
@@ -23,7 +24,8 @@ TEST(Documents, YamlScalarsFollowKubernetes) {
 
 TEST(Documents, ListsAndMultipleDocumentsFlatten) {
   auto objs = parseObjects(
-      "kind: List\nitems:\n- {kind: Namespace, metadata: {name: a}}\n- {kind: Namespace, metadata: {name: b}}\n"
+      "kind: List\nitems:\n- {kind: Namespace, metadata: {name: a}}\n- {kind: Namespace, metadata: "
+      "{name: b}}\n"
       "---\n---\nkind: Namespace\nmetadata: {name: c}\n",
       "x.yaml");
   ASSERT_TRUE(objs.ok()) << objs.error();
@@ -46,7 +48,8 @@ TEST(Documents, ErrorsSayWhere) {
 
 TEST(ClusterStateFile, KeepsWatchedKindsAndRejectsNamelessObjects) {
   auto store = loadClusterStateText(
-      "{kind: PersistentVolume, metadata: {name: pv1}}\n---\n{kind: ConfigMap, metadata: {name: c, namespace: n}}\n"
+      "{kind: PersistentVolume, metadata: {name: pv1}}\n---\n{kind: ConfigMap, metadata: {name: c, "
+      "namespace: n}}\n"
       "---\n{kind: PersistentVolumeClaim, metadata: {name: a, namespace: n1}}\n"
       "---\n{kind: PersistentVolumeClaim, metadata: {name: b, namespace: n2}}\n",
       "s.yaml");

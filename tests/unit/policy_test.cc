@@ -1,14 +1,17 @@
 // Policy parsing: defaults, shorthand, parameters, and errors that name the offending key.
 
+#include "core/policy.h"
+
 #include <gtest/gtest.h>
 
-#include "core/policy.h"
 #include "webhook/registry.h"
 
 namespace stateguard {
 namespace {
 
-Result<Policy> parse(const std::string& text) { return parsePolicy(text, "policy.yaml", ruleDefaults()); }
+Result<Policy> parse(const std::string& text) {
+  return parsePolicy(text, "policy.yaml", ruleDefaults());
+}
 
 TEST(Policy, EmptyFileMeansDefaults) {
   auto p = parse("");
@@ -56,22 +59,23 @@ TEST_P(PolicyErrors, NameTheProblem) {
 
 INSTANTIATE_TEST_SUITE_P(
     All, PolicyErrors,
-    ::testing::Values(BadPolicy{"rules: {nope: enforce}", "unknown rule \"nope\" (known rules: pv-delete"},
-                      BadPolicy{"rules: {pv-delete: maybe}", "mode \"maybe\" is not one of"},
-                      BadPolicy{"rules: {pv-delete: {mode: 3}}", "rules.pv-delete.mode must be one of"},
-                      BadPolicy{"rules: {namespace-delete: {params: {max: 1}}}",
-                                "params.max is not a parameter of namespace-delete (accepted: maxListed)"},
-                      BadPolicy{"rules: {pv-delete: {params: {x: 1}}}", "(it takes none)"},
-                      BadPolicy{"rules: {namespace-delete: {params: {maxListed: many}}}",
-                                "maxListed must be a number, got string"},
-                      BadPolicy{"rules: {pv-delete: {mood: warn}}", "unknown key rules.pv-delete.mood"},
-                      BadPolicy{"rulez: {}", "unknown key \"rulez\""},
-                      BadPolicy{"breakGlass: {groups: admins}", "breakGlass.groups must be a list of strings"},
-                      BadPolicy{"breakGlass: {maxDurationHours: -1}", "must be a positive number"},
-                      BadPolicy{"kind: Deployment", "kind must be Policy"},
-                      BadPolicy{"- a\n- b", "the policy must be a mapping"},
-                      BadPolicy{"rules: {pv-delete: [", "invalid YAML at line 1"},
-                      BadPolicy{"a: 1\n---\nb: 2", "expected one YAML document"}));
+    ::testing::Values(
+        BadPolicy{"rules: {nope: enforce}", "unknown rule \"nope\" (known rules: pv-delete"},
+        BadPolicy{"rules: {pv-delete: maybe}", "mode \"maybe\" is not one of"},
+        BadPolicy{"rules: {pv-delete: {mode: 3}}", "rules.pv-delete.mode must be one of"},
+        BadPolicy{"rules: {namespace-delete: {params: {max: 1}}}",
+                  "params.max is not a parameter of namespace-delete (accepted: maxListed)"},
+        BadPolicy{"rules: {pv-delete: {params: {x: 1}}}", "(it takes none)"},
+        BadPolicy{"rules: {namespace-delete: {params: {maxListed: many}}}",
+                  "maxListed must be a number, got string"},
+        BadPolicy{"rules: {pv-delete: {mood: warn}}", "unknown key rules.pv-delete.mood"},
+        BadPolicy{"rulez: {}", "unknown key \"rulez\""},
+        BadPolicy{"breakGlass: {groups: admins}", "breakGlass.groups must be a list of strings"},
+        BadPolicy{"breakGlass: {maxDurationHours: -1}", "must be a positive number"},
+        BadPolicy{"kind: Deployment", "kind must be Policy"},
+        BadPolicy{"- a\n- b", "the policy must be a mapping"},
+        BadPolicy{"rules: {pv-delete: [", "invalid YAML at line 1"},
+        BadPolicy{"a: 1\n---\nb: 2", "expected one YAML document"}));
 
 }  // namespace
 }  // namespace stateguard

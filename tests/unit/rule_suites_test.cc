@@ -60,8 +60,8 @@ TEST_P(RuleSuiteTest, EngineGivesTheExpectedVerdict) {
 
 INSTANTIATE_TEST_SUITE_P(AllSuites, RuleSuiteTest, ::testing::ValuesIn(allCases()),
                          [](const ::testing::TestParamInfo<CaseRef>& p) {
-                           std::string name = suites()[p.param.suite].rule + "_" +
-                                              std::to_string(p.param.index);
+                           std::string name =
+                               suites()[p.param.suite].rule + "_" + std::to_string(p.param.index);
                            for (auto& ch : name) {
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            }
@@ -78,7 +78,8 @@ TEST(RuleSuites, EveryRuleHasAllowedAndDeniedSamples) {
     EXPECT_GT(denied, 0u) << suite.path << " has no denied sample";
   }
   for (const auto& rule : allRules()) {
-    EXPECT_TRUE(withSuite.count(rule->info().id)) << "rule " << rule->info().id << " has no suite.yaml";
+    EXPECT_TRUE(withSuite.count(rule->info().id))
+        << "rule " << rule->info().id << " has no suite.yaml";
   }
 }
 

@@ -394,20 +394,20 @@ TEST_F(WatchCacheTest, BookmarkKeepsTheResourceVersionFreshSoNoRelistIsNeeded) {
   const std::string current = std::to_string(server_->resourceVersion());
   EXPECT_NE(cache->stats("PersistentVolume").resourceVersion, current);
   server_->sendBookmarks();
-  ASSERT_TRUE(eventually(
-      [&] { return cache->stats("PersistentVolume").resourceVersion == current; }));
+  ASSERT_TRUE(
+      eventually([&] { return cache->stats("PersistentVolume").resourceVersion == current; }));
   EXPECT_GE(cache->stats("PersistentVolume").bookmarks, 1u);
   EXPECT_EQ(cache->stats("PersistentVolume").events, 0u);
 
   // History is compacted up to now: only a client that kept up through bookmarks can resume.
   server_->compactHistory();
   server_->dropWatches();
-  ASSERT_TRUE(
-      eventually([&] { return cache->stats("PersistentVolume").watchRestarts >= 1 &&
-                              server_->openWatches("PersistentVolume") == 1; }));
+  ASSERT_TRUE(eventually([&] {
+    return cache->stats("PersistentVolume").watchRestarts >= 1 &&
+           server_->openWatches("PersistentVolume") == 1;
+  }));
   server_->add("PersistentVolume", pv("pv-new"));
-  EXPECT_TRUE(
-      eventually([&] { return cache->get("PersistentVolume", "", "pv-new") != nullptr; }));
+  EXPECT_TRUE(eventually([&] { return cache->get("PersistentVolume", "", "pv-new") != nullptr; }));
   EXPECT_EQ(cache->stats("PersistentVolume").relistsAfterGone, 0u);
   EXPECT_EQ(server_->listRequests("PersistentVolume"), 1u);
 }
@@ -426,8 +426,7 @@ TEST_F(WatchCacheTest, ServerSideWatchTimeoutEndsNormallyAndIsRewatched) {
   EXPECT_EQ(s.relistsAfterGone, 0u);
   EXPECT_EQ(server_->listRequests("Pod"), 1u);
   server_->add("Pod", pod("default", "after-timeout"));
-  EXPECT_TRUE(
-      eventually([&] { return cache->get("Pod", "default", "after-timeout") != nullptr; }));
+  EXPECT_TRUE(eventually([&] { return cache->get("Pod", "default", "after-timeout") != nullptr; }));
 }
 
 TEST_F(WatchCacheTest, MalformedWatchDataIsLoggedAndRewatchedNotACrash) {
@@ -437,9 +436,10 @@ TEST_F(WatchCacheTest, MalformedWatchDataIsLoggedAndRewatchedNotACrash) {
   ASSERT_TRUE(eventually([&] { return allWatching(); }));
 
   // Each bad line ends the watch with an error; the cache watches again from its resourceVersion.
-  for (const char* bad : {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"na\n", "[1,2,3]\n",
-                          "{\"type\":\"ADDED\"}\n", "{\"type\":\"EXPLODED\",\"object\":{}}\n",
-                          "{\"type\":\"ERROR\",\"object\":{\"code\":500,\"message\":\"boom\"}}\n"}) {
+  for (const char* bad :
+       {"{\"type\":\"ADDED\",\"object\":{\"metadata\":{\"na\n", "[1,2,3]\n",
+        "{\"type\":\"ADDED\"}\n", "{\"type\":\"EXPLODED\",\"object\":{}}\n",
+        "{\"type\":\"ERROR\",\"object\":{\"code\":500,\"message\":\"boom\"}}\n"}) {
     const uint64_t errors = cache->stats("Pod").errors;
     const size_t watches = server_->watchRequests("Pod");
     server_->injectWatchData("Pod", bad);
@@ -539,7 +539,11 @@ TEST_F(WatchCacheTest, ClientCertificateAuthentication) {
   ASSERT_TRUE(client.ok());
   auto r = client.value()->get("/api/v1/pods");
   ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.error().find("certificate required"), std::string::npos) << r.error();
+  // TLS 1.3: the server's "certificate required" alert may come before or after our request.
+  EXPECT_TRUE(r.error().find("certificate required") != std::string::npos ||
+              r.error().find("connection closed") != std::string::npos)
+      << r.error();
+  EXPECT_EQ(server.listRequests("Pod"), 0u);
 }
 
 // ---- KubeClient ----
@@ -590,9 +594,8 @@ TEST_F(WatchCacheTest, WatchOutcomesAreDistinguishable) {
   EXPECT_EQ(seen, (std::vector<std::string>{"ADDED web-0", "ADDED job-1"}));
 
   // A handler that has had enough.
-  WatchResult stopped = client->watch("/api/v1/pods", "1", 30, [](const std::string&, json) {
-    return false;
-  });
+  WatchResult stopped =
+      client->watch("/api/v1/pods", "1", 30, [](const std::string&, json) { return false; });
   EXPECT_EQ(stopped.outcome, WatchOutcome::kStopped);
 
   // Dropped mid-stream.
@@ -760,8 +763,8 @@ users:
   // Context "a" names a user that does not exist.
   auto a = loadKubeconfig(path, "a");
   ASSERT_FALSE(a.ok());
-  EXPECT_EQ(a.error(), "kubeconfig " + path +
-                           ": user \"nobody\" (used by context \"a\") not found");
+  EXPECT_EQ(a.error(),
+            "kubeconfig " + path + ": user \"nobody\" (used by context \"a\") not found");
 }
 
 TEST_F(WatchCacheTest, KubeconfigErrorsNameTheFileAndTheField) {
@@ -805,7 +808,8 @@ contexts:
   EXPECT_NE(exec.error().find("not supported"), std::string::npos);
   EXPECT_NE(exec.error().find("token"), std::string::npos);
 
-  auto provider = load("auth-provider", "users:\n- name: u\n  user:\n    auth-provider: {name: gcp}\n");
+  auto provider =
+      load("auth-provider", "users:\n- name: u\n  user:\n    auth-provider: {name: gcp}\n");
   ASSERT_FALSE(provider.ok());
   EXPECT_NE(provider.error().find("auth-provider \"gcp\""), std::string::npos) << provider.error();
 

@@ -28,7 +28,8 @@ std::optional<VolumeAtRisk> volumeDestroyedWithClaim(const json& pvc, const Clus
     risk.why = "reclaim policy Delete";
     return risk;
   }
-  // The PV is not in the cluster state: judge by the claim's StorageClass (default reclaim: Delete).
+  // The PV is not in the cluster state: judge by the claim's StorageClass (default reclaim:
+  // Delete).
   risk.pv = pvName;
   risk.size = claimSize(pvc);
   std::string sc = k8s::str(pvc, "/spec/storageClassName");
@@ -66,12 +67,13 @@ std::vector<std::string> claimTemplateNames(const json& statefulSet) {
 }
 
 std::optional<std::pair<std::string, long>> splitStatefulSetClaim(const std::string& claimName,
-                                                                   const std::string& statefulSet) {
+                                                                  const std::string& statefulSet) {
   // <template>-<statefulSet>-<ordinal>
   size_t dash = claimName.rfind('-');
   if (dash == std::string::npos || dash + 1 == claimName.size()) return std::nullopt;
   const std::string ordinal = claimName.substr(dash + 1);
-  if (ordinal.size() > 9 || ordinal.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  if (ordinal.size() > 9 || ordinal.find_first_not_of("0123456789") != std::string::npos)
+    return std::nullopt;
   const std::string head = claimName.substr(0, dash);
   const std::string suffix = "-" + statefulSet;
   if (head.size() <= suffix.size() || !head.ends_with(suffix)) return std::nullopt;
@@ -97,8 +99,8 @@ std::vector<ObjectPtr> statefulSetClaims(const ClusterState& state, const std::s
 
 std::string breakGlassHint(const RuleContext& ctx, const std::string& ruleId) {
   return "If this is intended, a member of a break-glass group can annotate the object with " +
-         ctx.policy.breakGlass.annotation + "=\"" + ruleId +
-         "; until=<RFC3339, within " + std::to_string(ctx.policy.breakGlass.maxDuration.count()) +
+         ctx.policy.breakGlass.annotation + "=\"" + ruleId + "; until=<RFC3339, within " +
+         std::to_string(ctx.policy.breakGlass.maxDuration.count()) +
          "h>; reason=<ticket>\" and retry.";
 }
 

@@ -21,7 +21,8 @@ struct VolumeAtRisk {
 };
 
 /// Whether deleting `pvc` destroys data: bound to a PV whose reclaim policy is Delete (or, when the
-/// PV is not in the cluster state, whose StorageClass reclaims with Delete). Unbound claims: nullopt.
+/// PV is not in the cluster state, whose StorageClass reclaims with Delete). Unbound claims:
+/// nullopt.
 std::optional<VolumeAtRisk> volumeDestroyedWithClaim(const json& pvc, const ClusterState& state);
 
 /// "pvc-a (10Gi), pvc-b (5Gi)" with at most `cap` entries, then "and N more".
@@ -32,7 +33,7 @@ std::vector<std::string> claimTemplateNames(const json& statefulSet);
 
 /// If `claimName` is `<template>-<statefulSet>-<ordinal>`, returns {template, ordinal}.
 std::optional<std::pair<std::string, long>> splitStatefulSetClaim(const std::string& claimName,
-                                                                   const std::string& statefulSet);
+                                                                  const std::string& statefulSet);
 
 /// Claims in `ns` that belong to StatefulSet `name` through one of `templates`.
 std::vector<ObjectPtr> statefulSetClaims(const ClusterState& state, const std::string& ns,

@@ -39,19 +39,21 @@ class BreakGlassAnnotation : public Rule {
     const std::string what = ctx.request.describe();
     if (!inBreakGlassGroup(ctx.request.user, cfg)) {
       std::string groups = joinCapped(cfg.groups, 10);
-      return {violation("user \"" + ctx.request.user.username + "\" may not set the break-glass annotation " +
-                            cfg.annotation + " on " + what + ": only members of " + groups +
+      return {violation("user \"" + ctx.request.user.username +
+                            "\" may not set the break-glass annotation " + cfg.annotation + " on " +
+                            what + ": only members of " + groups +
                             " may override stateguard rules. Ask one of them, with the reason.",
                         "break-glass annotation on " + what + " refused")};
     }
     auto parsed = parseBreakGlass(*after);
     if (!parsed.ok()) {
-      return {violation("the " + cfg.annotation + " annotation on " + what + " is invalid: " + parsed.error(),
-                        "invalid break-glass annotation on " + what)};
+      return {violation(
+          "the " + cfg.annotation + " annotation on " + what + " is invalid: " + parsed.error(),
+          "invalid break-glass annotation on " + what)};
     }
     if (parsed->until - ctx.now > cfg.maxDuration) {
-      return {violation("the " + cfg.annotation + " annotation on " + what + " has until=" +
-                            formatRfc3339(parsed->until) + ", more than " +
+      return {violation("the " + cfg.annotation + " annotation on " + what +
+                            " has until=" + formatRfc3339(parsed->until) + ", more than " +
                             std::to_string(cfg.maxDuration.count()) +
                             "h from now; choose an earlier time.",
                         "break-glass until= too far on " + what)};

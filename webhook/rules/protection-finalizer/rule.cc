@@ -31,17 +31,20 @@ class ProtectionFinalizer : public Rule {
 
   std::vector<Finding> evaluate(const RuleContext& ctx) const override {
     const bool isPv = ctx.request.kind == "PersistentVolume";
-    const std::string finalizer = isPv ? "kubernetes.io/pv-protection" : "kubernetes.io/pvc-protection";
+    const std::string finalizer =
+        isPv ? "kubernetes.io/pv-protection" : "kubernetes.io/pvc-protection";
     if (!has(k8s::finalizers(ctx.request.oldObject), finalizer) ||
         has(k8s::finalizers(ctx.request.object), finalizer)) {
       return {};
     }
     const json& obj = ctx.request.object;
-    const std::string what = (isPv ? "PersistentVolume " : "PersistentVolumeClaim ") + k8s::ref(obj);
+    const std::string what =
+        (isPv ? "PersistentVolume " : "PersistentVolumeClaim ") + k8s::ref(obj);
     const bool deleting = !k8s::str(obj, "/metadata/deletionTimestamp").empty();
     std::string state;
     if (isPv) {
-      state = "it is " + (k8s::pvPhase(obj).empty() ? std::string("in phase unknown") : k8s::pvPhase(obj)) +
+      state = "it is " +
+              (k8s::pvPhase(obj).empty() ? std::string("in phase unknown") : k8s::pvPhase(obj)) +
               " (" + k8s::pvCapacity(obj) + ", reclaim policy " + k8s::pvReclaimPolicy(obj) + ")";
     } else {
       std::vector<std::string> pods;
@@ -55,12 +58,15 @@ class ProtectionFinalizer : public Rule {
           }
         }
       }
-      state = "it is " + std::string(claimBound(obj) ? "bound to PV " + k8s::str(obj, "/spec/volumeName") : "unbound") +
+      state = "it is " +
+              std::string(claimBound(obj) ? "bound to PV " + k8s::str(obj, "/spec/volumeName")
+                                          : "unbound") +
               (pods.empty() ? "" : " and used by pod(s) " + joinCapped(pods, 5));
     }
     return {violation(
         "removing finalizer " + finalizer + " from " + what + " lets " +
-            (deleting ? "its pending deletion" : "any deletion") + " happen at once while " + state +
+            (deleting ? "its pending deletion" : "any deletion") + " happen at once while " +
+            state +
             "; the data can be destroyed under running workloads. The finalizer only waits until "
             "nothing uses the volume: stop the pods using it and let it go by itself. " +
             breakGlassHint(ctx, "protection-finalizer"),

@@ -30,8 +30,8 @@ class PvDelete : public Rule {
     const std::string reclaim = k8s::pvReclaimPolicy(pv);
     const std::string backend = k8s::pvBackendVolume(pv);
     const std::string facts = k8s::pvCapacity(pv) + ", storage class " + k8s::pvStorageClass(pv);
-    const std::string claim = k8s::str(pv, "/spec/claimRef/namespace") + "/" +
-                              k8s::str(pv, "/spec/claimRef/name");
+    const std::string claim =
+        k8s::str(pv, "/spec/claimRef/namespace") + "/" + k8s::str(pv, "/spec/claimRef/name");
 
     if (phase == "Bound") {
       std::string lost = "claim " + claim + " loses its volume (" + facts + ")";
@@ -45,20 +45,21 @@ class PvDelete : public Rule {
           "PV " + name + " is Bound to " + claim)};
     }
     if (reclaim == "Delete") {
-      return {violation("PersistentVolume " + name + " has reclaim policy Delete: deleting it destroys " +
-                            backend + " (" + facts + "). To keep the data, first run: kubectl patch pv " +
-                            name +
-                            " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}' and then "
-                            "delete it. " +
-                            breakGlassHint(ctx, "pv-delete"),
-                        "PV " + name + " would destroy " + backend)};
+      return {violation(
+          "PersistentVolume " + name + " has reclaim policy Delete: deleting it destroys " +
+              backend + " (" + facts + "). To keep the data, first run: kubectl patch pv " + name +
+              " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}' and then "
+              "delete it. " +
+              breakGlassHint(ctx, "pv-delete"),
+          "PV " + name + " would destroy " + backend)};
     }
     if (phase == "Released" || phase == "Failed") {
-      return {notice("PersistentVolume " + name + " (" + facts + ", was " + claim +
-                         ") is deleted with reclaim policy " + reclaim + ": " + backend +
-                         " is left behind, no longer referenced by any PV; reuse it with a new PV or "
-                         "delete it in the storage backend.",
-                     "PV " + name + " deleted; " + backend + " is left behind unreferenced")};
+      return {
+          notice("PersistentVolume " + name + " (" + facts + ", was " + claim +
+                     ") is deleted with reclaim policy " + reclaim + ": " + backend +
+                     " is left behind, no longer referenced by any PV; reuse it with a new PV or "
+                     "delete it in the storage backend.",
+                 "PV " + name + " deleted; " + backend + " is left behind unreferenced")};
     }
     return {};
   }

@@ -29,19 +29,19 @@ class PvcDelete : public Rule {
     if (!risk) {
       const std::string pvName = k8s::str(pvc, "/spec/volumeName");
       if (pvName.empty()) return {};
-      return {notice("PersistentVolumeClaim " + claim + " is deleted; PV " + pvName +
-                         " is retained and becomes Released with its data. It does not bind to a new "
-                         "claim by itself: clear its spec.claimRef to reuse it.",
-                     "claim " + claim + " deleted; PV " + pvName + " keeps the data (Released)")};
+      return {
+          notice("PersistentVolumeClaim " + claim + " is deleted; PV " + pvName +
+                     " is retained and becomes Released with its data. It does not bind to a new "
+                     "claim by itself: clear its spec.claimRef to reuse it.",
+                 "claim " + claim + " deleted; PV " + pvName + " keeps the data (Released)")};
     }
-    return {violation(
-        "deleting PersistentVolumeClaim " + claim + " destroys its data: PV " + risk->pv + " (" +
-            risk->size + ", storage class " + risk->storageClass + ", " + risk->backend +
-            ") is deleted with it (" + risk->why +
-            "). To keep the data, first run: kubectl patch pv " + risk->pv +
-            " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}'. " +
-            breakGlassHint(ctx, "pvc-delete"),
-        "deleting " + claim + " destroys PV " + risk->pv + " (" + risk->size + ")")};
+    return {violation("deleting PersistentVolumeClaim " + claim + " destroys its data: PV " +
+                          risk->pv + " (" + risk->size + ", storage class " + risk->storageClass +
+                          ", " + risk->backend + ") is deleted with it (" + risk->why +
+                          "). To keep the data, first run: kubectl patch pv " + risk->pv +
+                          " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}'. " +
+                          breakGlassHint(ctx, "pvc-delete"),
+                      "deleting " + claim + " destroys PV " + risk->pv + " (" + risk->size + ")")};
   }
 };
 

@@ -13,7 +13,8 @@ namespace stateguard::rules {
 namespace {
 
 std::string retention(const json& sts, const char* field) {
-  std::string v = k8s::str(sts, (std::string("/spec/persistentVolumeClaimRetentionPolicy/") + field).c_str());
+  std::string v =
+      k8s::str(sts, (std::string("/spec/persistentVolumeClaimRetentionPolicy/") + field).c_str());
   return v.empty() ? "Retain" : v;
 }
 
@@ -54,15 +55,17 @@ class StatefulSetClaims : public Rule {
     std::vector<Finding> out;
     for (const char* field : {"whenDeleted", "whenScaled"}) {
       if (retention(req.oldObject, field) != "Delete" && retention(req.object, field) == "Delete") {
-        out.push_back(violation(
-            "changing StatefulSet " + k8s::ref(req.object) + " persistentVolumeClaimRetentionPolicy." +
-                field + " to Delete makes Kubernetes delete its claims " +
-                (std::string(field) == "whenDeleted" ? "when the StatefulSet is deleted"
-                                                     : "when it scales down") +
-                ", and with them the data of volumes that reclaim with Delete. Keep Retain and delete "
-                "claims deliberately. " +
-                breakGlassHint(ctx, "statefulset-claims"),
-            "StatefulSet " + k8s::name(req.object) + " " + field + " set to Delete"));
+        out.push_back(
+            violation("changing StatefulSet " + k8s::ref(req.object) +
+                          " persistentVolumeClaimRetentionPolicy." + field +
+                          " to Delete makes Kubernetes delete its claims " +
+                          (std::string(field) == "whenDeleted" ? "when the StatefulSet is deleted"
+                                                               : "when it scales down") +
+                          ", and with them the data of volumes that reclaim with Delete. Keep "
+                          "Retain and delete "
+                          "claims deliberately. " +
+                          breakGlassHint(ctx, "statefulset-claims"),
+                      "StatefulSet " + k8s::name(req.object) + " " + field + " set to Delete"));
       }
     }
     if (out.empty()) {
@@ -77,7 +80,8 @@ class StatefulSetClaims : public Rule {
     return static_cast<size_t>(std::max(1, ctx.params.value("maxListed", 10)));
   }
 
-  std::vector<Finding> scaleDown(const RuleContext& ctx, const json& sts, long from, long to) const {
+  std::vector<Finding> scaleDown(const RuleContext& ctx, const json& sts, long from,
+                                 long to) const {
     if (to >= from || retention(sts, "whenScaled") != "Delete") return {};
     const std::string ns = k8s::namespaceOf(sts).empty() ? ctx.request.ns : k8s::namespaceOf(sts);
     const std::string name = k8s::name(sts);
@@ -121,8 +125,8 @@ class StatefulSetClaims : public Rule {
     return {notice(
         "StatefulSet " + ns + "/" + name + " is deleted; its claims stay" +
             (bound.empty() ? "" : " (" + joinCapped(describeClaims(bound), cap(ctx)) + ")") +
-            " and re-attach only to a StatefulSet named " + name + " with claim template(s) " + tpl +
-            ". To recreate it without downtime, delete with kubectl delete --cascade=orphan.",
+            " and re-attach only to a StatefulSet named " + name + " with claim template(s) " +
+            tpl + ". To recreate it without downtime, delete with kubectl delete --cascade=orphan.",
         "claims stay; reuse needs StatefulSet " + name + " with template " + tpl)};
   }
 };

@@ -61,7 +61,8 @@ class StatefulSetRecreate : public Rule {
     std::set<std::string> owned;
     for (const auto& other : ctx.state.list("StatefulSet", ns)) {
       if (k8s::name(*other) == name) continue;
-      for (const auto& c : statefulSetClaims(ctx.state, ns, k8s::name(*other), claimTemplateNames(*other))) {
+      for (const auto& c :
+           statefulSetClaims(ctx.state, ns, k8s::name(*other), claimTemplateNames(*other))) {
         owned.insert(k8s::name(*c));
       }
     }
@@ -81,15 +82,16 @@ class StatefulSetRecreate : public Rule {
 
     const auto cap = static_cast<size_t>(std::max(1, ctx.params.value("maxListed", 10)));
     return {violation(
-        "StatefulSet " + ns + "/" + name + " would start on new empty claims (" + joinCapped(fresh, cap) +
+        "StatefulSet " + ns + "/" + name + " would start on new empty claims (" +
+            joinCapped(fresh, cap) +
             ") while existing claims from an earlier StatefulSet still hold data: " +
             joinCapped(leftovers, cap) +
             ". The application would initialise an empty store beside its real data. Claims are "
             "named <template>-<statefulset>-<ordinal>: give the claim template and StatefulSet the "
             "names the existing claims carry so they are re-attached. " +
             breakGlassHint(ctx, "statefulset-recreate"),
-        "StatefulSet " + name + " would start on empty claims; " + std::to_string(leftovers.size()) +
-            " old claim(s) hold data")};
+        "StatefulSet " + name + " would start on empty claims; " +
+            std::to_string(leftovers.size()) + " old claim(s) hold data")};
   }
 };
 
