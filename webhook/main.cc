@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 
+  // A peer closing a TLS connection mid-write must not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
   // Block termination signals in every thread; a dedicated thread waits for them.
   sigset_t signals;
   sigemptyset(&signals);
@@ -126,6 +128,23 @@ int main(int argc, char** argv) {
   metrics.addGauge("stateguard_policy_reload_failures_total",
                    "Policy file changes rejected as invalid.",
                    [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); });
+
+  if (cache) {
+    metrics.addGauge("stateguard_watch_relists_total", "Re-lists after 410 Gone, all kinds.",
+                     [cache] {
+                       double n = 0;
+                       for (const auto& [kind, s] : cache->allStats())
+                         n += static_cast<double>(s.relistsAfterGone);
+                       return n;
+                     });
+    metrics.addGauge("stateguard_watch_restarts_total", "Watches resumed after a drop, all kinds.",
+                     [cache] {
+                       double n = 0;
+                       for (const auto& [kind, s] : cache->allStats())
+                         n += static_cast<double>(s.watchRestarts);
+                       return n;
+                     });
+  }
 
   Engine engine(allRules());
   auto server = WebhookServer::create(

@@ -1,0 +1,324 @@
+#include "core/watch_cache.h"
+
+#include <algorithm>
+#include <random>
+
+#include "core/k8s.h"
+#include "core/log.h"
+
+namespace stateguard {
+namespace {
+
+/// A watch that delivered events or stayed open this long was healthy: re-watch at once.
+constexpr auto kHealthyWatch = std::chrono::seconds(1);
+/// Continue tokens that keep expiring mean the list cannot finish: give up and back off.
+constexpr int kMaxListRestarts = 5;
+
+std::string millis(std::chrono::milliseconds d) { return std::to_string(d.count()) + " ms"; }
+
+}  // namespace
+
+/// Exponential backoff with a little jitter so replicas do not retry in lockstep.
+struct WatchCache::Backoff {
+  explicit Backoff(const WatchCacheOptions& options)
+      : initial(std::max(options.initialBackoff, std::chrono::milliseconds(1))),
+        max(std::max(options.maxBackoff, initial)),
+        current(initial),
+        rng(std::random_device{}()) {}
+
+  std::chrono::milliseconds next() {
+    auto delay = current;
+    current = std::min(current * 2, max);
+    std::uniform_int_distribution<int64_t> jitter(0, delay.count() / 10);
+    return delay + std::chrono::milliseconds(jitter(rng));
+  }
+  void reset() { current = initial; }
+
+  std::chrono::milliseconds initial;
+  std::chrono::milliseconds max;
+  std::chrono::milliseconds current;
+  std::minstd_rand rng;
+};
+
+WatchCache::WatchCache(KubeClientPtr client, WatchCacheOptions options)
+    : client_(std::move(client)),
+      options_(std::move(options)),
+      store_(std::make_shared<ObjectStore>()) {
+  for (const auto& kind : options_.kinds) stats_[kind.kind];
+}
+
+WatchCache::~WatchCache() { stop(); }
+
+void WatchCache::start() {
+  std::lock_guard lifecycle(lifecycleMu_);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ || !threads_.empty()) return;
+  }
+  log::info("watch cache: listing and watching " + std::to_string(options_.kinds.size()) +
+            " kinds at " + client_->server());
+  if (options_.kinds.empty()) markSynced("");
+  for (const auto& kind : options_.kinds) {
+    threads_.emplace_back([this, kind] { runReflector(kind); });
+  }
+}
+
+void WatchCache::stop() {
+  std::lock_guard lifecycle(lifecycleMu_);
+  {
+    std::lock_guard lock(mu_);
+    if (stopping_ && threads_.empty()) return;
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  client_->stop();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+}
+
+bool WatchCache::ready() const { return ready_.load(); }
+
+ObjectPtr WatchCache::get(const std::string& kind, const std::string& ns,
+                          const std::string& name) const {
+  return store_->get(kind, ns, name);
+}
+
+std::vector<ObjectPtr> WatchCache::list(const std::string& kind, const std::string& ns) const {
+  return store_->list(kind, ns);
+}
+
+bool WatchCache::waitReady(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [this] { return ready_.load() || stopping_; });
+  return ready_.load();
+}
+
+bool WatchCache::synced(const std::string& kind) const { return stats(kind).synced; }
+
+WatchStats WatchCache::stats(const std::string& kind) const {
+  std::lock_guard lock(mu_);
+  auto it = stats_.find(kind);
+  return it == stats_.end() ? WatchStats{} : it->second;
+}
+
+std::map<std::string, WatchStats> WatchCache::allStats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+bool WatchCache::stopping() const {
+  std::lock_guard lock(mu_);
+  return stopping_;
+}
+
+bool WatchCache::sleepFor(std::chrono::milliseconds delay) {
+  std::unique_lock lock(mu_);
+  return !cv_.wait_for(lock, delay, [this] { return stopping_; });
+}
+
+template <typename F>
+void WatchCache::update(const std::string& kind, F&& change) {
+  std::lock_guard lock(mu_);
+  change(stats_[kind]);
+}
+
+void WatchCache::markSynced(const std::string& kind) {
+  bool nowReady = false;
+  {
+    std::lock_guard lock(mu_);
+    if (!kind.empty()) stats_[kind].synced = true;
+    bool all = std::all_of(stats_.begin(), stats_.end(),
+                           [](const auto& entry) { return entry.second.synced; });
+    if (all && !ready_.load()) {
+      store_->setReady(true);
+      ready_.store(true);
+      nowReady = true;
+    }
+  }
+  if (nowReady) {
+    cv_.notify_all();
+    log::info("watch cache: all " + std::to_string(options_.kinds.size()) + " kinds synced");
+  }
+}
+
+Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
+  const std::string kind = rk.kind;
+  for (int attempt = 1;; ++attempt) {
+    std::vector<json> items;
+    std::string continueToken;
+    std::string resourceVersion;
+    bool expired = false;
+    do {
+      KubeResponse page = client_->list(rk.apiPath, options_.pageLimit, continueToken);
+      if (stopping()) return makeError("stopped");
+      if (page.status == 410 && !continueToken.empty()) {
+        expired = true;
+        break;
+      }
+      if (!page.ok()) return makeError(page.error);
+      json& body = page.body;
+      if (!body.is_object())
+        return makeError("list " + std::string(rk.apiPath) + ": not an object");
+      auto found = body.find("items");
+      if (found != body.end() && !found->is_null() && !found->is_array()) {
+        return makeError("list " + std::string(rk.apiPath) + ": items is not an array");
+      }
+      // List items carry neither kind nor apiVersion: the list does, for all of them.
+      const std::string apiVersion = k8s::str(body, "/apiVersion");
+      if (found != body.end() && found->is_array()) {
+        for (auto& item : *found) {
+          if (!item.is_object() || k8s::name(item).empty()) {
+            log::warn("watch cache: " + kind + ": list item without metadata.name ignored");
+            continue;
+          }
+          item["kind"] = kind;
+          if (!item.contains("apiVersion") && !apiVersion.empty()) item["apiVersion"] = apiVersion;
+          items.push_back(std::move(item));
+        }
+      }
+      // Every page of a paginated list is served from the first page's snapshot.
+      if (resourceVersion.empty()) resourceVersion = k8s::str(body, "/metadata/resourceVersion");
+      continueToken = k8s::str(body, "/metadata/continue");
+    } while (!continueToken.empty());
+
+    if (expired) {
+      if (attempt >= kMaxListRestarts) {
+        return makeError("list " + std::string(rk.apiPath) + ": continue token expired " +
+                         std::to_string(attempt) + " times in a row");
+      }
+      log::info("watch cache: " + kind +
+                ": restarting the list: continue token expired (410 Gone) between pages");
+      continue;
+    }
+    if (resourceVersion.empty()) {
+      return makeError("list " + std::string(rk.apiPath) + ": no metadata.resourceVersion");
+    }
+    const size_t count = items.size();
+    store_->replaceAll(kind, std::move(items));
+    update(kind, [&](WatchStats& s) {
+      ++s.lists;
+      s.resourceVersion = resourceVersion;
+    });
+    log::info("watch cache: " + kind + ": listed " + std::to_string(count) +
+              " objects at resourceVersion " + resourceVersion);
+    return resourceVersion;
+  }
+}
+
+void WatchCache::runReflector(const ResourceKind& rk) {
+  const std::string kind = rk.kind;
+  const std::string tag = "watch cache: " + kind + ": ";
+  Backoff backoff(options_);
+  std::string resourceVersion;
+  bool needList = true;
+  int goneInARow = 0;
+
+  auto onEvent = [&](const std::string& type, json object) {
+    if (stopping()) return false;
+    std::string rv = k8s::str(object, "/metadata/resourceVersion");
+    if (type == "BOOKMARK") {
+      if (!rv.empty()) resourceVersion = rv;
+      update(kind, [&](WatchStats& s) {
+        ++s.bookmarks;
+        s.resourceVersion = resourceVersion;
+      });
+      return true;
+    }
+    const std::string name = k8s::name(object);
+    if (name.empty()) {
+      log::warn(tag + type + " event without metadata.name ignored");
+      return true;
+    }
+    if (type == "DELETED") {
+      store_->remove(kind, k8s::namespaceOf(object), name);
+    } else {
+      object["kind"] = kind;
+      store_->upsert(kind, std::move(object));
+    }
+    if (!rv.empty()) resourceVersion = rv;
+    update(kind, [&](WatchStats& s) {
+      ++s.events;
+      s.resourceVersion = resourceVersion;
+    });
+    return true;
+  };
+
+  while (!stopping()) {
+    if (needList) {
+      auto listed = listAll(rk);
+      if (stopping()) return;
+      if (!listed.ok()) {
+        auto delay = backoff.next();
+        update(kind, [&](WatchStats& s) {
+          ++s.errors;
+          s.lastError = listed.error();
+        });
+        log::warn(tag + "list failed, retrying in " + millis(delay) + ": " + listed.error());
+        sleepFor(delay);
+        continue;
+      }
+      resourceVersion = listed.value();
+      needList = false;
+      backoff.reset();
+      markSynced(kind);
+    }
+
+    const auto started = std::chrono::steady_clock::now();
+    WatchResult w =
+        client_->watch(rk.apiPath, resourceVersion, options_.watchTimeoutSeconds, onEvent);
+    const bool healthy =
+        w.events > 0 || std::chrono::steady_clock::now() - started >= kHealthyWatch;
+    if (healthy) goneInARow = 0;
+
+    switch (w.outcome) {
+      case WatchOutcome::kStopped:
+        return;
+      case WatchOutcome::kGoneHttp:
+      case WatchOutcome::kGoneEvent: {
+        update(kind, [](WatchStats& s) { ++s.relistsAfterGone; });
+        log::info(tag + "re-listing: watch from resourceVersion " + resourceVersion + " answered " +
+                  toString(w.outcome) + " (" + w.message + ")");
+        needList = true;
+        // A server that answers 410 to every fresh list's resourceVersion must not spin us.
+        if (++goneInARow > 1) sleepFor(backoff.next());
+        break;
+      }
+      case WatchOutcome::kEnded:
+      case WatchOutcome::kDropped: {
+        update(kind, [](WatchStats& s) { ++s.watchRestarts; });
+        if (w.outcome == WatchOutcome::kDropped) {
+          log::info(tag + "watch dropped (" + w.message + "), resuming from resourceVersion " +
+                    resourceVersion);
+        }
+        if (healthy) {
+          backoff.reset();
+        } else {
+          sleepFor(backoff.next());
+        }
+        break;
+      }
+      case WatchOutcome::kError: {
+        auto delay = backoff.next();
+        update(kind, [&](WatchStats& s) {
+          ++s.errors;
+          ++s.watchRestarts;
+          s.lastError = w.message;
+        });
+        log::warn(tag + "watch failed, re-watching from resourceVersion " + resourceVersion +
+                  " in " + millis(delay) + ": " + w.message);
+        sleepFor(delay);
+        break;
+      }
+    }
+  }
+}
+
+Result<WatchCachePtr> startWatchCache(KubeConfig config, WatchCacheOptions options) {
+  auto client = KubeClient::create(std::move(config));
+  if (!client.ok()) return makeError(client.error());
+  auto cache = std::make_shared<WatchCache>(std::move(client).value(), std::move(options));
+  cache->start();
+  return cache;
+}
+
+}  // namespace stateguard

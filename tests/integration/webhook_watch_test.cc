@@ -1,0 +1,135 @@
+// The real stateguard-webhook with --kubeconfig against the test API server: not ready until the
+// cache syncs, decisions follow live changes without an API call per admission, and the cache
+// survives a dropped watch and a 410 Gone.
+
+#include <gtest/gtest.h>
+
+#include <thread>
+
+#include "tests/support/suite.h"
+#include "tests/support/test_apiserver.h"
+#include "tests/support/tls_material.h"
+#include "tests/support/webhook_process.h"
+
+namespace stateguard::testing {
+namespace {
+
+json boundPv(const std::string& name, const std::string& reclaim) {
+  return {{"apiVersion", "v1"},
+          {"kind", "PersistentVolume"},
+          {"metadata", {{"name", name}}},
+          {"spec",
+           {{"capacity", {{"storage", "10Gi"}}},
+            {"persistentVolumeReclaimPolicy", reclaim},
+            {"claimRef", {{"namespace", "db"}, {"name", "data-" + name}}},
+            {"csi", {{"driver", "driver.longhorn.io"}, {"volumeHandle", name}}}}},
+          {"status", {{"phase", "Bound"}}}};
+}
+
+json claim(const std::string& name, const std::string& pv) {
+  return {{"apiVersion", "v1"},
+          {"kind", "PersistentVolumeClaim"},
+          {"metadata", {{"name", name}, {"namespace", "db"}}},
+          {"spec", {{"volumeName", pv}, {"storageClassName", "longhorn"}}},
+          {"status", {{"phase", "Bound"}}}};
+}
+
+class WebhookWatchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = makeTempDir("sg-watch");
+    auto tls = makeTlsMaterial(dir_ + "/api");
+    ASSERT_TRUE(tls.ok()) << tls.error();
+    api_ = std::make_unique<TestApiServer>(tls.value());
+    ASSERT_TRUE(api_->start().ok());
+    ASSERT_TRUE(writeKubeconfig(dir_ + "/kubeconfig", api_->kubeConfig()).ok());
+    certs_ = makeDevCerts(dir_ + "/certs");
+  }
+  void TearDown() override {
+    api_.reset();
+    removeTree(dir_);
+  }
+
+  /// Polls until the webhook's verdict on deleting claim db/<name> is `allowed`.
+  bool eventuallyClaimDeleteAllowed(const WebhookProcess& webhook, const json& pvc, bool allowed) {
+    json review = makeReview("uid-" + std::to_string(counter_++), "DELETE", nullptr, pvc, nullptr,
+                             false, nullptr);
+    for (int i = 0; i < 300; ++i) {
+      auto [status, body] = webhook.post(review.dump());
+      if (status == 200 && json::parse(body)["response"]["allowed"] == allowed) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    return false;
+  }
+
+  std::string dir_;
+  std::unique_ptr<TestApiServer> api_;
+  DevCerts certs_;
+  int counter_ = 0;
+};
+
+TEST_F(WebhookWatchTest, DecisionsFollowTheLiveClusterThroughDropsAndGone) {
+  api_->add("PersistentVolume", boundPv("pv-a", "Delete"));
+  api_->add("PersistentVolumeClaim", claim("data-a", "pv-a"));
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  bool ready = false;
+  for (int i = 0; i < 250 && !ready; ++i) {
+    ready = webhook.get("/readyz").first == 200;
+    if (!ready) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(ready) << webhook.process().stderrText();
+  for (const char* kind : {"PersistentVolume", "PersistentVolumeClaim", "Namespace", "StatefulSet",
+                           "Pod", "StorageClass"}) {
+    EXPECT_GE(api_->listRequests(kind), 1u) << kind;
+  }
+
+  // Synced: deleting data-a destroys pv-a (reclaim Delete).
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), false));
+  const size_t listsBefore = api_->listRequests("PersistentVolume");
+
+  // A change arrives through the watch: the PV is now retained, the delete is allowed.
+  api_->modify("PersistentVolume", boundPv("pv-a", "Retain"));
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), true));
+
+  // The watch drops; a change made meanwhile still arrives (resumed from the last resourceVersion).
+  api_->dropWatches();
+  api_->modify("PersistentVolume", boundPv("pv-a", "Delete"));
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), false));
+  EXPECT_EQ(api_->listRequests("PersistentVolume"), listsBefore)
+      << "a dropped watch needs no re-list";
+
+  // History compacted while disconnected: the resumed watch gets 410 and the cache re-lists.
+  api_->pauseWatches();
+  api_->dropWatches();
+  // A claim whose PV is unknown is judged as reclaim Delete (denied); once the re-list brings the
+  // retained pv-b, deleting the claim is allowed.
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-b", "pv-b"), false));
+  api_->add("PersistentVolume", boundPv("pv-b", "Retain"));
+  api_->compactHistory();
+  api_->resumeWatches();
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-b", "pv-b"), true))
+      << "pv-b must be known after the re-list";
+  EXPECT_GT(api_->listRequests("PersistentVolume"), listsBefore) << webhook.process().stderrText();
+
+  // The webhook stayed ready throughout and shuts down cleanly.
+  EXPECT_EQ(webhook.get("/readyz").first, 200);
+  EXPECT_EQ(webhook.process().stop(), 0);
+}
+
+TEST_F(WebhookWatchTest, NotReadyWhileTheApiRefusesIt) {
+  api_->setToken("another-token");  // the kubeconfig's token is now wrong: 401 for every list
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  auto [status, body] = webhook.get("/readyz");
+  EXPECT_EQ(status, 503);
+  EXPECT_NE(body.find("not synced"), std::string::npos);
+  EXPECT_TRUE(webhook.process().waitForOutput("401", std::chrono::seconds(5)))
+      << webhook.process().stderrText();
+  EXPECT_NE(webhook.get("/metrics").second.find("stateguard_cluster_state_ready 0"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace stateguard::testing
