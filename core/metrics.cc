@@ -38,9 +38,10 @@ void Metrics::observeLatency(double seconds) {
   latencySum_ += seconds;
 }
 
-void Metrics::addGauge(std::string name, std::string help, std::function<double()> read) {
+void Metrics::addGauge(std::string name, std::string help, std::function<double()> read,
+                       std::string type) {
   std::lock_guard lock(mu_);
-  gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(read)});
+  gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(type), std::move(read)});
 }
 
 std::string Metrics::render() const {
@@ -70,7 +71,7 @@ std::string Metrics::render() const {
       << "stateguard_admission_duration_seconds_sum " << latencySum_ << "\n"
       << "stateguard_admission_duration_seconds_count " << latencyCount_ << "\n";
   for (const auto& g : gauges_) {
-    out << "# HELP " << g.name << " " << g.help << "\n# TYPE " << g.name << " gauge\n"
+    out << "# HELP " << g.name << " " << g.help << "\n# TYPE " << g.name << " " << g.type << "\n"
         << g.name << " " << g.read() << "\n";
   }
   return out.str();

@@ -23,8 +23,9 @@ class Metrics {
   /// A request answered with an HTTP error before any rule ran (bad input).
   void countRejected(int httpStatus);
   void observeLatency(double seconds);
-  /// A gauge read at render time (e.g. readiness, policy reloads).
-  void addGauge(std::string name, std::string help, std::function<double()> read);
+  /// A value read at render time (readiness, policy reloads); `type` is "gauge" or "counter".
+  void addGauge(std::string name, std::string help, std::function<double()> read,
+                std::string type = "gauge");
 
   std::string render() const;
 
@@ -36,7 +37,7 @@ class Metrics {
   uint64_t latencyCount_ = 0;
   double latencySum_ = 0;
   struct Gauge {
-    std::string name, help;
+    std::string name, help, type;
     std::function<double()> read;
   };
   std::vector<Gauge> gauges_;

@@ -123,27 +123,31 @@ int main(int argc, char** argv) {
                    "1 once the cluster state is loaded or synced.",
                    [state] { return state->ready() ? 1.0 : 0.0; });
   PolicyStore* policyPtr = policy.get();
-  metrics.addGauge("stateguard_policy_reloads_total", "Policy file reloads that succeeded.",
-                   [policyPtr] { return static_cast<double>(policyPtr->reloads()); });
-  metrics.addGauge("stateguard_policy_reload_failures_total",
-                   "Policy file changes rejected as invalid.",
-                   [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); });
+  metrics.addGauge(
+      "stateguard_policy_reloads_total", "Policy file reloads that succeeded.",
+      [policyPtr] { return static_cast<double>(policyPtr->reloads()); }, "counter");
+  metrics.addGauge(
+      "stateguard_policy_reload_failures_total", "Policy file changes rejected as invalid.",
+      [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); }, "counter");
 
   if (cache) {
-    metrics.addGauge("stateguard_watch_relists_total", "Re-lists after 410 Gone, all kinds.",
-                     [cache] {
-                       double n = 0;
-                       for (const auto& [kind, s] : cache->allStats())
-                         n += static_cast<double>(s.relistsAfterGone);
-                       return n;
-                     });
-    metrics.addGauge("stateguard_watch_restarts_total", "Watches resumed after a drop, all kinds.",
-                     [cache] {
-                       double n = 0;
-                       for (const auto& [kind, s] : cache->allStats())
-                         n += static_cast<double>(s.watchRestarts);
-                       return n;
-                     });
+    metrics.addGauge(
+        "stateguard_watch_relists_total", "Re-lists after 410 Gone, all kinds.",
+        [cache] {
+          double n = 0;
+          for (const auto& [kind, s] : cache->allStats())
+            n += static_cast<double>(s.relistsAfterGone);
+          return n;
+        },
+        "counter");
+    metrics.addGauge(
+        "stateguard_watch_restarts_total", "Watches resumed after a drop, all kinds.",
+        [cache] {
+          double n = 0;
+          for (const auto& [kind, s] : cache->allStats()) n += static_cast<double>(s.watchRestarts);
+          return n;
+        },
+        "counter");
   }
 
   Engine engine(allRules());
