@@ -18,8 +18,9 @@ commands:
   review [--policy FILE] [--cluster-state FILE] REVIEW.json|-
       Judge one admission.k8s.io/v1 AdmissionReview offline with the webhook's engine and
       print the AdmissionReview response. Exit 0 allowed, 1 denied, 2 unreadable input.
-  rules
-      List every rule: id, default mode, parameters, what it guards.
+  rules [-o text|json]
+      List every rule: id, default mode, parameters, the resources and operations it guards
+      (json: what a ValidatingWebhookConfiguration must send).
 )";
 
 int usageError(const std::string& message) {
@@ -62,16 +63,46 @@ int review(int argc, char** argv) {
   return decision.response.allowed ? 0 : 1;
 }
 
-int listRules() {
+/// The rules as JSON: what a ValidatingWebhookConfiguration must send for each.
+json rulesJson() {
+  json out = json::array();
+  for (const auto& rule : allRules()) {
+    const RuleInfo& info = rule->info();
+    json targets = json::array();
+    for (const auto& t : info.targets) {
+      targets.push_back(
+          {{"apiGroup", t.apiGroup()},
+           {"apiVersion", t.version},
+           {"resource", t.subResource.empty() ? t.resource : t.resource + "/" + t.subResource},
+           {"kind", t.kind},
+           {"operations", t.operations}});
+    }
+    out.push_back({{"id", info.id},
+                   {"summary", info.summary},
+                   {"defaultMode", modeName(info.defaultMode)},
+                   {"params", info.defaultParams},
+                   {"breakGlassAllowed", info.breakGlassAllowed},
+                   {"targets", targets}});
+  }
+  return out;
+}
+
+int listRules(int argc, char** argv) {
+  auto flags = parseFlags(argc, argv, 2, {"output", "o"}, {});
+  if (!flags.ok()) return usageError(flags.error());
+  const std::string format = flags->get("output", flags->get("o", "text"));
+  if (format == "json") {
+    std::cout << rulesJson().dump(2) << "\n";
+    return 0;
+  }
+  if (format != "text") return usageError("rules -o must be text or json");
   for (const auto& rule : allRules()) {
     const RuleInfo& info = rule->info();
     std::cout << info.id << "\n  " << info.summary
               << "\n  default mode: " << modeName(info.defaultMode) << "\n  parameters: "
               << (info.defaultParams.empty() ? "none" : info.defaultParams.dump()) << "\n  guards:";
     for (const auto& t : info.targets) {
-      // A subresource's request kind lives in another group (Scale: autoscaling); show the
-      // resource.
-      const std::string group = t.subResource.empty() && !t.group.empty() ? t.group + "/" : "";
+      const std::string group = t.apiGroup().empty() ? "" : t.apiGroup() + "/";
       std::cout << " " << group << t.resource << (t.subResource.empty() ? "" : "/" + t.subResource)
                 << "(";
       for (size_t i = 0; i < t.operations.size(); ++i)
@@ -90,7 +121,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return usageError("no command given");
   const std::string command = argv[1];
   if (command == "review") return review(argc, argv);
-  if (command == "rules") return listRules();
+  if (command == "rules") return listRules(argc, argv);
   if (command == "help" || command == "--help" || command == "-h") {
     std::cout << kUsage;
     return 0;

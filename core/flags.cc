@@ -7,11 +7,12 @@ Result<Flags> parseFlags(int argc, char** argv, int first, const std::set<std::s
   Flags flags;
   for (int i = first; i < argc; ++i) {
     std::string arg = argv[i];
-    if (arg == "-" || arg.rfind("--", 0) != 0) {
+    const bool shortFlag = arg.size() == 2 && arg[0] == '-' && arg[1] != '-';  // -o
+    if (!shortFlag && (arg == "-" || arg.rfind("--", 0) != 0)) {
       flags.positional.push_back(arg);
       continue;
     }
-    std::string name = arg.substr(2);
+    std::string name = arg.substr(shortFlag ? 1 : 2);
     std::string value;
     bool inlineValue = false;
     if (auto eq = name.find('='); eq != std::string::npos) {
@@ -20,7 +21,7 @@ Result<Flags> parseFlags(int argc, char** argv, int first, const std::set<std::s
       inlineValue = true;
     }
     if (booleans.count(name)) {
-      if (inlineValue) return makeError("flag --" + name + " takes no value");
+      if (inlineValue) return makeError("flag " + arg.substr(0, arg.find('=')) + " takes no value");
       flags.values[name] = "true";
     } else if (withValue.count(name)) {
       if (!inlineValue) {

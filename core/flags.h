@@ -22,8 +22,8 @@ struct Flags {
   }
 };
 
-/// `withValue` lists flags that take a value, `booleans` those that do not. Unknown flags are
-/// errors.
+/// Long flags (--name) and one-letter flags (-o). `withValue` lists flags that take a value,
+/// `booleans` those that do not. Unknown flags are errors.
 Result<Flags> parseFlags(int argc, char** argv, int first, const std::set<std::string>& withValue,
                          const std::set<std::string>& booleans);
 

@@ -23,6 +23,11 @@ struct RuleTarget {
   std::string kind;      ///< "PersistentVolume" (the kind the request carries, e.g. "Scale")
   std::vector<std::string> operations;
   std::string subResource = "";  ///< "" for the object itself, "scale" for statefulsets/scale
+  /// The API group of `resource` when it differs from the request kind's group (Scale: "apps").
+  std::string resourceGroup = "";
+
+  /// The group to name in a ValidatingWebhookConfiguration rule.
+  const std::string& apiGroup() const { return resourceGroup.empty() ? group : resourceGroup; }
 };
 
 /// Static facts about a rule: id, what it guards, defaults.

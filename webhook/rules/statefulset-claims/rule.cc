@@ -39,7 +39,7 @@ class StatefulSetClaims : public Rule {
         Mode::Enforce,
         json{{"maxListed", 10}},
         {{"apps", "v1", "statefulsets", "StatefulSet", {"DELETE", "UPDATE"}},
-         {"autoscaling", "v1", "statefulsets", "Scale", {"UPDATE"}, "scale"}},
+         {"autoscaling", "v1", "statefulsets", "Scale", {"UPDATE"}, "scale", "apps"}},
     };
     return kInfo;
   }
