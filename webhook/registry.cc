@@ -15,6 +15,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeStatefulSetClaims());
     r.push_back(rules::makeStatefulSetRecreate());
     r.push_back(rules::makeBreakGlassAnnotation());
+    r.push_back(rules::makeSelfProtection());
     return r;
   }();
   return kRules;

@@ -25,6 +25,9 @@ constexpr KindInfo kKinds[] = {
     {"StatefulSet", "apps", "v1", "statefulsets"},
     {"StorageClass", "storage.k8s.io", "v1", "storageclasses"},
     {"ConfigMap", "", "v1", "configmaps"},
+    {"Deployment", "apps", "v1", "deployments"},
+    {"ValidatingWebhookConfiguration", "admissionregistration.k8s.io", "v1",
+     "validatingwebhookconfigurations"},
 };
 
 const KindInfo& kindInfo(const std::string& kind) {

@@ -13,5 +13,6 @@ RulePtr makeReclaimPolicy();
 RulePtr makeStatefulSetClaims();
 RulePtr makeStatefulSetRecreate();
 RulePtr makeBreakGlassAnnotation();
+RulePtr makeSelfProtection();
 
 }  // namespace stateguard::rules
