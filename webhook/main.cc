@@ -22,7 +22,7 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--threads N]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
-  --tls-cert, --tls-key  PEM serving certificate (chain) and key
+  --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change
   --policy FILE          policy YAML (default: the built-in policy); reloaded when it changes
   --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout)
   --cluster-state FILE   cluster state from a file (kubectl get -o json List, or YAML documents)
@@ -41,7 +41,7 @@ int fail(const std::string& message) {
 int main(int argc, char** argv) {
   auto flags = parseFlags(argc, argv, 1,
                           {"listen", "tls-cert", "tls-key", "policy", "audit-log", "cluster-state",
-                           "kubeconfig", "threads", "policy-poll-ms"},
+                           "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms"},
                           {"in-cluster", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
@@ -66,8 +66,9 @@ int main(int argc, char** argv) {
   try {
     options.port = std::stoi(listen.substr(colon + 1));
     if (f.has("threads")) options.threads = static_cast<size_t>(std::stoul(f.get("threads")));
+    options.certPollInterval = std::chrono::milliseconds(std::stoi(f.get("cert-poll-ms", "1000")));
   } catch (const std::exception&) {
-    return fail("--listen port and --threads must be numbers");
+    return fail("--listen port, --threads and --cert-poll-ms must be numbers");
   }
   if (options.port < 0 || options.port > 65535 || options.threads == 0)
     return fail("port or --threads out of range");
@@ -160,6 +161,10 @@ int main(int argc, char** argv) {
             std::to_string(port.value()) + " (policy: " + policy->current()->source + ")");
 
   WebhookServer* srv = server.value().get();
+  metrics.addGauge(
+      "stateguard_tls_certificate_reloads_total",
+      "Serving certificate reloads after the files changed.",
+      [srv] { return static_cast<double>(srv->certificates().reloads()); }, "counter");
   std::thread waiter([&signals, srv] {
     int sig = 0;
     sigwait(&signals, &sig);

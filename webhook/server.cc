@@ -28,26 +28,16 @@ std::string opensslError() {
 Result<std::unique_ptr<WebhookServer>> WebhookServer::create(const ServerOptions& options,
                                                              ServerDeps deps) {
   std::unique_ptr<WebhookServer> server(new WebhookServer(options, std::move(deps)));
-  std::string tlsError;
-  server->http_ = std::make_unique<httplib::SSLServer>([&](SSL_CTX& ctx) {
-    SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
-    if (SSL_CTX_use_certificate_chain_file(&ctx, options.tlsCert.c_str()) != 1) {
-      tlsError = "cannot load TLS certificate " + options.tlsCert + ": " + opensslError();
-      return false;
-    }
-    if (SSL_CTX_use_PrivateKey_file(&ctx, options.tlsKey.c_str(), SSL_FILETYPE_PEM) != 1) {
-      tlsError = "cannot load TLS key " + options.tlsKey + ": " + opensslError();
-      return false;
-    }
-    if (SSL_CTX_check_private_key(&ctx) != 1) {
-      tlsError = "TLS key " + options.tlsKey + " does not match certificate " + options.tlsCert;
-      return false;
-    }
+  auto certs =
+      CertificateReloader::create(options.tlsCert, options.tlsKey, options.certPollInterval);
+  if (!certs.ok()) return makeError(certs.error());
+  server->certs_ = std::move(certs).value();
+  CertificateReloader* reloader = server->certs_.get();
+  server->http_ = std::make_unique<httplib::SSLServer>([reloader](SSL_CTX& ctx) {
+    reloader->install(&ctx);
     return true;
   });
-  if (!server->http_->is_valid()) {
-    return makeError(tlsError.empty() ? "cannot set up TLS: " + opensslError() : tlsError);
-  }
+  if (!server->http_->is_valid()) return makeError("cannot set up TLS: " + opensslError());
   server->routes();
   return server;
 }

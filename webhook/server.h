@@ -10,6 +10,7 @@
 #include "core/cluster_state.h"
 #include "core/metrics.h"
 #include "core/policy.h"
+#include "core/tls.h"
 #include "webhook/engine.h"
 
 namespace stateguard {
@@ -21,6 +22,8 @@ struct ServerOptions {
   std::string tlsCert;
   std::string tlsKey;
   size_t threads = 32;  ///< worker threads; each keep-alive connection holds one while open
+  /// How often the certificate files are checked for rotation.
+  std::chrono::milliseconds certPollInterval{1000};
 };
 
 /// Parts the server reads; all outlive it.
@@ -44,6 +47,7 @@ class WebhookServer {
   /// Serves until stop(); returns when stopped.
   void run();
   void stop();
+  CertificateReloader& certificates() { return *certs_; }
 
   /// The response body for one AdmissionReview body (also used by tests and the bench): status
   /// 200 with a review, or 4xx with a Status naming what is wrong.
@@ -56,6 +60,7 @@ class WebhookServer {
 
   ServerOptions options_;
   ServerDeps deps_;
+  std::unique_ptr<CertificateReloader> certs_;
   std::unique_ptr<httplib::SSLServer> http_;
 };
 
