@@ -722,27 +722,36 @@ std::string KubeClient::transportError(httplib::Error error) const {
   }
 }
 
-KubeResponse KubeClient::request(const std::string& path) {
+KubeResponse KubeClient::request(const std::string& path) { return send(path, nullptr); }
+
+KubeResponse KubeClient::post(const std::string& path, const json& body) {
+  return send(path, &body);
+}
+
+KubeResponse KubeClient::send(const std::string& path, const json* body) {
   KubeResponse out;
+  std::string what = describe(path);
+  if (body != nullptr) what.replace(0, 3, "POST");
   if (stopped_) {
-    out.error = describe(path) + ": client stopped";
+    out.error = what + ": client stopped";
     return out;
   }
   auto cli = makeClient(kRequestTimeout);
   if (!cli) {
-    out.error = describe(path) + ": cannot set up TLS: " + lastOpensslError();
+    out.error = what + ": cannot set up TLS: " + lastOpensslError();
     return out;
   }
   InFlight guard(*this, cli.get());
   if (!guard.registered()) {
-    out.error = describe(path) + ": client stopped";
+    out.error = what + ": client stopped";
     return out;
   }
   tlsVerifyError = X509_V_OK;
   ERR_clear_error();
-  auto res = cli->Get(pathPrefix_ + path);
+  auto res = body == nullptr ? cli->Get(pathPrefix_ + path)
+                             : cli->Post(pathPrefix_ + path, body->dump(), "application/json");
   if (!res) {
-    out.error = describe(path) + ": " + transportError(res.error());
+    out.error = what + ": " + transportError(res.error());
     return out;
   }
   out.status = res->status;
@@ -750,9 +759,9 @@ KubeResponse KubeClient::request(const std::string& path) {
   if (out.body.is_discarded()) out.body = nullptr;
   if (out.status == 401) tokenRejected();
   if (out.status < 200 || out.status >= 300) {
-    out.error = describe(path) + ": " + httpError(out.status, out.body, res->body);
+    out.error = what + ": " + httpError(out.status, out.body, res->body);
   } else if (out.body.is_null()) {
-    out.error = describe(path) + ": the answer is not JSON";
+    out.error = what + ": the answer is not JSON";
   }
   return out;
 }

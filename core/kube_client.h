@@ -94,6 +94,8 @@ class KubeClient {
   Result<json> get(const std::string& path);
   /// GET with the raw outcome (status, body, error).
   KubeResponse request(const std::string& path);
+  /// POST a JSON object (e.g. an Event to /api/v1/namespaces/NS/events); the raw outcome.
+  KubeResponse post(const std::string& path, const json& body);
   /// One page of a list: `apiPath?limit=N&continue=TOKEN` (limit 0 = no limit, token "" = first).
   KubeResponse list(const std::string& apiPath, int64_t limit, const std::string& continueToken);
   /// Streams `apiPath?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N`,
@@ -117,6 +119,7 @@ class KubeClient {
   explicit KubeClient(KubeConfig config);
 
   std::unique_ptr<httplib::SSLClient> makeClient(std::chrono::seconds readTimeout);
+  KubeResponse send(const std::string& path, const json* body);
   std::string currentToken();
   void tokenRejected();
   std::string describe(const std::string& path) const;

@@ -1,8 +1,11 @@
 // stateguard-webhook: validating admission webhook that refuses API changes which destroy
 // persistent data. main() only parses flags, builds the parts and runs them.
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
@@ -28,6 +31,7 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --cluster-state FILE   cluster state from a file (kubectl get -o json List, or YAML documents)
   --kubeconfig FILE      list+watch the cluster named by this kubeconfig
   --in-cluster           list+watch using the pod's service account
+  --no-events            with a live source: do not post Kubernetes Events for denials
   --threads N            worker threads (default 32)
 )";
 
@@ -42,7 +46,7 @@ int main(int argc, char** argv) {
   auto flags = parseFlags(argc, argv, 1,
                           {"listen", "tls-cert", "tls-key", "policy", "audit-log", "cluster-state",
                            "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms"},
-                          {"in-cluster", "help"});
+                          {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -106,6 +110,7 @@ int main(int argc, char** argv) {
 
   std::shared_ptr<const ClusterState> state;
   std::shared_ptr<WatchCache> cache;
+  std::unique_ptr<EventRecorder> events;
   if (f.has("cluster-state")) {
     auto loaded = loadClusterStateFile(f.get("cluster-state"));
     if (!loaded.ok()) return fail(loaded.error());
@@ -113,6 +118,16 @@ int main(int argc, char** argv) {
   } else {
     auto config = f.has("kubeconfig") ? loadKubeconfig(f.get("kubeconfig")) : loadInClusterConfig();
     if (!config.ok()) return fail(config.error());
+    if (!f.has("no-events")) {
+      auto eventClient = KubeClient::create(config.value());
+      if (!eventClient.ok()) return fail(eventClient.error());
+      EventRecorderOptions eventOptions;
+      const char* pod = std::getenv("POD_NAME");
+      char host[256] = {0};
+      if (pod == nullptr && gethostname(host, sizeof host - 1) == 0) pod = host;
+      eventOptions.instance = pod == nullptr ? "" : pod;
+      events = std::make_unique<EventRecorder>(eventClient.value(), eventOptions);
+    }
     auto started = startWatchCache(std::move(config).value());
     if (!started.ok()) return fail(started.error());
     cache = started.value();
@@ -131,6 +146,15 @@ int main(int argc, char** argv) {
       "stateguard_policy_reload_failures_total", "Policy file changes rejected as invalid.",
       [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); }, "counter");
 
+  if (events) {
+    EventRecorder* rec = events.get();
+    metrics.addGauge(
+        "stateguard_events_posted_total", "Kubernetes Events posted for denials.",
+        [rec] { return static_cast<double>(rec->posted()); }, "counter");
+    metrics.addGauge(
+        "stateguard_events_suppressed_total", "Events not posted: rate limit or full queue.",
+        [rec] { return static_cast<double>(rec->suppressed()); }, "counter");
+  }
   if (cache) {
     metrics.addGauge(
         "stateguard_watch_relists_total", "Re-lists after 410 Gone, all kinds.",
@@ -153,7 +177,8 @@ int main(int argc, char** argv) {
 
   Engine engine(allRules());
   auto server = WebhookServer::create(
-      options, ServerDeps{&engine, state, policy.get(), audit.value().get(), &metrics});
+      options,
+      ServerDeps{&engine, state, policy.get(), audit.value().get(), &metrics, events.get()});
   if (!server.ok()) return fail(server.error());
   auto port = server.value()->bind();
   if (!port.ok()) return fail(port.error());

@@ -56,6 +56,10 @@ std::pair<int, std::string> WebhookServer::handleReview(const std::string& body)
   PolicyPtr policy = deps_.policy->current();
   Decision decision = deps_.engine->review(request.value(), *deps_.state, *policy, Clock::now());
   deps_.audit->write(auditRecord(request.value(), decision));
+  if (deps_.events != nullptr && !decision.response.allowed && !request->dryRun) {
+    // Dry runs have no side effects; the recorder rate-limits and posts in the background.
+    deps_.events->warn(request->current(), "StateguardDenied", decision.response.message);
+  }
   if (decision.verdicts.empty()) {
     deps_.metrics->countDecision("", "allow", request->operation);
   } else {

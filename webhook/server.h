@@ -8,6 +8,7 @@
 
 #include "core/audit.h"
 #include "core/cluster_state.h"
+#include "core/events.h"
 #include "core/metrics.h"
 #include "core/policy.h"
 #include "core/tls.h"
@@ -33,6 +34,7 @@ struct ServerDeps {
   PolicyStore* policy = nullptr;
   AuditLog* audit = nullptr;
   Metrics* metrics = nullptr;
+  EventRecorder* events = nullptr;  ///< optional: Kubernetes Events for denials (live sources)
 };
 
 /// Serves AdmissionReviews over TLS 1.2+; thread-safe.

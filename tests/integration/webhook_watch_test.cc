@@ -117,6 +117,51 @@ TEST_F(WebhookWatchTest, DecisionsFollowTheLiveClusterThroughDropsAndGone) {
   EXPECT_EQ(webhook.process().stop(), 0);
 }
 
+TEST_F(WebhookWatchTest, DenialsBecomeRateLimitedEventsButDryRunsDoNot) {
+  api_->add("PersistentVolume", boundPv("pv-a", "Delete"));
+  api_->add("PersistentVolumeClaim", claim("data-a", "pv-a"));
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), false));
+
+  // A dry run is judged but leaves no trace in the cluster.
+  json dry =
+      makeReview("dry-1", "DELETE", nullptr, claim("data-a", "pv-a"), nullptr, true, nullptr);
+  ASSERT_FALSE(json::parse(webhook.post(dry.dump()).second)["response"]["allowed"].get<bool>());
+
+  // More denials of the same object: still one event (rate limit per object and reason).
+  for (int i = 0; i < 3; ++i) {
+    json review = makeReview("again-" + std::to_string(i), "DELETE", nullptr,
+                             claim("data-a", "pv-a"), nullptr, false, nullptr);
+    ASSERT_FALSE(
+        json::parse(webhook.post(review.dump()).second)["response"]["allowed"].get<bool>());
+  }
+  std::vector<json> events;
+  for (int i = 0; i < 250 && events.empty(); ++i) {
+    events = api_->events();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(events.size(), 1u);
+  const json& e = events.front();
+  EXPECT_EQ(e["metadata"]["namespace"], "db");
+  EXPECT_EQ(e["involvedObject"]["kind"], "PersistentVolumeClaim");
+  EXPECT_EQ(e["involvedObject"]["name"], "data-a");
+  EXPECT_EQ(e["reason"], "StateguardDenied");
+  EXPECT_EQ(e["type"], "Warning");
+  EXPECT_NE(e["message"].get<std::string>().find("PV pv-a"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(api_->events().size(), 1u);
+  auto metrics = webhook.get("/metrics").second;
+  EXPECT_NE(metrics.find("stateguard_events_posted_total 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("stateguard_events_suppressed_total 3"), std::string::npos) << metrics;
+
+  // The audit log marks the dry run.
+  bool sawDryRun = false;
+  for (const auto& r : webhook.auditRecords())
+    sawDryRun |= r["uid"] == "dry-1" && r["dryRun"] == true;
+  EXPECT_TRUE(sawDryRun);
+}
+
 TEST_F(WebhookWatchTest, NotReadyWhileTheApiRefusesIt) {
   api_->setToken("another-token");  // the kubeconfig's token is now wrong: 401 for every list
   WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"});

@@ -111,6 +111,29 @@ Status TestApiServer::start() {
   server_->set_keep_alive_timeout(1);
   server_->Get(".*",
                [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
+  server_->Post(R"(/api/v1/namespaces/([^/]+)/events)",
+                [this](const httplib::Request& req, httplib::Response& res) {
+                  {
+                    std::lock_guard lock(mu_);
+                    if (req.get_header_value("Authorization") != "Bearer " + token_) {
+                      ++unauthorized_;
+                      sendStatus(res, 401, "Unauthorized", "Unauthorized");
+                      return;
+                    }
+                  }
+                  json event = json::parse(req.body, nullptr, false);
+                  if (!event.is_object() || event.value("kind", "") != "Event" ||
+                      event["metadata"].value("namespace", "") != req.matches[1].str()) {
+                    sendStatus(res, 400, "BadRequest", "not an Event for this namespace");
+                    return;
+                  }
+                  std::lock_guard lock(mu_);
+                  event["metadata"]["name"] = event["metadata"].value("generateName", "e.") +
+                                              std::to_string(events_.size());
+                  events_.push_back(event);
+                  res.status = 201;
+                  res.set_content(event.dump(), "application/json");
+                });
   port_ = server_->bind_to_any_port("127.0.0.1");
   if (port_ <= 0) return makeError("test apiserver: cannot bind 127.0.0.1");
   thread_ = std::thread([this] { server_->listen_after_bind(); });
@@ -327,6 +350,11 @@ size_t TestApiServer::openWatches(const std::string& kind) const {
     if ((kind.empty() || stream->kind == kind) && !stream->dropped) ++n;
   }
   return n;
+}
+
+std::vector<json> TestApiServer::events() const {
+  std::lock_guard lock(mu_);
+  return events_;
 }
 
 size_t TestApiServer::unauthorizedRequests() const {

@@ -106,6 +106,8 @@ class TestApiServer {
   size_t watchRequests(const std::string& kind) const;  ///< watch requests received
   size_t openWatches(const std::string& kind = "") const;
   size_t unauthorizedRequests() const;
+  /// Events POSTed to /api/v1/namespaces/<ns>/events, in arrival order.
+  std::vector<json> events() const;
 
  private:
   /// One change, kept for watches that start from an older resourceVersion.
@@ -154,6 +156,7 @@ class TestApiServer {
   std::map<std::string, size_t> listCount_;
   std::map<std::string, size_t> watchCount_;
   size_t unauthorized_ = 0;
+  std::vector<json> events_;
 };
 
 /// Writes a kubeconfig (one cluster, user and context, made current) for `config`: server,
