@@ -55,4 +55,8 @@ class CertificateReloader {
   std::thread poller_;
 };
 
+/// The socket of the TLS connection this thread is serving (set at each handshake; cpp-httplib
+/// serves a connection on one worker thread from handshake to close), or -1.
+int currentTlsConnectionFd();
+
 }  // namespace stateguard

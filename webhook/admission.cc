@@ -1,5 +1,7 @@
 #include "webhook/admission.h"
 
+#include <algorithm>
+
 #include "core/k8s.h"
 
 namespace stateguard {
@@ -30,12 +32,41 @@ Result<json> objectField(const json& obj, const char* key, const std::string& wh
   return *it;
 }
 
+/// Deepest bracket nesting outside strings. Parsing is iterative, but copying and freeing a
+/// JSON value recurse, so absurd nesting must be refused before it is parsed.
+size_t nestingDepth(std::string_view body) {
+  size_t depth = 0;
+  size_t deepest = 0;
+  bool inString = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    char c = body[i];
+    if (inString) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        inString = false;
+      }
+    } else if (c == '"') {
+      inString = true;
+    } else if (c == '{' || c == '[') {
+      deepest = std::max(deepest, ++depth);
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 }  // namespace
 
 Result<AdmissionRequest> decodeReview(std::string_view body) {
   if (body.size() > kMaxReviewBytes) {
     return makeError("AdmissionReview is " + std::to_string(body.size()) + " bytes, over the " +
                      std::to_string(kMaxReviewBytes) + "-byte limit");
+  }
+  if (size_t depth = nestingDepth(body); depth > kMaxNestingDepth) {
+    return makeError("body nests " + std::to_string(depth) + " levels deep, over the limit of " +
+                     std::to_string(kMaxNestingDepth));
   }
   json doc;
   try {
@@ -155,7 +186,7 @@ json reviewResponseJson(const std::string& uid, const AdmissionResponse& respons
 }
 
 std::string encodeReviewResponse(const std::string& uid, const AdmissionResponse& response) {
-  return reviewResponseJson(uid, response).dump();
+  return reviewResponseJson(uid, response).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 }  // namespace stateguard

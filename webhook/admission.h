@@ -41,6 +41,8 @@ struct AdmissionRequest {
 
 /// Largest AdmissionReview body accepted (the apiserver's own limit is 3 MiB).
 inline constexpr size_t kMaxReviewBytes = 3 * 1024 * 1024;
+/// Deepest JSON nesting accepted; real Kubernetes objects stay far below it.
+inline constexpr size_t kMaxNestingDepth = 512;
 
 /// Decodes an AdmissionReview body. Errors say what is wrong and where
 /// ("request.uid is missing", "apiVersion must be admission.k8s.io/v1, got ...").

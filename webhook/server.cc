@@ -2,6 +2,7 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
 #include <chrono>
 
@@ -12,10 +13,14 @@ namespace stateguard {
 std::string statusBody(int code, const std::string& reason, const std::string& message) {
   json status = {{"kind", "Status"},   {"apiVersion", "v1"}, {"status", "Failure"},
                  {"message", message}, {"reason", reason},   {"code", code}};
-  return status.dump();
+  // Messages can quote bytes of a bad request: never let invalid UTF-8 turn an answer into a 500.
+  return status.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
 namespace {
+/// Largest body read (and dropped) to answer 413 instead of cutting the connection.
+constexpr size_t kDrainBytes = 16 * 1024 * 1024;
+
 std::string opensslError() {
   unsigned long e = ERR_get_error();
   if (e == 0) return "unknown OpenSSL error";
@@ -81,13 +86,40 @@ void WebhookServer::routes() {
   http.set_read_timeout(10);
   http.set_write_timeout(10);
   http.set_tcp_nodelay(true);
-  // One byte over the limit is enough for decodeReview to report the size clearly.
-  http.set_payload_max_length(kMaxReviewBytes + 1);
+  // Bodies up to kDrainBytes are read (and dropped past kMaxReviewBytes) so an oversized review
+  // gets a clear 413; larger announced lengths are refused before reading (pre-routing below).
+  http.set_payload_max_length(kDrainBytes);
 
-  http.Post("/validate", [this](const httplib::Request& req, httplib::Response& res) {
-    auto [code, body] = handleReview(req.body);
+  // The body is read through a content reader so a chunked or unannounced body larger than the
+  // limit is cut off as soon as it passes it, instead of being buffered whole.
+  http.Post("/validate", [this](const httplib::Request& req, httplib::Response& res,
+                                const httplib::ContentReader& reader) {
+    std::string body;
+    bool tooLarge = false;
+    size_t seen = 0;
+    reader([&](const char* data, size_t length) {
+      seen += length;
+      if (body.size() + length > kMaxReviewBytes) tooLarge = true;
+      if (!tooLarge) body.append(data, length);
+      // Over the limit the rest is read and dropped (so the client gets its answer), up to
+      // kDrainBytes; past that the connection is cut.
+      return seen <= kDrainBytes;
+    });
+    if (tooLarge) {
+      deps_.metrics->countRejected(413);
+      res.status = 413;
+      res.set_header("Connection", "close");
+      res.set_content(
+          statusBody(413, "RequestEntityTooLarge",
+                     "stateguard could not read the AdmissionReview: the body is over the " +
+                         std::to_string(kMaxReviewBytes) + "-byte limit"),
+          "application/json");
+      return;
+    }
+    (void)req;
+    auto [code, out] = handleReview(body);
     res.status = code;
-    res.set_content(body, "application/json");
+    res.set_content(out, "application/json");
   });
   auto wrongMethod = [](const httplib::Request& req, httplib::Response& res) {
     res.status = 405;
@@ -115,6 +147,39 @@ void WebhookServer::routes() {
   });
   http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(deps_.metrics->render(), "text/plain; version=0.0.4");
+  });
+
+  // Before any body is read: a POST must announce its length (or be chunked, which the content
+  // reader cuts off at the limit), and an announced length over the limit is refused at once.
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
+    const bool chunked =
+        req.get_header_value("Transfer-Encoding").find("chunked") != std::string::npos;
+    const std::string length = req.get_header_value("Content-Length");
+    int code = 0;
+    std::string message;
+    if (length.empty() && !chunked) {
+      code = 411;
+      message = "POST needs a Content-Length (or chunked transfer encoding)";
+    } else if (!length.empty() &&
+               (length.size() > 18 || length.find_first_not_of("0123456789") != std::string::npos ||
+                std::stoull(length) > kDrainBytes)) {
+      code = 413;
+      message = "stateguard could not read the AdmissionReview: Content-Length " + length +
+                " is over the " + std::to_string(kMaxReviewBytes) + "-byte limit";
+    }
+    if (code == 0) return httplib::Server::HandlerResponse::Unhandled;
+    deps_.metrics->countRejected(code);
+    res.status = code;
+    // The unread body must not be read as the next request: cpp-httplib 0.11 would buffer a
+    // "request line" without a newline without bound. Ending the read side of this connection
+    // lets the answer go out and then closes the connection.
+    if (int fd = currentTlsConnectionFd(); fd >= 0) ::shutdown(fd, SHUT_RD);
+    res.set_header("Connection", "close");
+    res.set_content(
+        statusBody(code, code == 411 ? "LengthRequired" : "RequestEntityTooLarge", message),
+        "application/json");
+    return httplib::Server::HandlerResponse::Handled;
   });
 
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
