@@ -1,0 +1,93 @@
+{{/*
+Names are fixed (one stateguard per cluster): the kustomize base uses the same ones, the
+self-protection rule's defaults name them, and the webhook configuration is cluster-scoped.
+*/}}
+
+{{/* Labels on every object. */}}
+{{- define "stateguard.labels" -}}
+{{ include "stateguard.selectorLabels" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The labels the Service, PodDisruptionBudget and anti-affinity select the pods by. */}}
+{{- define "stateguard.selectorLabels" -}}
+app.kubernetes.io/name: stateguard
+app.kubernetes.io/component: webhook
+{{- end }}
+
+{{- define "stateguard.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{/* The Secret with tls.crt, tls.key (and ca.crt) the webhook serves with. */}}
+{{- define "stateguard.tlsSecretName" -}}
+{{- if eq (include "stateguard.certMode" .) "provided" -}}
+{{ required "certificates.provided.secretName is required" .Values.certificates.provided.secretName }}
+{{- else -}}
+stateguard-webhook-tls
+{{- end -}}
+{{- end }}
+
+{{- define "stateguard.certMode" -}}
+{{- $mode := .Values.certificates.mode -}}
+{{- if not (has $mode (list "certManager" "provided")) -}}
+{{- fail (printf "certificates.mode must be certManager or provided, not %q" (toString $mode)) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end }}
+
+{{/* A failure policy value, checked: call with (list "destructive" .Values.failurePolicy). */}}
+{{- define "stateguard.failurePolicy" -}}
+{{- $group := index . 0 -}}
+{{- $value := index (index . 1) $group -}}
+{{- if not (has $value (list "Fail" "Ignore")) -}}
+{{- fail (printf "failurePolicy.%s must be Fail or Ignore, not %q" $group (toString $value)) -}}
+{{- end -}}
+{{- $value -}}
+{{- end }}
+
+{{- define "stateguard.timeoutSeconds" -}}
+{{- $t := int .Values.timeoutSeconds -}}
+{{- if or (lt $t 1) (gt $t 10) -}}
+{{- fail (printf "timeoutSeconds must be between 1 and 10 (well under kube-apiserver's own timeout), not %v" .Values.timeoutSeconds) -}}
+{{- end -}}
+{{- $t -}}
+{{- end }}
+
+{{/* kube-system, the release namespace, then namespaceExclusions; no duplicates. */}}
+{{- define "stateguard.excludedNamespaces" -}}
+{{- $ns := list "kube-system" .Release.Namespace -}}
+{{- range .Values.namespaceExclusions -}}
+{{- $ns = append $ns . -}}
+{{- end -}}
+{{- toYaml (uniq $ns) -}}
+{{- end }}
+
+{{/* The fields every webhook entry shares. */}}
+{{- define "stateguard.webhookCommon" -}}
+matchPolicy: Equivalent
+sideEffects: None
+admissionReviewVersions: [v1]
+timeoutSeconds: {{ include "stateguard.timeoutSeconds" . }}
+clientConfig:
+  service:
+    name: stateguard-webhook
+    namespace: {{ .Release.Namespace }}
+    path: /validate
+    port: 443
+  {{- if eq (include "stateguard.certMode" .) "provided" }}
+  caBundle: {{ required "certificates.provided.caBundle is required when certificates.mode is provided (certs/gen-certs.sh prints it)" .Values.certificates.provided.caBundle | quote }}
+  {{- end }}
+# The webhook's own namespace and kube-system are never sent, so the add-on (and the control
+# plane) can always be repaired. Cluster-scoped objects (PersistentVolumes) are not filtered by a
+# namespaceSelector; a Namespace object is matched by its own labels.
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: NotIn
+      values:
+        {{- include "stateguard.excludedNamespaces" . | nindent 8 }}
+{{- end }}

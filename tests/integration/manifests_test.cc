@@ -1,0 +1,1178 @@
+// The cluster add-on: the kustomize base and overlays (rendered by `kubectl kustomize`), the Helm
+// chart (rendered by tests/helm-render, Helm's template engine and function library), and the
+// Dockerfile, checked against what the binaries actually do:
+// - the ValidatingWebhookConfiguration sends exactly the (group, version, resource, operation)
+//   tuples of `stateguardctl rules -o json`, split into entries as manifests/webhook-groups.yaml
+//   says, with the failure policy, timeout, namespace exclusions and service of each entry;
+// - the ClusterRole grants exactly list+watch on watchedKinds() (what the cache lists and
+//   watches), plus create/patch on events, nothing else;
+// - the Deployment is hardened, its flags are ones stateguard-webhook knows, and the policy in
+//   the ConfigMap is accepted (and applied) by the real stateguardctl;
+// - the kustomize base and the chart produce the same objects;
+// - the runtime image installs the Debian package of every library the binaries load.
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <set>
+#include <sstream>
+#include <tuple>
+
+#include "core/cluster_state.h"
+#include "core/json_yaml.h"
+#include "tests/support/process.h"
+
+namespace stateguard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+const std::string kNamespace = "stateguard-system";
+const std::string kDestructive = "destructive.stateguard.io";
+const std::string kAdvisory = "advisory.stateguard.io";
+
+// ---------------------------------------------------------------------------------------------
+// Running tools
+
+/// Absolute path of a program on PATH, or "".
+std::string which(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  std::stringstream ss(path ? path : "/usr/local/bin:/usr/bin:/bin");
+  std::string dir;
+  while (std::getline(ss, dir, ':')) {
+    if (dir.empty()) continue;
+    std::string candidate = dir + "/" + name;
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "";
+}
+
+std::string kubectl() {
+  std::string k = which("kubectl");
+  if (k.empty()) {
+    ADD_FAILURE() << "kubectl (1.24 or later: its built-in kustomize must support replacements) "
+                     "is not installed, so the kustomize manifests cannot be rendered. Debian "
+                     "12's kubernetes-client (1.20) is too old; install kubectl from the "
+                     "Kubernetes packages.";
+  }
+  return k;
+}
+
+std::vector<json> parseAll(const std::string& text, const std::string& source) {
+  auto objs = parseObjects(text, source);
+  if (!objs.ok()) {
+    ADD_FAILURE() << objs.error();
+    return {};
+  }
+  std::vector<json> out;
+  for (auto& o : *objs) out.push_back(std::move(o.object));
+  return out;
+}
+
+/// `kubectl kustomize DIR`, parsed; empty (with a failure) if it does not render.
+std::vector<json> kustomize(const std::string& dir) {
+  std::string k = kubectl();
+  if (k.empty()) return {};
+  CommandResult r = runCommand(k, {"kustomize", dir}, "", milliseconds(60000));
+  if (r.exitCode != 0) {
+    ADD_FAILURE() << "kubectl kustomize " << dir << " failed (" << r.exitCode << "): " << r.err;
+    return {};
+  }
+  return parseAll(r.out, dir);
+}
+
+/// Builds tests/helm-render once per test process (Go in GOPATH mode with Debian's sprig and
+/// yaml.v2; the Go build cache lives in the build tree, so later builds only link).
+class HelmRenderer {
+ public:
+  static HelmRenderer& get() {
+    static HelmRenderer renderer;
+    return renderer;
+  }
+  ~HelmRenderer() {
+    if (!dir_.empty()) removeTree(dir_);
+  }
+  const std::string& binary() const { return binary_; }
+  const std::string& error() const { return error_; }
+
+ private:
+  HelmRenderer() {
+    if (which("go").empty()) {
+      error_ =
+          "go is not installed (scripts/install-deps.sh installs golang-go, "
+          "golang-github-masterminds-sprig-dev and golang-gopkg-yaml.v2-dev)";
+      return;
+    }
+    dir_ = makeTempDir("sg-helm-render");
+    binary_ = dir_ + "/helm-render";
+    const std::string cache = std::string(STATEGUARD_BIN_DIR) + "/../helm-render-gocache";
+    CommandResult r = runCommand(
+        "/usr/bin/env",
+        {"GO111MODULE=off", "GOPATH=/usr/share/gocode", "GOFLAGS=", "GOENV=off", "GOCACHE=" + cache,
+         "go", "build", "-o", binary_, sourcePath("tests/helm-render/main.go")},
+        "", milliseconds(180000));
+    if (r.exitCode != 0) {
+      error_ = "go build tests/helm-render failed (" + std::to_string(r.exitCode) + "): " + r.err;
+      binary_.clear();
+    }
+  }
+  std::string dir_, binary_, error_;
+};
+
+/// Renders the chart like `helm template stateguard manifests/helm/stateguard -n NS ARGS`.
+CommandResult helmTemplate(const std::vector<std::string>& extra,
+                           const std::string& ns = kNamespace) {
+  HelmRenderer& h = HelmRenderer::get();
+  if (h.binary().empty()) {
+    ADD_FAILURE() << h.error();
+    return {};
+  }
+  std::vector<std::string> args = {"--chart",        sourcePath("manifests/helm/stateguard"),
+                                   "--release-name", "stateguard",
+                                   "--namespace",    ns,
+                                   "--notes"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  return runCommand(h.binary(), args, "", milliseconds(30000));
+}
+
+std::vector<json> renderChart(const std::vector<std::string>& extra,
+                              const std::string& ns = kNamespace) {
+  CommandResult r = helmTemplate(extra, ns);
+  if (r.exitCode != 0) {
+    ADD_FAILURE() << "chart did not render with [" << ::testing::PrintToString(extra)
+                  << "]: " << r.err;
+    return {};
+  }
+  EXPECT_NE(r.err.find("kubectl delete validatingwebhookconfiguration stateguard"),
+            std::string::npos)
+      << "NOTES.txt: " << r.err;
+  return parseAll(r.out, "helm template");
+}
+
+/// The rules the binary registers (`stateguardctl rules -o json`), read once.
+const json& binaryRules() {
+  static const json rules = [] {
+    CommandResult r = runCommand(binaryPath("stateguardctl"), {"rules", "-o", "json"});
+    if (r.exitCode != 0) {
+      ADD_FAILURE() << "stateguardctl rules -o json: " << r.err;
+      return json::array();
+    }
+    return json::parse(r.out);
+  }();
+  return rules;
+}
+
+const json& webhookGroups() {
+  static const json groups = [] {
+    auto docs = parseDocuments(readText(sourcePath("manifests/webhook-groups.yaml")),
+                               "manifests/webhook-groups.yaml");
+    if (!docs.ok() || docs->size() != 1) {
+      ADD_FAILURE() << "manifests/webhook-groups.yaml: "
+                    << (docs.ok() ? "not one document" : docs.error());
+      return json::object();
+    }
+    return docs->front();
+  }();
+  return groups;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Looking at objects
+
+const json* find(const std::vector<json>& objects, const std::string& kind,
+                 const std::string& name) {
+  const json* found = nullptr;
+  for (const auto& o : objects) {
+    if (o.value("kind", "") == kind && o["metadata"].value("name", "") == name) {
+      EXPECT_EQ(found, nullptr) << "two " << kind << " " << name;
+      found = &o;
+    }
+  }
+  return found;
+}
+
+using Key = std::tuple<std::string, std::string, std::string>;  // kind, namespace, name
+
+std::set<Key> keys(const std::vector<json>& objects, bool withNamespaceObject = true) {
+  std::set<Key> out;
+  for (const auto& o : objects) {
+    if (!withNamespaceObject && o.value("kind", "") == "Namespace") continue;
+    out.insert({o.value("kind", ""), o["metadata"].value("namespace", ""),
+                o["metadata"].value("name", "")});
+  }
+  return out;
+}
+
+std::string describe(const std::set<Key>& ks) {
+  std::string s;
+  for (const auto& [k, ns, n] : ks) s += " " + k + "/" + (ns.empty() ? "" : ns + "/") + n;
+  return s;
+}
+
+std::set<std::string> strings(const json& list) {
+  std::set<std::string> out;
+  if (!list.is_array()) return out;
+  for (const auto& v : list) out.insert(v.is_string() ? v.get<std::string>() : v.dump());
+  return out;
+}
+
+/// Every object is well-formed and unique; returns false (with failures) otherwise.
+void checkWellFormed(const std::vector<json>& objects, const std::string& what) {
+  SCOPED_TRACE(what);
+  ASSERT_FALSE(objects.empty());
+  std::set<Key> seen;
+  for (const auto& o : objects) {
+    ASSERT_TRUE(o.is_object()) << o.dump();
+    EXPECT_TRUE(o.contains("apiVersion") && o["apiVersion"].is_string()) << o.dump();
+    EXPECT_TRUE(o.contains("kind") && o["kind"].is_string()) << o.dump();
+    ASSERT_TRUE(o.contains("metadata") && o["metadata"].contains("name")) << o.dump();
+    Key k{o.value("kind", ""), o["metadata"].value("namespace", ""),
+          o["metadata"].value("name", "")};
+    EXPECT_TRUE(seen.insert(k).second) << "duplicate " << describe(std::set<Key>{k});
+    EXPECT_EQ(o["metadata"]["labels"].value("app.kubernetes.io/name", ""), "stateguard")
+        << describe(std::set<Key>{k});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The webhook configuration
+
+using Tuple = std::tuple<std::string, std::string, std::string, std::string>;  // g, v, res, op
+
+std::string describe(const std::set<Tuple>& ts) {
+  std::string s;
+  for (const auto& [g, v, r, op] : ts)
+    s += " " + (g.empty() ? "core" : g) + "/" + v + "/" + r + ":" + op;
+  return s.empty() ? " (none)" : s;
+}
+
+/// The tuples one rule of the binary guards.
+std::set<Tuple> targetsOf(const json& rule) {
+  std::set<Tuple> out;
+  for (const auto& t : rule["targets"]) {
+    for (const auto& op : t["operations"]) {
+      out.insert({t["apiGroup"].get<std::string>(), t["apiVersion"].get<std::string>(),
+                  t["resource"].get<std::string>(), op.get<std::string>()});
+    }
+  }
+  return out;
+}
+
+struct ExpectedEntry {
+  std::string name;
+  std::string failurePolicy;
+  std::set<Tuple> tuples;
+};
+
+/// The webhook entries manifests/webhook-groups.yaml and the binary's rules call for: each
+/// group sends its rules' tuples, minus those an earlier group already sends.
+std::vector<ExpectedEntry> expectedEntries() {
+  const json& groups = webhookGroups();
+  const json& rules = binaryRules();
+  std::map<std::string, const json*> byId;
+  for (const auto& r : rules) byId[r["id"].get<std::string>()] = &r;
+
+  std::map<std::string, int> listed;
+  std::vector<ExpectedEntry> out;
+  std::set<Tuple> taken;
+  EXPECT_EQ(groups.value("overlap", ""), "first-group-wins");
+  for (const auto& g : groups["groups"]) {
+    ExpectedEntry e{g.value("webhook", ""), g.value("failurePolicy", ""), {}};
+    for (const auto& id : g["rules"]) {
+      const std::string rid = id.get<std::string>();
+      ++listed[rid];
+      auto it = byId.find(rid);
+      if (it == byId.end()) {
+        ADD_FAILURE() << "webhook-groups.yaml names rule " << rid
+                      << ", which stateguardctl rules does not list";
+        continue;
+      }
+      for (const auto& t : targetsOf(*it->second))
+        if (!taken.count(t)) e.tuples.insert(t);
+    }
+    taken.insert(e.tuples.begin(), e.tuples.end());
+    out.push_back(std::move(e));
+  }
+  if (groups.contains("notSent")) {
+    for (const auto& [id, why] : groups["notSent"].items()) {
+      ++listed[id];
+      EXPECT_TRUE(byId.count(id)) << "webhook-groups.yaml notSent names unknown rule " << id;
+      EXPECT_TRUE(why.is_string() && !why.get<std::string>().empty()) << id << ": say why";
+    }
+  }
+  for (const auto& [id, rule] : byId) {
+    EXPECT_EQ(listed[id], 1) << "rule " << id
+                             << " must be listed exactly once in manifests/webhook-groups.yaml "
+                                "(in the group whose failure policy fits it, or under notSent)";
+  }
+  return out;
+}
+
+/// The tuples one ValidatingWebhookConfiguration entry sends (its rules' cross products).
+std::set<Tuple> tuplesOf(const json& webhook) {
+  std::set<Tuple> out;
+  for (const auto& r : webhook["rules"]) {
+    for (const auto* field : {"apiGroups", "apiVersions", "resources", "operations"}) {
+      EXPECT_TRUE(r.contains(field) && r[field].is_array() && !r[field].empty())
+          << webhook["name"] << ": rule without " << field;
+      EXPECT_FALSE(strings(r[field]).count("*"))
+          << webhook["name"] << ": wildcard in " << field << " would send more than the rules need";
+    }
+    for (const auto& g : r["apiGroups"])
+      for (const auto& v : r["apiVersions"])
+        for (const auto& res : r["resources"])
+          for (const auto& op : r["operations"])
+            out.insert({g.get<std::string>(), v.get<std::string>(), res.get<std::string>(),
+                        op.get<std::string>()});
+  }
+  return out;
+}
+
+struct WebhookExpectations {
+  std::string ns = kNamespace;
+  std::map<std::string, std::string> failurePolicy;  // entry name -> policy, when overridden
+  int timeoutSeconds = 5;
+  std::set<std::string> alsoExcluded;
+  enum class Ca { None, CertManager, Bundle } ca = Ca::None;
+  std::string caBundlePem;  // for Ca::Bundle: the CA certificate the caBundle must hold
+};
+
+std::string base64Decode(const std::string& in) {
+  static const std::string chars =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  int val = 0, bits = -8;
+  for (char c : in) {
+    if (c == '=' || c == '\n' || c == '\r' || c == ' ') continue;
+    size_t pos = chars.find(c);
+    if (pos == std::string::npos) return "<invalid base64>";
+    val = (val << 6) + static_cast<int>(pos);
+    bits += 6;
+    if (bits >= 0) {
+      out.push_back(static_cast<char>((val >> bits) & 0xFF));
+      bits -= 8;
+    }
+  }
+  return out;
+}
+
+/// The webhook configuration sends exactly the binary's tuples, split by group, with the
+/// agreed settings on every entry.
+void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookExpectations& x,
+                               const std::string& what) {
+  SCOPED_TRACE(what + ": ValidatingWebhookConfiguration stateguard");
+  const json* vwc = find(objects, "ValidatingWebhookConfiguration", "stateguard");
+  ASSERT_NE(vwc, nullptr);
+  EXPECT_EQ((*vwc)["apiVersion"], "admissionregistration.k8s.io/v1");
+  const std::vector<ExpectedEntry> expected = expectedEntries();
+  const json& hooks = (*vwc)["webhooks"];
+  ASSERT_TRUE(hooks.is_array());
+  ASSERT_EQ(hooks.size(), expected.size());
+
+  std::set<Tuple> all, union_;
+  size_t total = 0;
+  for (const auto& r : binaryRules()) {
+    if (webhookGroups()["notSent"].contains(r["id"].get<std::string>())) continue;
+    for (const auto& t : targetsOf(r)) union_.insert(t);
+  }
+  for (size_t i = 0; i < expected.size(); ++i) {
+    const json& h = hooks[i];
+    const ExpectedEntry& e = expected[i];
+    SCOPED_TRACE(e.name);
+    EXPECT_EQ(h.value("name", ""), e.name);
+    const std::string policy =
+        x.failurePolicy.count(e.name) ? x.failurePolicy.at(e.name) : e.failurePolicy;
+    EXPECT_EQ(h.value("failurePolicy", ""), policy);
+    EXPECT_EQ(h.value("sideEffects", ""), "None");
+    EXPECT_EQ(h["admissionReviewVersions"], json::array({"v1"}));
+    EXPECT_EQ(h.value("matchPolicy", ""), "Equivalent");
+    ASSERT_TRUE(h.contains("timeoutSeconds") && h["timeoutSeconds"].is_number_integer());
+    EXPECT_EQ(h["timeoutSeconds"].get<int>(), x.timeoutSeconds);
+    EXPECT_LE(h["timeoutSeconds"].get<int>(), 10) << "well under kube-apiserver's timeout";
+    EXPECT_FALSE(h.contains("objectSelector") && !h["objectSelector"].empty());
+
+    const json& cc = h["clientConfig"];
+    EXPECT_FALSE(cc.contains("url"));
+    EXPECT_EQ(cc["service"], (json{{"name", "stateguard-webhook"},
+                                   {"namespace", x.ns},
+                                   {"path", "/validate"},
+                                   {"port", 443}}));
+    switch (x.ca) {
+      case WebhookExpectations::Ca::None:
+        EXPECT_FALSE(cc.contains("caBundle"));
+        break;
+      case WebhookExpectations::Ca::CertManager:
+        EXPECT_FALSE(cc.contains("caBundle")) << "cert-manager's CA injector fills it";
+        break;
+      case WebhookExpectations::Ca::Bundle:
+        ASSERT_TRUE(cc.contains("caBundle") && cc["caBundle"].is_string());
+        EXPECT_EQ(base64Decode(cc["caBundle"].get<std::string>()), x.caBundlePem);
+        break;
+    }
+
+    // namespaceSelector: exactly one NotIn on the namespace name, covering kube-system and the
+    // webhook's own namespace (and any configured extras); nothing that narrows it further.
+    const json& sel = h["namespaceSelector"];
+    EXPECT_FALSE(sel.contains("matchLabels") && !sel["matchLabels"].empty());
+    ASSERT_TRUE(sel.contains("matchExpressions") && sel["matchExpressions"].size() == 1)
+        << sel.dump();
+    const json& expr = sel["matchExpressions"][0];
+    EXPECT_EQ(expr.value("key", ""), "kubernetes.io/metadata.name");
+    EXPECT_EQ(expr.value("operator", ""), "NotIn");
+    std::set<std::string> excluded = {"kube-system", x.ns};
+    excluded.insert(x.alsoExcluded.begin(), x.alsoExcluded.end());
+    EXPECT_EQ(strings(expr["values"]), excluded);
+
+    const std::set<Tuple> got = tuplesOf(h);
+    EXPECT_EQ(got, e.tuples) << "sends:" << describe(got) << "\nshould send:" << describe(e.tuples);
+    total += got.size();
+    all.insert(got.begin(), got.end());
+  }
+  EXPECT_EQ(total, all.size()) << "a tuple is sent by two entries (the webhook would be called "
+                                  "twice for one request)";
+  EXPECT_EQ(all, union_) << "sent:" << describe(all) << "\nbinary guards:" << describe(union_);
+
+  const json annotations = (*vwc)["metadata"].value("annotations", json::object());
+  if (x.ca == WebhookExpectations::Ca::CertManager) {
+    EXPECT_EQ(annotations.value("cert-manager.io/inject-ca-from", ""),
+              x.ns + "/stateguard-webhook");
+  } else {
+    EXPECT_FALSE(annotations.contains("cert-manager.io/inject-ca-from"));
+  }
+}
+
+/// The cert-manager objects: a CA chain and the serving Certificate the annotation names.
+void checkCertManager(const std::vector<json>& objects, const std::string& ns,
+                      const std::string& what) {
+  SCOPED_TRACE(what + ": cert-manager Certificate");
+  const json* cert = find(objects, "Certificate", "stateguard-webhook");
+  ASSERT_NE(cert, nullptr);
+  EXPECT_EQ((*cert)["apiVersion"], "cert-manager.io/v1");
+  EXPECT_EQ((*cert)["metadata"].value("namespace", ""), ns);
+  const json& spec = (*cert)["spec"];
+  EXPECT_EQ(spec.value("secretName", ""), "stateguard-webhook-tls");
+  EXPECT_EQ(strings(spec["dnsNames"]),
+            (std::set<std::string>{"stateguard-webhook." + ns + ".svc",
+                                   "stateguard-webhook." + ns + ".svc.cluster.local"}));
+  EXPECT_TRUE(strings(spec["usages"]).count("server auth"));
+  // The issuer it names exists (or is a ClusterIssuer outside the chart).
+  const std::string issuerKind = spec["issuerRef"].value("kind", "Issuer");
+  if (issuerKind == "Issuer") {
+    const json* issuer = find(objects, "Issuer", spec["issuerRef"].value("name", ""));
+    ASSERT_NE(issuer, nullptr) << "issuerRef " << spec["issuerRef"].dump();
+    if ((*issuer)["spec"].contains("ca")) {
+      const std::string caSecret = (*issuer)["spec"]["ca"].value("secretName", "");
+      bool made = false;
+      for (const auto& o : objects)
+        if (o.value("kind", "") == "Certificate" && o["spec"].value("secretName", "") == caSecret)
+          made = o["spec"].value("isCA", false);
+      EXPECT_TRUE(made) << "no CA Certificate makes " << caSecret;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RBAC
+
+using Grant = std::tuple<std::string, std::string, std::string>;  // group, resource, verb
+
+std::string describeGrants(const std::set<Grant>& gs) {
+  std::string s;
+  for (const auto& [g, r, v] : gs) s += " " + (g.empty() ? "core" : g) + "/" + r + ":" + v;
+  return s;
+}
+
+/// What the cache lists and watches: group and resource from each watched kind's API path
+/// ("/api/v1/pods", "/apis/apps/v1/statefulsets").
+std::set<Grant> expectedGrants() {
+  std::set<Grant> out;
+  for (const auto& k : watchedKinds()) {
+    std::vector<std::string> parts;
+    std::stringstream ss(k.apiPath);
+    std::string p;
+    while (std::getline(ss, p, '/'))
+      if (!p.empty()) parts.push_back(p);
+    std::string group, resource;
+    if (parts.size() == 3 && parts[0] == "api") {
+      resource = parts[2];
+    } else if (parts.size() == 4 && parts[0] == "apis") {
+      group = parts[1];
+      resource = parts[3];
+    } else {
+      ADD_FAILURE() << "unexpected API path " << k.apiPath;
+      continue;
+    }
+    out.insert({group, resource, "list"});
+    out.insert({group, resource, "watch"});
+  }
+  // Events on denials (the only writes): core and events.k8s.io.
+  for (const std::string g : {"", "events.k8s.io"})
+    for (const std::string v : {"create", "patch"}) out.insert({g, "events", v});
+  return out;
+}
+
+void checkRbac(const std::vector<json>& objects, const std::string& ns, const std::string& what) {
+  SCOPED_TRACE(what + ": RBAC");
+  const json* sa = find(objects, "ServiceAccount", "stateguard-webhook");
+  ASSERT_NE(sa, nullptr);
+  EXPECT_EQ((*sa)["metadata"].value("namespace", ""), ns);
+  const json* role = find(objects, "ClusterRole", "stateguard-webhook");
+  ASSERT_NE(role, nullptr);
+  EXPECT_FALSE(role->contains("aggregationRule"));
+  std::set<Grant> got;
+  for (const auto& r : (*role)["rules"]) {
+    EXPECT_FALSE(r.contains("resourceNames")) << r.dump();
+    EXPECT_FALSE(r.contains("nonResourceURLs")) << r.dump();
+    for (const auto* field : {"apiGroups", "resources", "verbs"})
+      EXPECT_FALSE(strings(r[field]).count("*")) << "wildcard in " << r.dump();
+    for (const auto& g : r["apiGroups"])
+      for (const auto& res : r["resources"])
+        for (const auto& v : r["verbs"])
+          got.insert({g.get<std::string>(), res.get<std::string>(), v.get<std::string>()});
+  }
+  const std::set<Grant> want = expectedGrants();
+  EXPECT_EQ(got, want) << "ClusterRole grants:" << describeGrants(got)
+                       << "\nthe cache lists+watches (core/cluster_state.cc watchedKinds()) "
+                          "and events need:"
+                       << describeGrants(want);
+  for (const auto& [g, r, v] : got) {
+    if (v != "list" && v != "watch") {
+      EXPECT_EQ(r, "events") << "only events may be written";
+    }
+  }
+
+  const json* binding = find(objects, "ClusterRoleBinding", "stateguard-webhook");
+  ASSERT_NE(binding, nullptr);
+  EXPECT_EQ((*binding)["roleRef"], (json{{"apiGroup", "rbac.authorization.k8s.io"},
+                                         {"kind", "ClusterRole"},
+                                         {"name", "stateguard-webhook"}}));
+  EXPECT_EQ((*binding)["subjects"],
+            json::array(
+                {{{"kind", "ServiceAccount"}, {"name", "stateguard-webhook"}, {"namespace", ns}}}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Workload
+
+const json& containerSecurity(const json& c) { return c["securityContext"]; }
+
+void checkWorkload(const std::vector<json>& objects, const std::string& ns, int replicas,
+                   const std::string& what,
+                   const std::string& tlsSecret = "stateguard-webhook-tls") {
+  SCOPED_TRACE(what + ": Deployment, Service, PodDisruptionBudget");
+  const json selector = {{"app.kubernetes.io/name", "stateguard"},
+                         {"app.kubernetes.io/component", "webhook"}};
+  const json* dep = find(objects, "Deployment", "stateguard-webhook");
+  ASSERT_NE(dep, nullptr);
+  EXPECT_EQ((*dep)["metadata"].value("namespace", ""), ns);
+  const json& spec = (*dep)["spec"];
+  EXPECT_EQ(spec.value("replicas", 0), replicas);
+  EXPECT_EQ(spec["selector"]["matchLabels"], selector);
+  EXPECT_EQ(spec["strategy"]["rollingUpdate"].value("maxUnavailable", -1), 0);
+  const json& pod = spec["template"];
+  for (const auto& [k, v] : selector.items()) EXPECT_EQ(pod["metadata"]["labels"][k], v);
+  const json& ps = pod["spec"];
+  EXPECT_EQ(ps.value("serviceAccountName", ""), "stateguard-webhook");
+  EXPECT_EQ(ps.value("automountServiceAccountToken", false), true);
+  EXPECT_EQ(ps["securityContext"].value("runAsNonRoot", false), true);
+  EXPECT_EQ(ps["securityContext"]["seccompProfile"].value("type", ""), "RuntimeDefault");
+  const json& anti =
+      ps["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+  ASSERT_TRUE(anti.is_array() && !anti.empty()) << ps["affinity"].dump();
+  EXPECT_EQ(anti[0]["podAffinityTerm"].value("topologyKey", ""), "kubernetes.io/hostname");
+  EXPECT_EQ(anti[0]["podAffinityTerm"]["labelSelector"]["matchLabels"], selector);
+
+  ASSERT_EQ(ps["containers"].size(), 1u);
+  const json& c = ps["containers"][0];
+  EXPECT_EQ(c["image"], "ghcr.io/stateguard/stateguard:0.1.0");
+  EXPECT_EQ(c["command"], json::array({"stateguard-webhook"}));
+  EXPECT_EQ(
+      c["args"],
+      json::array({"--listen", "0.0.0.0:8443", "--tls-cert", "/etc/stateguard/tls/tls.crt",
+                   "--tls-key", "/etc/stateguard/tls/tls.key", "--policy",
+                   "/etc/stateguard/policy/policy.yaml", "--audit-log", "-", "--in-cluster"}));
+  // Every flag is one the binary knows.
+  CommandResult help = runCommand(binaryPath("stateguard-webhook"), {"--help"});
+  for (const auto& a : c["args"]) {
+    const std::string arg = a.get<std::string>();
+    if (arg.rfind("--", 0) == 0) {
+      EXPECT_NE((help.out + help.err).find(arg + " "), std::string::npos) << "unknown flag " << arg;
+    }
+  }
+  EXPECT_EQ(c["ports"],
+            json::array({{{"name", "https"}, {"containerPort", 8443}, {"protocol", "TCP"}}}));
+  for (const auto& [probe, path] : std::vector<std::pair<std::string, std::string>>{
+           {"livenessProbe", "/healthz"}, {"readinessProbe", "/readyz"}}) {
+    const json& g = c[probe]["httpGet"];
+    EXPECT_EQ(g.value("path", ""), path) << probe;
+    EXPECT_EQ(g.value("scheme", ""), "HTTPS") << probe;
+    EXPECT_EQ(g.value("port", json()), "https") << probe;
+  }
+  for (const auto* kind : {"requests", "limits"})
+    for (const auto* res : {"cpu", "memory"})
+      EXPECT_TRUE(c["resources"][kind].contains(res)) << "resources." << kind << "." << res;
+  const json& sc = containerSecurity(c);
+  EXPECT_EQ(sc.value("runAsNonRoot", false), true);
+  EXPECT_EQ(sc.value("runAsUser", 0), 65532);
+  EXPECT_EQ(sc.value("readOnlyRootFilesystem", false), true);
+  EXPECT_EQ(sc.value("allowPrivilegeEscalation", true), false);
+  EXPECT_EQ(sc["capabilities"]["drop"], json::array({"ALL"}));
+  EXPECT_EQ(sc["seccompProfile"].value("type", ""), "RuntimeDefault");
+
+  // Mounts: the TLS Secret and the policy ConfigMap, where the flags point.
+  std::map<std::string, std::string> mounts;
+  for (const auto& m : c["volumeMounts"]) {
+    mounts[m["name"].get<std::string>()] = m["mountPath"].get<std::string>();
+    EXPECT_EQ(m.value("readOnly", false), true) << m.dump();
+  }
+  EXPECT_EQ(mounts["tls"], "/etc/stateguard/tls");
+  EXPECT_EQ(mounts["policy"], "/etc/stateguard/policy");
+  std::map<std::string, json> volumes;
+  for (const auto& v : ps["volumes"]) volumes[v["name"].get<std::string>()] = v;
+  EXPECT_EQ(volumes["tls"]["secret"].value("secretName", ""), tlsSecret);
+  EXPECT_EQ(volumes["policy"]["configMap"].value("name", ""), "stateguard-policy");
+
+  const json* svc = find(objects, "Service", "stateguard-webhook");
+  ASSERT_NE(svc, nullptr);
+  EXPECT_EQ((*svc)["metadata"].value("namespace", ""), ns);
+  EXPECT_EQ((*svc)["spec"]["selector"], selector);
+  ASSERT_EQ((*svc)["spec"]["ports"].size(), 1u);
+  EXPECT_EQ((*svc)["spec"]["ports"][0].value("port", 0), 443);
+  EXPECT_EQ((*svc)["spec"]["ports"][0].value("targetPort", json()), "https");
+
+  const json* pdb = find(objects, "PodDisruptionBudget", "stateguard-webhook");
+  ASSERT_NE(pdb, nullptr);
+  EXPECT_EQ((*pdb)["apiVersion"], "policy/v1");
+  EXPECT_EQ((*pdb)["metadata"].value("namespace", ""), ns);
+  EXPECT_EQ((*pdb)["spec"].value("minAvailable", 0), 1);
+  EXPECT_EQ((*pdb)["spec"]["selector"]["matchLabels"], selector);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Policy
+
+/// The policy file in the ConfigMap.
+std::string policyText(const std::vector<json>& objects) {
+  const json* cm = find(objects, "ConfigMap", "stateguard-policy");
+  if (cm == nullptr || !(*cm)["data"].contains("policy.yaml")) {
+    ADD_FAILURE() << "no ConfigMap stateguard-policy with key policy.yaml";
+    return "";
+  }
+  return (*cm)["data"]["policy.yaml"].get<std::string>();
+}
+
+json parsedPolicy(const std::string& text) {
+  auto docs = parseDocuments(text, "policy.yaml");
+  if (!docs.ok() || docs->size() != 1) {
+    ADD_FAILURE() << "policy.yaml: " << (docs.ok() ? "not one document" : docs.error());
+    return json();
+  }
+  return docs->front();
+}
+
+/// `stateguardctl review --policy <ConfigMap's policy.yaml>` on deleting a bound PV.
+int reviewDeleteBoundPv(const std::vector<json>& objects, std::string* output = nullptr) {
+  const std::string dir = makeTempDir("sg-manifest-policy");
+  writeText(dir + "/policy.yaml", policyText(objects));
+  CommandResult r = runCommand(binaryPath("stateguardctl"),
+                               {"review", "--policy", dir + "/policy.yaml", "--cluster-state",
+                                sourcePath("examples/cluster-state.yaml"),
+                                sourcePath("examples/reviews/delete-bound-pv.json")});
+  removeTree(dir);
+  if (output) *output = r.out + r.err;
+  return r.exitCode;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Comparing the kustomize base with the chart
+
+/// An object without what legitimately differs between kustomize and Helm: labels (Helm adds
+/// its own), the policy file's formatting (compared parsed), a caBundle (each has its own).
+json comparable(json o) {
+  o["metadata"].erase("labels");
+  if (o["kind"] == "ConfigMap" && o["data"].contains("policy.yaml"))
+    o["data"]["policy.yaml"] = parsedPolicy(o["data"]["policy.yaml"].get<std::string>());
+  if (o["kind"] == "ValidatingWebhookConfiguration")
+    for (auto& h : o["webhooks"]) h["clientConfig"].erase("caBundle");
+  return o;
+}
+
+void expectSameObjects(const std::vector<json>& kustomized, const std::vector<json>& chart,
+                       const std::string& what) {
+  SCOPED_TRACE(what);
+  // The chart does not make its namespace: `helm install -n NS --create-namespace` does.
+  const auto k = keys(kustomized, false), c = keys(chart, false);
+  EXPECT_EQ(k, c) << "kustomize:" << describe(k) << "\nchart:    " << describe(c);
+  for (const auto& o : kustomized) {
+    const json* other =
+        find(chart, o["kind"].get<std::string>(), o["metadata"]["name"].get<std::string>());
+    if (other == nullptr) continue;
+    EXPECT_EQ(comparable(o).dump(2), comparable(*other).dump(2))
+        << o["kind"] << " " << o["metadata"]["name"] << " differs";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Copy of the manifests for the self-signed overlay (setup.sh writes certificates into it)
+
+struct SelfSignedCopy {
+  std::string root;     // temp dir with manifests/ and certs/gen-certs.sh
+  std::string overlay;  // root/manifests/overlays/self-signed
+  SelfSignedCopy() {
+    root = makeTempDir("sg-self-signed");
+    fs::copy(sourcePath("manifests"), root + "/manifests", fs::copy_options::recursive);
+    fs::remove_all(root + "/manifests/overlays/self-signed/certs");  // a developer's own run
+    fs::create_directories(root + "/certs");
+    fs::copy_file(sourcePath("certs/gen-certs.sh"), root + "/certs/gen-certs.sh");
+    overlay = root + "/manifests/overlays/self-signed";
+  }
+  ~SelfSignedCopy() { removeTree(root); }
+};
+
+// =============================================================================================
+// Tests
+
+TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
+  const std::vector<ExpectedEntry> entries = expectedEntries();
+  ASSERT_EQ(entries.size(), 2u);
+  EXPECT_EQ(entries[0].name, kDestructive);
+  EXPECT_EQ(entries[0].failurePolicy, "Fail");
+  EXPECT_EQ(entries[1].name, kAdvisory);
+  EXPECT_EQ(entries[1].failurePolicy, "Ignore");
+  const json& groups = webhookGroups();
+  EXPECT_EQ(
+      strings(groups["groups"][0]["rules"]),
+      (std::set<std::string>{"pv-delete", "pvc-delete", "namespace-delete", "protection-finalizer",
+                             "reclaim-policy", "statefulset-claims"}));
+  EXPECT_EQ(strings(groups["groups"][1]["rules"]),
+            (std::set<std::string>{"statefulset-recreate", "break-glass-annotation"}));
+  // The overlap the brief names: statefulsets UPDATE goes to the destructive entry only.
+  const Tuple stsUpdate{"apps", "v1", "statefulsets", "UPDATE"};
+  EXPECT_TRUE(entries[0].tuples.count(stsUpdate));
+  EXPECT_FALSE(entries[1].tuples.count(stsUpdate));
+  // Every deletion the binary guards fails closed.
+  for (const auto& e : entries)
+    for (const auto& t : e.tuples)
+      if (std::get<3>(t) == "DELETE") {
+        EXPECT_EQ(e.name, kDestructive) << describe(std::set<Tuple>{t});
+      }
+}
+
+TEST(WebhookGroups, SelfProtectionDefaultsNameTheInstalledObjects) {
+  // When the binary has the self-protection rule, its defaults must name what we install.
+  for (const auto& r : binaryRules()) {
+    if (r["id"] != "self-protection") continue;
+    const json& p = r["params"];
+    EXPECT_EQ(p.value("namespace", kNamespace), kNamespace);
+    EXPECT_EQ(p.value("deployment", "stateguard-webhook"), "stateguard-webhook");
+    EXPECT_EQ(p.value("policyConfigMap", "stateguard-policy"), "stateguard-policy");
+    EXPECT_EQ(p.value("webhookConfiguration", "stateguard"), "stateguard");
+  }
+}
+
+TEST(Kustomize, BaseRendersAndMatchesTheBinary) {
+  const auto objects = kustomize(sourcePath("manifests/base"));
+  checkWellFormed(objects, "base");
+  const json* ns = find(objects, "Namespace", kNamespace);
+  ASSERT_NE(ns, nullptr);
+  checkWebhookConfiguration(objects, {}, "base");
+  checkRbac(objects, kNamespace, "base");
+  checkWorkload(objects, kNamespace, 2, "base");
+  // No TLS material in the base: the overlays bring it.
+  EXPECT_EQ(find(objects, "Secret", "stateguard-webhook-tls"), nullptr);
+  // Every namespaced object is in stateguard-system.
+  for (const auto& o : objects) {
+    const std::string kind = o["kind"];
+    if (kind == "Namespace" || kind.rfind("Cluster", 0) == 0 ||
+        kind == "ValidatingWebhookConfiguration")
+      EXPECT_FALSE(o["metadata"].contains("namespace")) << kind;
+    else
+      EXPECT_EQ(o["metadata"].value("namespace", ""), kNamespace) << kind;
+  }
+}
+
+TEST(Kustomize, BasePolicyIsTheExamplePolicyAndTheBinaryEnforcesIt) {
+  const auto objects = kustomize(sourcePath("manifests/base"));
+  ASSERT_FALSE(objects.empty());
+  EXPECT_EQ(parsedPolicy(policyText(objects)),
+            parsedPolicy(readText(sourcePath("examples/policy.yaml"))));
+  std::string out;
+  EXPECT_EQ(reviewDeleteBoundPv(objects, &out), 1) << out;  // parsed, and the PV delete denied
+  EXPECT_NE(out.find("\"allowed\": false"), std::string::npos) << out;
+}
+
+TEST(Kustomize, CertManagerOverlay) {
+  const auto objects = kustomize(sourcePath("manifests/overlays/cert-manager"));
+  checkWellFormed(objects, "cert-manager overlay");
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::CertManager;
+  checkWebhookConfiguration(objects, x, "cert-manager overlay");
+  checkCertManager(objects, kNamespace, "cert-manager overlay");
+  checkRbac(objects, kNamespace, "cert-manager overlay");
+  checkWorkload(objects, kNamespace, 2, "cert-manager overlay");
+}
+
+TEST(Kustomize, SelfSignedOverlayAfterSetup) {
+  SelfSignedCopy copy;
+  std::string k = kubectl();
+  ASSERT_FALSE(k.empty());
+  // Before setup.sh there are no certificates: the overlay refuses to render.
+  CommandResult before = runCommand(k, {"kustomize", copy.overlay}, "", milliseconds(60000));
+  EXPECT_NE(before.exitCode, 0) << "rendered without certificates";
+
+  CommandResult setup =
+      runCommand("/bin/bash", {copy.overlay + "/setup.sh"}, "", milliseconds(60000));
+  ASSERT_EQ(setup.exitCode, 0) << setup.err;
+  const std::string ca = readText(copy.overlay + "/certs/ca.crt");
+  ASSERT_NE(ca.find("BEGIN CERTIFICATE"), std::string::npos);
+  // setup.sh prints the caBundle, like gen-certs.sh.
+  EXPECT_EQ(base64Decode(setup.out), ca);
+
+  const auto objects = kustomize(copy.overlay);
+  checkWellFormed(objects, "self-signed overlay");
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::Bundle;
+  x.caBundlePem = ca;
+  checkWebhookConfiguration(objects, x, "self-signed overlay");
+  checkRbac(objects, kNamespace, "self-signed overlay");
+  checkWorkload(objects, kNamespace, 2, "self-signed overlay");
+
+  const json* secret = find(objects, "Secret", "stateguard-webhook-tls");
+  ASSERT_NE(secret, nullptr);
+  EXPECT_EQ((*secret)["metadata"].value("namespace", ""), kNamespace);
+  EXPECT_EQ((*secret)["type"], "kubernetes.io/tls");
+  for (const std::string key : {"tls.crt", "tls.key", "ca.crt"}) {
+    ASSERT_TRUE((*secret)["data"].contains(key)) << key;
+    EXPECT_EQ(base64Decode((*secret)["data"][key].get<std::string>()),
+              readText(copy.overlay + "/certs/" + key))
+        << key;
+  }
+  // The serving certificate is for the Service's DNS name and signed by that CA.
+  std::string openssl = which("openssl");
+  ASSERT_FALSE(openssl.empty());
+  CommandResult verify = runCommand(openssl, {"verify", "-CAfile", copy.overlay + "/certs/ca.crt",
+                                              copy.overlay + "/certs/tls.crt"});
+  EXPECT_EQ(verify.exitCode, 0) << verify.out << verify.err;
+  CommandResult text =
+      runCommand(openssl, {"x509", "-noout", "-text", "-in", copy.overlay + "/certs/tls.crt"});
+  EXPECT_NE(text.out.find("DNS:stateguard-webhook.stateguard-system.svc"), std::string::npos);
+}
+
+TEST(Kustomize, NoPrivateKeysInTheTreeAndCertificatesIgnored) {
+  for (const auto& entry : fs::recursive_directory_iterator(sourcePath("manifests"))) {
+    if (!entry.is_regular_file()) continue;
+    const std::string p = entry.path().string();
+    if (p.find("/overlays/self-signed/certs/") != std::string::npos) continue;  // git-ignored
+    EXPECT_EQ(readText(p).find("PRIVATE KEY"), std::string::npos) << p;
+  }
+  // manifests/.gitignore keeps setup.sh's output out of git.
+  const std::string git = which("git");
+  if (!git.empty() && fs::exists(sourcePath(".git"))) {
+    CommandResult r = runCommand(git, {"-C", sourcePath(""), "check-ignore", "-q",
+                                       "manifests/overlays/self-signed/certs/tls.key"});
+    EXPECT_EQ(r.exitCode, 0) << "manifests/overlays/self-signed/certs/ is not git-ignored";
+  } else {
+    EXPECT_NE(readText(sourcePath("manifests/.gitignore")).find("/overlays/self-signed/certs/"),
+              std::string::npos);
+  }
+}
+
+TEST(HelmChart, DefaultValuesRenderTheSameObjectsAsTheCertManagerOverlay) {
+  const auto chart = renderChart({});
+  checkWellFormed(chart, "chart (defaults)");
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::CertManager;
+  checkWebhookConfiguration(chart, x, "chart (defaults)");
+  checkCertManager(chart, kNamespace, "chart (defaults)");
+  checkRbac(chart, kNamespace, "chart (defaults)");
+  checkWorkload(chart, kNamespace, 2, "chart (defaults)");
+  std::string out;
+  EXPECT_EQ(reviewDeleteBoundPv(chart, &out), 1) << out;
+  EXPECT_EQ(parsedPolicy(policyText(chart)),
+            parsedPolicy(readText(sourcePath("examples/policy.yaml"))));
+  for (const auto& o : chart)
+    EXPECT_EQ(o["metadata"]["labels"].value("app.kubernetes.io/managed-by", ""), "Helm");
+
+  expectSameObjects(kustomize(sourcePath("manifests/overlays/cert-manager")), chart,
+                    "cert-manager overlay vs chart (defaults)");
+}
+
+TEST(HelmChart, ProvidedCertificatesRenderTheSameObjectsAsTheBase) {
+  const std::string bundle =
+      "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnRlc3QKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
+  const auto chart = renderChart(
+      {"--set", "certificates.mode=provided", "--set", "certificates.provided.caBundle=" + bundle});
+  checkWellFormed(chart, "chart (provided certificates)");
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::Bundle;
+  x.caBundlePem = base64Decode(bundle);
+  checkWebhookConfiguration(chart, x, "chart (provided certificates)");
+  checkWorkload(chart, kNamespace, 2, "chart (provided certificates)");
+  for (const auto& o : chart)
+    EXPECT_NE(o["apiVersion"].get<std::string>().rfind("cert-manager.io", 0), 0u) << o.dump();
+  expectSameObjects(kustomize(sourcePath("manifests/base")), chart, "base vs chart (provided)");
+
+  // An existing Secret of another name.
+  const auto other = renderChart({"--set", "certificates.mode=provided", "--set",
+                                  "certificates.provided.caBundle=" + bundle, "--set",
+                                  "certificates.provided.secretName=my-tls"});
+  checkWorkload(other, kNamespace, 2, "chart (provided, my-tls)", "my-tls");
+}
+
+TEST(HelmChart, OverriddenValuesReachTheObjects) {
+  const std::string dir = makeTempDir("sg-chart-values");
+  writeText(dir + "/values.yaml", R"(replicaCount: 3
+policy:
+  breakGlass:
+    groups: [platform-admins, "stateguard:break-glass"]
+  rules:
+    pv-delete: {mode: warn}
+    namespace-delete: {params: {maxListed: 3}}
+failurePolicy:
+  advisory: Fail
+timeoutSeconds: 8
+namespaceExclusions: [monitoring, kube-system]
+resources:
+  requests: {cpu: 100m, memory: 128Mi}
+  limits: {cpu: "1", memory: 512Mi}
+certificates:
+  certManager:
+    issuerRef: {kind: ClusterIssuer, name: corporate-ca}
+)");
+  const auto chart = renderChart({"--values", dir + "/values.yaml"}, "guard");
+  removeTree(dir);
+  checkWellFormed(chart, "chart (overrides)");
+  WebhookExpectations x;
+  x.ns = "guard";
+  x.ca = WebhookExpectations::Ca::CertManager;
+  x.failurePolicy[kAdvisory] = "Fail";
+  x.timeoutSeconds = 8;
+  x.alsoExcluded = {"monitoring"};
+  checkWebhookConfiguration(chart, x, "chart (overrides)");
+  checkCertManager(chart, "guard", "chart (overrides)");
+  checkRbac(chart, "guard", "chart (overrides)");
+  checkWorkload(chart, "guard", 3, "chart (overrides)");
+  // With an issuer of one's own, the chart makes no CA of its own.
+  EXPECT_EQ(find(chart, "Issuer", "stateguard-ca"), nullptr);
+  const json* dep = find(chart, "Deployment", "stateguard-webhook");
+  ASSERT_NE(dep, nullptr);
+  EXPECT_EQ((*dep)["spec"]["template"]["spec"]["containers"][0]["resources"],
+            (json{{"requests", {{"cpu", "100m"}, {"memory", "128Mi"}}},
+                  {"limits", {{"cpu", "1"}, {"memory", "512Mi"}}}}));
+
+  // The policy: overrides merged into the defaults, and the binary applies them.
+  const json policy = parsedPolicy(policyText(chart));
+  EXPECT_EQ(policy["breakGlass"]["groups"],
+            json::array({"platform-admins", "stateguard:break-glass"}));
+  EXPECT_EQ(policy["breakGlass"]["maxDurationHours"], 24);
+  EXPECT_EQ(policy["rules"]["pv-delete"]["mode"], "warn");
+  EXPECT_EQ(policy["rules"]["namespace-delete"],
+            (json{{"mode", "enforce"}, {"params", {{"maxListed", 3}}}}));
+  // self-protection guards the objects in the release namespace.
+  if (policy["rules"].contains("self-protection")) {
+    EXPECT_EQ(policy["rules"]["self-protection"]["params"]["namespace"], "guard");
+  }
+  std::string out;
+  EXPECT_EQ(reviewDeleteBoundPv(chart, &out), 0) << out;  // pv-delete: warn -> allowed
+  EXPECT_NE(out.find("\"allowed\": true"), std::string::npos) << out;
+  EXPECT_NE(out.find("warnings"), std::string::npos) << out;
+}
+
+TEST(HelmChart, SetFlagsAndModeOff) {
+  const auto chart = renderChart({"--set", "policy.rules.pv-delete.mode=off", "--set",
+                                  "replicaCount=4", "--set", "failurePolicy.destructive=Ignore"});
+  checkWorkload(chart, kNamespace, 4, "chart (--set)");
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::CertManager;
+  x.failurePolicy[kDestructive] = "Ignore";
+  checkWebhookConfiguration(chart, x, "chart (--set)");
+  EXPECT_EQ(reviewDeleteBoundPv(chart), 0);
+}
+
+TEST(HelmChart, InvalidValuesAreRefused) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--set", "failurePolicy.destructive=Maybe"},
+       "failurePolicy.destructive must be Fail or Ignore"},
+      {{"--set", "timeoutSeconds=30"}, "timeoutSeconds must be between 1 and 10"},
+      {{"--set", "certificates.mode=provided"}, "certificates.provided.caBundle is required"},
+      {{"--set", "certificates.mode=vault"}, "certificates.mode must be certManager or provided"},
+      {{"--set", "replicaCount=0"}, "replicaCount must be at least 1"},
+  };
+  for (const auto& c : cases) {
+    CommandResult r = helmTemplate(c.args);
+    EXPECT_NE(r.exitCode, 0) << ::testing::PrintToString(c.args);
+    EXPECT_NE(r.err.find(c.message), std::string::npos)
+        << ::testing::PrintToString(c.args) << ": " << r.err;
+  }
+  // A broken policy value renders, but the binary refuses the file and names the key.
+  const auto chart = renderChart({"--set", "policy.rules.pv-delete.mode=sometimes"});
+  std::string out;
+  EXPECT_EQ(reviewDeleteBoundPv(chart, &out), 2) << out;
+  EXPECT_NE(out.find("pv-delete"), std::string::npos) << out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dockerfile
+
+/// Instructions of a Dockerfile with continuation lines joined and comments dropped.
+std::vector<std::string> dockerInstructions(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string line, current;
+  while (std::getline(ss, line)) {
+    const auto first = line.find_first_not_of(" \t");
+    if (first == std::string::npos) continue;
+    if (line[first] == '#') continue;
+    const bool continues = !line.empty() && line.back() == '\\';
+    current += (current.empty() ? "" : " ") +
+               line.substr(first, continues ? line.size() - first - 1 : std::string::npos);
+    if (!continues) {
+      out.push_back(current);
+      current.clear();
+    }
+  }
+  if (!current.empty()) out.push_back(current);
+  return out;
+}
+
+std::vector<std::string> words(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string w;
+  while (ss >> w) out.push_back(w);
+  return out;
+}
+
+/// Debian packages named by `apt-get install` commands in some instructions.
+std::set<std::string> aptInstalled(const std::vector<std::string>& stage) {
+  std::set<std::string> out;
+  for (const auto& ins : stage) {
+    if (ins.rfind("RUN ", 0) != 0) continue;
+    auto w = words(ins);
+    for (size_t i = 0; i + 1 < w.size(); ++i) {
+      if (w[i] != "apt-get" || w[i + 1] != "install") continue;
+      for (size_t j = i + 2; j < w.size() && w[j] != "&&" && w[j] != ";"; ++j)
+        if (w[j][0] != '-') out.insert(w[j]);
+    }
+  }
+  return out;
+}
+
+/// The Debian package of every shared library `ldd` lists for a binary.
+std::set<std::string> librariesPackages(const std::string& binary, std::string* report) {
+  CommandResult ldd = runCommand(which("ldd"), {binary});
+  EXPECT_EQ(ldd.exitCode, 0) << ldd.err;
+  std::vector<std::string> libs;
+  std::stringstream ss(ldd.out);
+  std::string line;
+  while (std::getline(ss, line)) {
+    auto w = words(line);
+    if (w.size() >= 3 && w[1] == "=>") {
+      if (w[2] == "not")
+        ADD_FAILURE() << "ldd: " << line;
+      else
+        libs.push_back(w[2]);
+    } else if (!w.empty() && w[0][0] == '/') {
+      libs.push_back(w[0]);  // the dynamic loader
+    }
+  }
+  std::set<std::string> packages;
+  for (const auto& lib : libs) {
+    // dpkg knows each file under one spelling: /lib/... or /usr/lib/... (merged /usr), or the
+    // symlink's target.
+    std::vector<std::string> candidates = {lib};
+    if (lib.rfind("/usr/", 0) == 0)
+      candidates.push_back(lib.substr(4));
+    else
+      candidates.push_back("/usr" + lib);
+    std::error_code ec;
+    const std::string real = fs::canonical(lib, ec).string();
+    if (!ec) {
+      candidates.push_back(real);
+      if (real.rfind("/usr/", 0) == 0)
+        candidates.push_back(real.substr(4));
+      else
+        candidates.push_back("/usr" + real);
+    }
+    std::string pkg;
+    for (const auto& c : candidates) {
+      CommandResult r = runCommand(which("dpkg-query"), {"-S", c});
+      if (r.exitCode != 0) continue;
+      const std::string first = r.out.substr(0, r.out.find(": "));
+      pkg = first.substr(0, first.find(':'));  // "libssl3:amd64" -> "libssl3"
+      break;
+    }
+    EXPECT_FALSE(pkg.empty()) << "no Debian package holds " << lib;
+    if (!pkg.empty()) packages.insert(pkg);
+    *report += "  " + lib + " -> " + pkg + "\n";
+  }
+  return packages;
+}
+
+TEST(Dockerfile, RuntimeStageInstallsEveryLibraryTheBinariesLoad) {
+  const auto instructions = dockerInstructions(readText(sourcePath("Dockerfile")));
+  std::vector<std::vector<std::string>> stages;
+  for (const auto& ins : instructions) {
+    if (ins.rfind("FROM ", 0) == 0) stages.emplace_back();
+    if (!stages.empty()) stages.back().push_back(ins);
+  }
+  ASSERT_EQ(stages.size(), 2u) << "a build stage and a runtime stage";
+  EXPECT_EQ(words(stages[0][0])[1], "debian:12");
+  EXPECT_EQ(words(stages[1][0])[1], "debian:12-slim");
+
+  // Build stage: the project's own package list, tests off.
+  std::string build;
+  for (const auto& i : stages[0]) build += i + "\n";
+  EXPECT_NE(build.find("scripts/install-deps.sh"), std::string::npos);
+  EXPECT_NE(build.find("-DSTATEGUARD_BUILD_TESTS=OFF"), std::string::npos);
+
+  // Runtime stage: non-root, the webhook as entry point, both binaries copied.
+  std::string runtime;
+  for (const auto& i : stages[1]) runtime += i + "\n";
+  EXPECT_NE(runtime.find("\nUSER 65532:65532\n"), std::string::npos) << runtime;
+  EXPECT_NE(runtime.find("\nENTRYPOINT [\"stateguard-webhook\"]\n"), std::string::npos);
+  for (const std::string b : {"stateguard-webhook", "stateguardctl"})
+    EXPECT_NE(runtime.find("/build/bin/" + b), std::string::npos) << b;
+  EXPECT_EQ(runtime.find("-dev"), std::string::npos) << "no development packages at run time";
+
+  const std::set<std::string> installed = aptInstalled(stages[1]);
+  ASSERT_FALSE(installed.empty());
+  std::string report;
+  std::set<std::string> needed;
+  for (const std::string b : {"stateguard-webhook", "stateguardctl"}) {
+    auto p = librariesPackages(binaryPath(b), &report);
+    needed.insert(p.begin(), p.end());
+  }
+  for (const auto& p : needed)
+    EXPECT_TRUE(installed.count(p)) << "the runtime stage does not install " << p << "\n" << report;
+  // Every package named is a real Debian 12 package (installed here: the build uses it).
+  for (const auto& p : installed) {
+    CommandResult r = runCommand(which("dpkg-query"), {"-W", "-f=${Status}", p});
+    EXPECT_NE(r.out.find("install ok installed"), std::string::npos) << p << ": " << r.err;
+  }
+
+  // The build context leaves out build trees and local certificates.
+  const std::string ignore = readText(sourcePath(".dockerignore"));
+  for (const std::string e : {"build/", "build-*/", "certs/dev/"})
+    EXPECT_NE(ignore.find("\n" + e + "\n"), std::string::npos) << e;
+}
+
+TEST(InstallDeps, ListsTheChartRendererPackages) {
+  const std::string script = readText(sourcePath("scripts/install-deps.sh"));
+  for (const std::string p :
+       {"golang-go", "golang-github-masterminds-sprig-dev", "golang-gopkg-yaml.v2-dev"})
+    EXPECT_NE(script.find(p), std::string::npos) << p;
+}
+
+}  // namespace
+}  // namespace stateguard::testing
