@@ -1,0 +1,40 @@
+#include "cli/common.h"
+
+#include <iostream>
+
+#include "webhook/registry.h"
+
+namespace stateguard::cli {
+
+int usageError(const char* usage, const std::string& message) {
+  std::cerr << "stateguardctl: " << message << "\n\n" << usage;
+  return 2;
+}
+
+Result<Policy> loadPolicyFlag(const Flags& flags) {
+  if (!flags.has("policy")) return defaultPolicy(ruleDefaults());
+  auto text = readFile(flags.get("policy"));
+  if (!text.ok()) return makeError("policy: " + text.error());
+  auto parsed = parsePolicy(text.value(), flags.get("policy"), ruleDefaults());
+  if (!parsed.ok()) return makeError("policy: " + parsed.error());
+  return std::move(parsed).value();
+}
+
+Result<ObjectStorePtr> loadStateFlag(const Flags& flags) {
+  if (!flags.has("cluster-state")) {
+    auto empty = std::make_shared<ObjectStore>();
+    empty->setReady(true);
+    return empty;
+  }
+  return loadClusterStateFile(flags.get("cluster-state"));
+}
+
+bool wantsHelp(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") return true;
+  }
+  return false;
+}
+
+}  // namespace stateguard::cli

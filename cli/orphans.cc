@@ -1,0 +1,15 @@
+// stateguardctl orphans: not yet implemented (issue: stateguardctl offline lint, audit review, and
+// recovery assistants).
+
+#include <iostream>
+
+#include "cli/commands.h"
+
+namespace stateguard::cli {
+
+int runOrphans(int /*argc*/, char** /*argv*/) {
+  std::cerr << "stateguardctl: 'orphans' is not yet implemented\n";
+  return 2;
+}
+
+}  // namespace stateguard::cli
