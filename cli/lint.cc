@@ -1,15 +1,247 @@
-// stateguardctl lint: not yet implemented (issue: stateguardctl offline lint, audit review, and
-// recovery assistants).
+// stateguardctl lint: every webhook rule applied to manifests, as the creation (or, when the
+// object is in the cluster state, the update) of each object — for GitOps CI before a change
+// reaches the cluster.
 
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <iostream>
 
 #include "cli/commands.h"
+#include "cli/common.h"
+#include "core/k8s.h"
+#include "webhook/engine.h"
+#include "webhook/registry.h"
 
 namespace stateguard::cli {
+namespace {
 
-int runLint(int /*argc*/, char** /*argv*/) {
-  std::cerr << "stateguardctl: 'lint' is not yet implemented\n";
-  return 2;
+constexpr const char* kUsage =
+    R"(usage: stateguardctl lint [--policy FILE] [--cluster-state FILE] [--as USER] [--as-group G]...
+                          [--namespace NS] [-o text|json|sarif] PATH...|-
+
+Applies every webhook rule to manifests: files, directories (*.yaml, *.yml, *.json, recursively),
+multi-document YAML, JSON Lists, or `kustomize build` / `helm template` output on stdin (-).
+Each object is judged as its creation, or as an update of the object of the same kind and name
+in --cluster-state. Objects without a namespace are placed in --namespace (default "default").
+
+Exit 0 clean (warnings allowed), 1 a denial, 2 unreadable input.
+Example: kustomize build overlays/prod | stateguardctl lint --cluster-state live.json -o sarif -
+)";
+
+/// One finding of one rule on one object.
+struct LintFinding {
+  std::string file;
+  size_t document = 0;
+  size_t line = 0;
+  std::string object;  ///< "Kind namespace/name"
+  std::string rule;
+  std::string level;  ///< error (denied) | warning
+  std::string message;
+};
+
+/// Collects manifest files from PATH arguments; directories are walked in name order.
+Status collectFiles(const std::string& path, std::vector<std::string>& out) {
+  struct stat st {};
+  if (path == "-") {
+    out.push_back(path);
+    return Ok{};
+  }
+  if (::stat(path.c_str(), &st) != 0) return makeError(path + ": no such file or directory");
+  if (!S_ISDIR(st.st_mode)) {
+    out.push_back(path);
+    return Ok{};
+  }
+  DIR* dir = ::opendir(path.c_str());
+  if (dir == nullptr) return makeError(path + ": cannot read the directory");
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(dir)) {
+    std::string n = e->d_name;
+    if (n == "." || n == ".." || n.front() == '.') continue;
+    names.push_back(n);
+  }
+  ::closedir(dir);
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    const std::string child = (path.ends_with("/") ? path : path + "/") + n;
+    struct stat cst {};
+    if (::stat(child.c_str(), &cst) != 0) continue;
+    if (S_ISDIR(cst.st_mode)) {
+      auto s = collectFiles(child, out);
+      if (!s.ok()) return s;
+    } else if (n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json")) {
+      out.push_back(child);
+    }
+  }
+  return Ok{};
+}
+
+/// The admission request the apiserver would send for applying `obj`.
+AdmissionRequest requestFor(const json& obj, ObjectPtr existing, const UserInfo& user,
+                            const std::string& defaultNamespace, size_t counter) {
+  AdmissionRequest r;
+  r.uid = "lint-" + std::to_string(counter);
+  r.kind = k8s::kind(obj);
+  const std::string apiVersion = k8s::str(obj, "/apiVersion");
+  auto slash = apiVersion.find('/');
+  r.group = slash == std::string::npos ? "" : apiVersion.substr(0, slash);
+  r.name = k8s::name(obj);
+  r.user = user;
+  r.object = obj;
+  const bool clusterScoped = r.kind == "Namespace" || r.kind == "PersistentVolume" ||
+                             r.kind == "StorageClass" || r.kind == "ValidatingWebhookConfiguration";
+  if (!clusterScoped) {
+    r.ns = k8s::namespaceOf(obj).empty() ? defaultNamespace : k8s::namespaceOf(obj);
+    if (k8s::namespaceOf(obj).empty()) r.object["metadata"]["namespace"] = r.ns;
+  }
+  if (existing) {
+    r.operation = "UPDATE";
+    r.oldObject = *existing;
+  } else {
+    r.operation = "CREATE";
+  }
+  return r;
+}
+
+std::string sarifLevel(const std::string& level) { return level == "error" ? "error" : "warning"; }
+
+json toSarif(const std::vector<LintFinding>& findings) {
+  json rules = json::array();
+  for (const auto& rule : allRules()) {
+    rules.push_back({{"id", rule->info().id},
+                     {"shortDescription", {{"text", rule->info().summary}}},
+                     {"helpUri", "https://github.com/stateguard/stateguard#rules"}});
+  }
+  json results = json::array();
+  for (const auto& f : findings) {
+    json location = {{"physicalLocation",
+                      {{"artifactLocation", {{"uri", f.file == "-" ? "stdin" : f.file}}},
+                       {"region", {{"startLine", std::max<size_t>(f.line, 1)}}}}}};
+    results.push_back({{"ruleId", f.rule},
+                       {"level", sarifLevel(f.level)},
+                       {"message", {{"text", f.object + ": " + f.message}}},
+                       {"locations", json::array({location})}});
+  }
+  return {{"$schema", "https://json.schemastore.org/sarif-2.1.0.json"},
+          {"version", "2.1.0"},
+          {"runs", json::array({{{"tool", {{"driver", {{"name", "stateguard"}, {"rules", rules}}}}},
+                                 {"results", results}}})}};
+}
+
+}  // namespace
+
+int runLint(int argc, char** argv) {
+  if (wantsHelp(argc, argv)) {
+    std::cout << kUsage;
+    return 0;
+  }
+  auto flags = parseFlags(
+      argc, argv, 2, {"policy", "cluster-state", "as", "as-group", "namespace", "output", "o"}, {});
+  if (!flags.ok()) return usageError(kUsage, flags.error());
+  const Flags& f = flags.value();
+  const std::string format = f.get("output", f.get("o", "text"));
+  if (format != "text" && format != "json" && format != "sarif") {
+    return usageError(kUsage, "-o must be text, json or sarif");
+  }
+  if (f.positional.empty()) return usageError(kUsage, "give at least one PATH, or - for stdin");
+  auto policy = loadPolicyFlag(f);
+  if (!policy.ok()) return usageError(kUsage, policy.error());
+  auto state = loadStateFlag(f);
+  if (!state.ok()) return usageError(kUsage, state.error());
+
+  UserInfo user;
+  user.username = f.get("as", "stateguardctl-lint");
+  user.groups = f.all("as-group");
+  const std::string defaultNamespace = f.get("namespace", "default");
+
+  std::vector<std::string> files;
+  for (const auto& p : f.positional) {
+    auto s = collectFiles(p, files);
+    if (!s.ok()) {
+      std::cerr << "stateguardctl lint: " << s.error() << "\n";
+      return 2;
+    }
+  }
+
+  Engine engine(allRules());
+  const auto now = Clock::now();
+  std::vector<LintFinding> findings;
+  size_t objects = 0;
+  bool unreadable = false;
+  bool denied = false;
+  for (const auto& file : files) {
+    auto text = readFile(file);
+    if (!text.ok()) {
+      std::cerr << "stateguardctl lint: " << text.error() << "\n";
+      unreadable = true;
+      continue;
+    }
+    auto parsed = parseObjects(text.value(), file == "-" ? "stdin" : file);
+    if (!parsed.ok()) {
+      std::cerr << "stateguardctl lint: " << parsed.error() << "\n";
+      unreadable = true;
+      continue;
+    }
+    for (const auto& so : parsed.value()) {
+      const json& obj = so.object;
+      const std::string where = (file == "-" ? "stdin" : file) + ":" + std::to_string(so.line);
+      if (k8s::kind(obj).empty() || k8s::str(obj, "/apiVersion").empty()) {
+        std::cerr << "stateguardctl lint: " << where << ": document " << so.document
+                  << " is not a Kubernetes object (no apiVersion or kind)\n";
+        unreadable = true;
+        continue;
+      }
+      if (k8s::name(obj).empty() && k8s::str(obj, "/metadata/generateName").empty()) {
+        std::cerr << "stateguardctl lint: " << where << ": " << k8s::kind(obj)
+                  << " has no metadata.name; skipped\n";
+        continue;
+      }
+      ++objects;
+      const std::string ns =
+          k8s::namespaceOf(obj).empty() ? defaultNamespace : k8s::namespaceOf(obj);
+      ObjectPtr existing = state.value()->get(k8s::kind(obj), ns, k8s::name(obj));
+      if (!existing) existing = state.value()->get(k8s::kind(obj), "", k8s::name(obj));
+      AdmissionRequest req = requestFor(obj, existing, user, defaultNamespace, objects);
+      Decision d = engine.review(req, *state.value(), policy.value(), now);
+      for (const auto& v : d.verdicts) {
+        if (v.verdict == "audit") continue;
+        const bool error = v.verdict == "deny";
+        denied |= error;
+        findings.push_back({file, so.document, so.line, req.describe(), v.rule,
+                            error ? "error" : "warning", v.message});
+      }
+    }
+  }
+
+  size_t errors = static_cast<size_t>(std::count_if(
+      findings.begin(), findings.end(), [](const LintFinding& x) { return x.level == "error"; }));
+  if (format == "sarif") {
+    std::cout << toSarif(findings).dump(2) << "\n";
+  } else if (format == "json") {
+    json out = json::array();
+    for (const auto& x : findings) {
+      out.push_back({{"file", x.file},
+                     {"document", x.document},
+                     {"line", x.line},
+                     {"object", x.object},
+                     {"rule", x.rule},
+                     {"level", x.level},
+                     {"message", x.message}});
+    }
+    std::cout << out.dump(2) << "\n";
+  } else {
+    for (const auto& x : findings) {
+      std::cout << (x.file == "-" ? "stdin" : x.file) << ":" << x.line << " (document "
+                << x.document << ") " << x.object << ": "
+                << (x.level == "error" ? "DENIED" : "warning") << " by " << x.rule << ": "
+                << x.message << "\n";
+    }
+    std::cout << objects << " object(s) in " << files.size() << " file(s): " << errors
+              << " denied, " << findings.size() - errors << " warning(s)\n";
+  }
+  if (unreadable) return 2;
+  return denied ? 1 : 0;
 }
 
 }  // namespace stateguard::cli

@@ -29,6 +29,7 @@ Result<Flags> parseFlags(int argc, char** argv, int first, const std::set<std::s
         value = argv[++i];
       }
       flags.values[name] = value;
+      flags.repeated[name].push_back(value);
     } else {
       return makeError("unknown flag --" + name);
     }

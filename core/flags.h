@@ -12,13 +12,19 @@ namespace stateguard {
 
 /// Parsed flags and positional arguments.
 struct Flags {
-  std::map<std::string, std::string> values;
+  std::map<std::string, std::string> values;                 ///< last value of each flag
+  std::map<std::string, std::vector<std::string>> repeated;  ///< every value, in order
   std::vector<std::string> positional;
 
   bool has(const std::string& name) const { return values.count(name) > 0; }
   std::string get(const std::string& name, const std::string& fallback = "") const {
     auto it = values.find(name);
     return it == values.end() ? fallback : it->second;
+  }
+  /// Every value given for a repeatable flag (--as-group a --as-group b).
+  std::vector<std::string> all(const std::string& name) const {
+    auto it = repeated.find(name);
+    return it == repeated.end() ? std::vector<std::string>{} : it->second;
   }
 };
 

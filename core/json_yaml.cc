@@ -100,12 +100,14 @@ bool startsLikeJson(std::string_view text) {
 
 }  // namespace
 
-Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source) {
+Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source,
+                                         std::vector<size_t>* lines) {
   std::vector<json> docs;
   std::string jsonError;
   if (startsLikeJson(text)) {
     try {
       docs.push_back(json::parse(text));
+      if (lines != nullptr) lines->assign(1, 1);
       return docs;
     } catch (const json::parse_error& e) {
       // Flow-style YAML ("{kind: Pod}") also starts with a brace: try YAML before giving up.
@@ -114,11 +116,13 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
   }
   try {
     std::vector<YAML::Node> nodes = YAML::LoadAll(std::string(text));
-    size_t index = 0;
+    if (lines != nullptr) lines->clear();
     for (const auto& node : nodes) {
       json doc = yamlToJson(node);
-      if (!doc.is_null()) docs.push_back(std::move(doc));
-      ++index;
+      if (!doc.is_null()) {
+        docs.push_back(std::move(doc));
+        if (lines != nullptr) lines->push_back(static_cast<size_t>(node.Mark().line) + 1);
+      }
     }
   } catch (const YAML::Exception& e) {
     if (!jsonError.empty()) return makeError(jsonError);
@@ -129,7 +133,8 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
 }
 
 Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std::string& source) {
-  auto docs = parseDocuments(text, source);
+  std::vector<size_t> lines;
+  auto docs = parseDocuments(text, source, &lines);
   if (!docs.ok()) return makeError(docs.error());
   std::vector<SourcedObject> out;
   size_t docIndex = 0;
@@ -147,10 +152,10 @@ Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std
     if (isList && doc.contains("items") && doc["items"].is_array()) {
       size_t item = 0;
       for (auto& obj : doc["items"]) {
-        out.push_back(SourcedObject{std::move(obj), source, docIndex, item++});
+        out.push_back(SourcedObject{std::move(obj), source, docIndex, item++, lines[docIndex]});
       }
     } else {
-      out.push_back(SourcedObject{std::move(doc), source, docIndex, 0});
+      out.push_back(SourcedObject{std::move(doc), source, docIndex, 0, lines[docIndex]});
     }
     ++docIndex;
   }

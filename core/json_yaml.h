@@ -18,12 +18,15 @@ struct SourcedObject {
   std::string source;   ///< file name (or "-")
   size_t document = 0;  ///< 0-based document index in that file
   size_t item = 0;      ///< index inside a List document, else 0
+  size_t line = 0;      ///< 1-based line where the document (or YAML list item) starts; 0 unknown
 };
 
 /// Parses JSON text, or YAML text with one or more `---` separated documents.
 /// Empty documents are skipped. YAML scalars keep Kubernetes semantics:
 /// quoted stay strings, plain true/false/null/numbers become JSON types.
-Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source);
+/// `lines`, when given, receives the 1-based start line of each returned document.
+Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source,
+                                         std::vector<size_t>* lines = nullptr);
 
 /// Parses documents and flattens `kind: List` (and `*List`) items into objects.
 Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std::string& source);
