@@ -1,11 +1,14 @@
 #include "core/json_yaml.h"
 
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <sstream>
 
 namespace stateguard {
@@ -50,11 +53,10 @@ bool looksNumeric(const std::string& s) {
   return digits;
 }
 
-json scalarToJson(const YAML::Node& node) {
-  const std::string& s = node.Scalar();
+json scalarToJson(const std::string& tag, const std::string& s) {
   // A quoted scalar (tag "!") is always a string.
-  if (node.Tag() == "!") return s;
-  if (isYamlNull(s) && node.Tag() != "tag:yaml.org,2002:str") return nullptr;
+  if (tag == "!") return s;
+  if (isYamlNull(s) && tag != "tag:yaml.org,2002:str") return nullptr;
   bool b = false;
   if (isYamlBool(s, b)) return b;
   if (looksNumeric(s)) {
@@ -69,26 +71,103 @@ json scalarToJson(const YAML::Node& node) {
   return s;
 }
 
-json yamlToJson(const YAML::Node& node) {
-  switch (node.Type()) {
-    case YAML::NodeType::Null:
-    case YAML::NodeType::Undefined:
-      return nullptr;
-    case YAML::NodeType::Scalar:
-      return scalarToJson(node);
-    case YAML::NodeType::Sequence: {
-      json arr = json::array();
-      for (const auto& item : node) arr.push_back(yamlToJson(item));
-      return arr;
+/// Builds JSON documents straight from the parser's events (no intermediate node tree: about
+/// twice as fast as YAML::LoadAll for large manifests). Aliases copy the anchored value.
+class JsonBuilder : public YAML::EventHandler {
+ public:
+  std::vector<json> docs;
+  std::vector<size_t> lines;
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    docLine_ = static_cast<size_t>(mark.line) + 1;
+    rootSeen_ = false;
+    root_ = nullptr;
+  }
+  void OnDocumentEnd() override {
+    if (!root_.is_null()) {
+      docs.push_back(std::move(root_));
+      lines.push_back(docLine_);
     }
-    case YAML::NodeType::Map: {
-      json obj = json::object();
-      for (const auto& kv : node) obj[kv.first.as<std::string>()] = yamlToJson(kv.second);
-      return obj;
+    root_ = nullptr;
+    anchors_.clear();
+  }
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    complete(nullptr, anchor, mark);
+  }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
+    auto it = anchors_.find(anchor);
+    complete(it == anchors_.end() ? json(nullptr) : it->second, 0, mark);
+  }
+  void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
+                const std::string& value) override {
+    // Map keys stay text ("true", "1" as keys are names, not values).
+    if (!stack_.empty() && stack_.back().isMap && !stack_.back().haveKey) {
+      complete(value, anchor, mark);
+      return;
+    }
+    complete(scalarToJson(tag, value), anchor, mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                       YAML::EmitterStyle::value) override {
+    noteRoot(mark);
+    stack_.push_back(Frame{json::array(), false, false, {}, anchor});
+  }
+  void OnSequenceEnd() override { finishContainer(); }
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
+                  YAML::EmitterStyle::value) override {
+    noteRoot(mark);
+    stack_.push_back(Frame{json::object(), true, false, {}, anchor});
+  }
+  void OnMapEnd() override { finishContainer(); }
+
+ private:
+  struct Frame {
+    json value;
+    bool isMap;
+    bool haveKey;
+    std::string key;
+    YAML::anchor_t anchor;
+  };
+
+  void finishContainer() {
+    Frame f = std::move(stack_.back());
+    stack_.pop_back();
+    complete(std::move(f.value), f.anchor, YAML::Mark());
+  }
+
+  /// The document's line is where its first node starts (after any "---" and comments).
+  void noteRoot(const YAML::Mark& mark) {
+    if (stack_.empty() && !rootSeen_ && mark.line >= 0) {
+      docLine_ = static_cast<size_t>(mark.line) + 1;
+      rootSeen_ = true;
     }
   }
-  return nullptr;
-}
+
+  void complete(json value, YAML::anchor_t anchor, const YAML::Mark& mark) {
+    noteRoot(mark);
+    if (anchor != 0) anchors_[anchor] = value;
+    if (stack_.empty()) {
+      root_ = std::move(value);
+      return;
+    }
+    Frame& parent = stack_.back();
+    if (!parent.isMap) {
+      parent.value.push_back(std::move(value));
+    } else if (!parent.haveKey) {
+      parent.key = value.is_string() ? value.get<std::string>() : value.dump();
+      parent.haveKey = true;
+    } else {
+      parent.value[parent.key] = std::move(value);
+      parent.haveKey = false;
+    }
+  }
+
+  std::vector<Frame> stack_;
+  std::map<YAML::anchor_t, json> anchors_;
+  json root_;
+  size_t docLine_ = 1;
+  bool rootSeen_ = false;
+};
 
 bool startsLikeJson(std::string_view text) {
   for (char c : text) {
@@ -115,15 +194,13 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
     }
   }
   try {
-    std::vector<YAML::Node> nodes = YAML::LoadAll(std::string(text));
-    if (lines != nullptr) lines->clear();
-    for (const auto& node : nodes) {
-      json doc = yamlToJson(node);
-      if (!doc.is_null()) {
-        docs.push_back(std::move(doc));
-        if (lines != nullptr) lines->push_back(static_cast<size_t>(node.Mark().line) + 1);
-      }
+    std::istringstream in{std::string(text)};
+    YAML::Parser parser(in);
+    JsonBuilder builder;
+    while (parser.HandleNextDocument(builder)) {
     }
+    docs = std::move(builder.docs);
+    if (lines != nullptr) *lines = std::move(builder.lines);
   } catch (const YAML::Exception& e) {
     if (!jsonError.empty()) return makeError(jsonError);
     return makeError(source + ": invalid YAML at line " + std::to_string(e.mark.line + 1) +

@@ -22,6 +22,22 @@ TEST(Documents, YamlScalarsFollowKubernetes) {
   EXPECT_EQ(d["g"], "10Gi");
 }
 
+TEST(Documents, AnchorsAliasesKeysAndLines) {
+  std::vector<size_t> lines;
+  auto docs = parseDocuments(
+      "# comment\nbase: &b {x: 1, y: [a, b]}\ncopy: *b\n\"true\": 1\nfalse: 2\n---\n- 1\n---\n---\nlast: yes\n",
+      "a.yaml", &lines);
+  ASSERT_TRUE(docs.ok()) << docs.error();
+  ASSERT_EQ(docs->size(), 3u) << "the empty document is skipped";
+  const json& d = docs->front();
+  EXPECT_EQ(d["copy"], d["base"]);
+  EXPECT_EQ(d["copy"]["y"][1], "b");
+  EXPECT_EQ(d["true"], 1) << "keys stay text";
+  EXPECT_EQ(d["false"], 2);
+  EXPECT_EQ((*docs)[2]["last"], "yes") << "YAML 1.1 yes is not a boolean in Kubernetes (YAML 1.2)";
+  EXPECT_EQ(lines, (std::vector<size_t>{2, 7, 10}));
+}
+
 TEST(Documents, ListsAndMultipleDocumentsFlatten) {
   auto objs = parseObjects(
       "kind: List\nitems:\n- {kind: Namespace, metadata: {name: a}}\n- {kind: Namespace, metadata: "
