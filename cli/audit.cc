@@ -65,25 +65,6 @@ Result<std::string> readMaybeGzip(const std::string& path) {
   return out;
 }
 
-std::optional<std::chrono::seconds> parseDuration(const std::string& text) {
-  if (text.size() < 2) return std::nullopt;
-  const char unit = text.back();
-  const std::string number = text.substr(0, text.size() - 1);
-  if (number.find_first_not_of("0123456789") != std::string::npos || number.size() > 9)
-    return std::nullopt;
-  long n = std::stol(number);
-  switch (unit) {
-    case 's':
-      return std::chrono::seconds(n);
-    case 'm':
-      return std::chrono::seconds(n * 60);
-    case 'h':
-      return std::chrono::seconds(n * 3600);
-    case 'd':
-      return std::chrono::seconds(n * 86400);
-  }
-  return std::nullopt;
-}
 
 bool mentionsRule(const json& record, const std::string& rule) {
   if (record.value("rule", "") == rule) return true;

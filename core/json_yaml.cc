@@ -77,8 +77,10 @@ class JsonBuilder : public YAML::EventHandler {
  public:
   std::vector<json> docs;
   std::vector<size_t> lines;
+  size_t started = 0;  ///< documents begun, empty ones included
 
   void OnDocumentStart(const YAML::Mark& mark) override {
+    ++started;
     docLine_ = static_cast<size_t>(mark.line) + 1;
     rootSeen_ = false;
     root_ = nullptr;
@@ -188,7 +190,7 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
       docs.push_back(json::parse(text));
       if (lines != nullptr) lines->assign(1, 1);
       return docs;
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
       // Flow-style YAML ("{kind: Pod}") also starts with a brace: try YAML before giving up.
       jsonError = source + ": invalid JSON: " + e.what();
     }
@@ -197,7 +199,18 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
     std::istringstream in{std::string(text)};
     YAML::Parser parser(in);
     JsonBuilder builder;
+    // yaml-cpp 0.7 can report endless empty documents after a flow collection followed by a
+    // comma ("[1],"; upstream issue 1040). Real input cannot hold more documents than bytes.
+    const size_t maxDocuments = text.size() + 1;
     while (parser.HandleNextDocument(builder)) {
+      if (builder.started > maxDocuments) {
+        return makeError(
+            jsonError.empty()
+                ? source + ": invalid YAML: the parser stopped making progress near line " +
+                      std::to_string(builder.lines.empty() ? 1 : builder.lines.back()) +
+                      " (a flow collection followed by a comma?)"
+                : jsonError);
+      }
     }
     docs = std::move(builder.docs);
     if (lines != nullptr) *lines = std::move(builder.lines);

@@ -104,8 +104,8 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
         }
         policy.breakGlass.annotation = value.get<std::string>();
       } else if (key == "maxDurationHours") {
-        if (!value.is_number() || value.get<double>() <= 0) {
-          return makeError(where + " must be a positive number");
+        if (!value.is_number() || value.get<double>() < 1 || value.get<double>() > 8760) {
+          return makeError(where + " must be a number of hours from 1 to 8760");
         }
         policy.breakGlass.maxDuration = std::chrono::hours(value.get<int>());
       } else {
@@ -164,7 +164,16 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
               return makeError(source + ": rules." + id + ".params." + pkey + " must be a " +
                                config.params[pkey].type_name() + ", got " + pvalue.type_name());
             }
-            config.params[pkey] = pvalue;
+            if (config.params[pkey].is_number_integer() &&
+                (!pvalue.is_number() || pvalue.get<double>() < 0 || pvalue.get<double>() > 1e6 ||
+                 pvalue.get<double>() !=
+                     static_cast<double>(static_cast<long>(pvalue.get<double>())))) {
+              return makeError(source + ": rules." + id + ".params." + pkey +
+                               " must be a whole number from 0 to 1000000");
+            }
+            config.params[pkey] = pvalue.is_number() && config.params[pkey].is_number_integer()
+                                      ? json(static_cast<long>(pvalue.get<double>()))
+                                      : pvalue;
           }
         } else {
           return makeError(source + ": unknown key rules." + id + "." + key +
@@ -229,8 +238,13 @@ bool PolicyStore::checkForChange() {
   if (seen == lastSeen_) return false;
   lastSeen_ = seen;
   auto text = readFile(path_);
-  Result<Policy> policy = text.ok() ? parsePolicy(text.value(), path_, rules_)
-                                    : Result<Policy>(makeError(text.error()));
+  Result<Policy> policy = makeError("not read");
+  try {
+    policy = text.ok() ? parsePolicy(text.value(), path_, rules_)
+                       : Result<Policy>(makeError(text.error()));
+  } catch (const std::exception& e) {  // a parser bug must not take the webhook down
+    policy = makeError(path_ + ": " + e.what());
+  }
   if (!policy.ok()) {
     reloadFailures_.fetch_add(1);
     log::error("policy " + path_ +

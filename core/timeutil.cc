@@ -12,7 +12,9 @@ std::optional<Clock::time_point> parseRfc3339(const std::string& text) {
                   &minute, &second, &consumed) != 6) {
     return std::nullopt;
   }
-  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+  // Clock counts nanoseconds in 64 bits: years outside about 1678..2262 would overflow.
+  if (year < 1970 || year > 2200 || month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 ||
+      minute > 59 || second > 60) {
     return std::nullopt;
   }
   size_t pos = static_cast<size_t>(consumed);
@@ -56,6 +58,24 @@ std::string formatRfc3339(Clock::time_point t) {
   char buf[32];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
   return buf;
+}
+
+std::optional<std::chrono::seconds> parseDuration(const std::string& text) {
+  if (text.size() < 2 || text.size() > 10) return std::nullopt;
+  const std::string number = text.substr(0, text.size() - 1);
+  if (number.find_first_not_of("0123456789") != std::string::npos) return std::nullopt;
+  const long n = std::stol(number);
+  switch (text.back()) {
+    case 's':
+      return std::chrono::seconds(n);
+    case 'm':
+      return std::chrono::seconds(n * 60);
+    case 'h':
+      return std::chrono::seconds(n * 3600);
+    case 'd':
+      return std::chrono::seconds(n * 86400);
+  }
+  return std::nullopt;
 }
 
 std::string formatDuration(std::chrono::seconds d) {

@@ -13,6 +13,8 @@ using Clock = std::chrono::system_clock;
 std::optional<Clock::time_point> parseRfc3339(const std::string& text);
 /// Formats as "2026-11-21T15:04:05Z".
 std::string formatRfc3339(Clock::time_point t);
+/// Parses "90s", "30m", "12h", "7d"; nullopt for anything else.
+std::optional<std::chrono::seconds> parseDuration(const std::string& text);
 /// "3d4h", "2h15m", "45s".
 std::string formatDuration(std::chrono::seconds d);
 

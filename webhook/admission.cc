@@ -71,7 +71,7 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
   json doc;
   try {
     doc = json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     return makeError(std::string("body is not valid JSON: ") + e.what());
   }
   if (!doc.is_object()) return makeError("body must be a JSON object (an AdmissionReview)");

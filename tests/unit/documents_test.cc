@@ -25,7 +25,8 @@ TEST(Documents, YamlScalarsFollowKubernetes) {
 TEST(Documents, AnchorsAliasesKeysAndLines) {
   std::vector<size_t> lines;
   auto docs = parseDocuments(
-      "# comment\nbase: &b {x: 1, y: [a, b]}\ncopy: *b\n\"true\": 1\nfalse: 2\n---\n- 1\n---\n---\nlast: yes\n",
+      "# comment\nbase: &b {x: 1, y: [a, b]}\ncopy: *b\n\"true\": 1\nfalse: 2\n---\n- "
+      "1\n---\n---\nlast: yes\n",
       "a.yaml", &lines);
   ASSERT_TRUE(docs.ok()) << docs.error();
   ASSERT_EQ(docs->size(), 3u) << "the empty document is skipped";

@@ -1,0 +1,115 @@
+// libFuzzer target: AdmissionReview bytes as the webhook receives them. Whatever decodes is
+// judged by the full engine (every rule) against the example cluster state and the response is
+// encoded, so the rules are fuzzed along with the decoder.
+//
+// Invariants checked besides "no crash, leak or sanitizer report":
+//  - a rejected body gets a Status response as WebhookServer::handleReview builds it (the
+//    error text must serialise, whatever bytes the body held);
+//  - a body over kMaxReviewBytes never decodes;
+//  - a decoded request has a non-empty uid and a known operation;
+//  - the encoded response is valid JSON naming the same uid, and a denial carries code 403 and
+//    a message;
+//  - the audit record serialises (as AuditLog writes it).
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+
+#include "core/cluster_state.h"
+#include "core/log.h"
+#include "core/policy.h"
+#include "core/timeutil.h"
+#include "webhook/admission.h"
+#include "webhook/engine.h"
+#include "webhook/registry.h"
+#include "webhook/server.h"
+
+namespace {
+
+using namespace stateguard;
+
+struct Fixture {
+  ObjectStorePtr store;
+  Policy enforcing;  ///< the built-in default
+  Policy warning;    ///< every rule in warn mode: exercises the warning paths
+  Engine engine{allRules()};
+};
+
+[[noreturn]] void die(const std::string& message) {
+  std::fprintf(stderr, "review_decoder_fuzz: %s\n", message.c_str());
+  std::abort();
+}
+
+const Fixture& fixture() {
+  static const Fixture* const kFixture = [] {
+    auto* f = new Fixture();
+    const std::string path = std::string(STATEGUARD_SOURCE_DIR) + "/examples/cluster-state.yaml";
+    auto store = loadClusterStateFile(path);
+    if (!store.ok()) die("cannot load " + path + ": " + store.error());
+    f->store = store.value();
+    f->enforcing = defaultPolicy(ruleDefaults());
+    f->warning = f->enforcing;
+    for (auto& [id, config] : f->warning.rules) config.mode = Mode::Warn;
+    return f;
+  }();
+  return *kFixture;
+}
+
+void check(bool ok, const char* what) {
+  if (!ok) die(std::string("invariant violated: ") + what);
+}
+
+void judge(const AdmissionRequest& request, const Policy& policy) {
+  const Fixture& f = fixture();
+  Decision decision = f.engine.review(request, *f.store, policy, Clock::now());
+  const std::string encoded = encodeReviewResponse(request.uid, decision.response);
+  json parsed = json::parse(encoded, nullptr, /*allow_exceptions=*/false);
+  check(!parsed.is_discarded(), "the encoded response is not valid JSON");
+  const json& response = parsed["response"];
+  check(response.value("uid", "") == request.uid, "the response does not carry the request uid");
+  check(response.value("allowed", true) == decision.response.allowed,
+        "response.allowed differs from the decision");
+  if (!decision.response.allowed) {
+    check(response["status"].value("code", 0) == 403, "a denial is not code 403");
+    check(!decision.response.message.empty(), "a denial has no message");
+  }
+  const std::string audit =
+      auditRecord(request, decision).dump(-1, ' ', false, json::error_handler_t::replace);
+  check(!audit.empty(), "empty audit record");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  log::setQuiet(true);
+  fixture();
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string_view body(reinterpret_cast<const char*>(data), size);
+  auto request = decodeReview(body);
+  if (!request.ok()) {
+    check(!request.error().empty(), "a decode error without a message");
+    // Exactly what the server answers (server.cc, handleReview).
+    const int code = size > kMaxReviewBytes ? 413 : 400;
+    const std::string status =
+        statusBody(code, code == 413 ? "RequestEntityTooLarge" : "BadRequest",
+                   "stateguard could not read the AdmissionReview: " + request.error());
+    check(!status.empty(), "empty Status body");
+    return 0;
+  }
+  check(size <= kMaxReviewBytes, "a body over kMaxReviewBytes decoded");
+  const AdmissionRequest& r = request.value();
+  check(!r.uid.empty(), "a decoded request has an empty uid");
+  check(r.operation == "CREATE" || r.operation == "UPDATE" || r.operation == "DELETE" ||
+            r.operation == "CONNECT",
+        "a decoded request has an unknown operation");
+  const Fixture& f = fixture();
+  judge(r, f.enforcing);
+  judge(r, f.warning);
+  return 0;
+}
