@@ -3,7 +3,8 @@
 // Dockerfile, checked against what the binaries actually do:
 // - the ValidatingWebhookConfiguration sends exactly the (group, version, resource, operation)
 //   tuples of `stateguardctl rules -o json`, split into entries as manifests/webhook-groups.yaml
-//   says, with the failure policy, timeout, namespace exclusions and service of each entry;
+//   says (minus the targets kube-apiserver never sends), with the failure policy, timeout,
+//   namespaceSelector and service of each entry;
 // - the ClusterRole grants exactly list+watch on watchedKinds() (what the cache lists and
 //   watches), plus create/patch on events, nothing else;
 // - the Deployment is hardened, its flags are ones stateguard-webhook knows, and the policy in
@@ -36,6 +37,12 @@ using std::chrono::milliseconds;
 const std::string kNamespace = "stateguard-system";
 const std::string kDestructive = "destructive.stateguard.io";
 const std::string kAdvisory = "advisory.stateguard.io";
+const std::string kSelf = "self.stateguard.io";
+
+// webhook-groups.yaml's namespaceSelector values: NotIn [kube-system, own namespace, extras], or
+// In [own namespace].
+const std::string kExclusions = "exclusions";
+const std::string kOwn = "own";
 
 // ---------------------------------------------------------------------------------------------
 // Running tools
@@ -267,23 +274,90 @@ std::set<Tuple> targetsOf(const json& rule) {
 struct ExpectedEntry {
   std::string name;
   std::string failurePolicy;
+  std::string namespaceSelector;  // kExclusions or kOwn
   std::set<Tuple> tuples;
 };
 
+/// Resources kube-apiserver never sends to admission webhooks, whatever a webhook configuration
+/// says, so that a broken webhook or policy cannot lock itself in (k8s.io/apiserver:
+/// IsExemptAdmissionConfigurationResource). The only ones webhook-groups.yaml may list under
+/// neverSent.
+const std::set<std::pair<std::string, std::string>> kNeverSentByApiserver = {
+    {"admissionregistration.k8s.io", "validatingwebhookconfigurations"},
+    {"admissionregistration.k8s.io", "mutatingwebhookconfigurations"},
+    {"admissionregistration.k8s.io", "validatingadmissionpolicies"},
+    {"admissionregistration.k8s.io", "validatingadmissionpolicybindings"},
+};
+
+/// Whether a tuple is one webhook-groups.yaml lists under neverSent for one of its rules.
+bool neverSent(const json& neverSentList, const std::string& rule, const Tuple& t) {
+  if (!neverSentList.is_array()) return false;
+  for (const auto& n : neverSentList) {
+    if (n.value("rule", "") == rule && n.value("apiGroup", "") == std::get<0>(t) &&
+        n.value("resource", "") == std::get<2>(t))
+      return true;
+  }
+  return false;
+}
+
+/// The rule targets kube-apiserver never sends (webhook-groups.yaml's neverSent), checked: each
+/// names a registered rule, one of that rule's targets, a resource kube-apiserver really never
+/// sends, and why.
+std::set<Tuple> neverSentTuples() {
+  const json& list = webhookGroups().value("neverSent", json::array());
+  EXPECT_TRUE(list.is_array()) << "webhook-groups.yaml: neverSent must be a list";
+  std::set<Tuple> out;
+  for (const auto& n : list) {
+    EXPECT_TRUE(n.is_object()) << n.dump();
+    if (!n.is_object()) continue;
+    std::set<std::string> fields;
+    for (const auto& [k, v] : n.items()) fields.insert(k);
+    EXPECT_EQ(fields, (std::set<std::string>{"rule", "apiGroup", "resource", "why"})) << n.dump();
+    EXPECT_FALSE(n.value("why", "").empty()) << n.dump() << ": say why";
+    const std::pair<std::string, std::string> gr{n.value("apiGroup", ""), n.value("resource", "")};
+    EXPECT_TRUE(kNeverSentByApiserver.count(gr))
+        << n.dump() << ": kube-apiserver does send " << gr.second
+        << " to webhooks; send it from an entry instead";
+    bool found = false;
+    for (const auto& r : binaryRules()) {
+      if (r["id"] != n.value("rule", "")) continue;
+      for (const auto& t : targetsOf(r)) {
+        if (std::get<0>(t) == gr.first && std::get<2>(t) == gr.second) {
+          out.insert(t);
+          found = true;
+        }
+      }
+    }
+    EXPECT_TRUE(found) << n.dump() << ": stateguardctl rules lists no such target of that rule";
+  }
+  return out;
+}
+
 /// The webhook entries manifests/webhook-groups.yaml and the binary's rules call for: each
-/// group sends its rules' tuples, minus those an earlier group already sends.
+/// group sends its rules' tuples, minus the never-sent ones, minus those an earlier group
+/// already sends (which must then have the same namespaceSelector, or the namespaces only this
+/// group sees would not get them).
 std::vector<ExpectedEntry> expectedEntries() {
   const json& groups = webhookGroups();
   const json& rules = binaryRules();
   std::map<std::string, const json*> byId;
   for (const auto& r : rules) byId[r["id"].get<std::string>()] = &r;
 
+  for (const auto& [key, value] : groups.items()) {
+    EXPECT_TRUE(key == "groups" || key == "overlap" || key == "neverSent")
+        << "webhook-groups.yaml: unknown key " << key
+        << " (every rule belongs to a group; only neverSent targets may be left out)";
+  }
+  const json neverSentList = groups.value("neverSent", json::array());
   std::map<std::string, int> listed;
   std::vector<ExpectedEntry> out;
-  std::set<Tuple> taken;
+  std::map<Tuple, size_t> taken;  // tuple -> index of the group that sends it
   EXPECT_EQ(groups.value("overlap", ""), "first-group-wins");
   for (const auto& g : groups["groups"]) {
-    ExpectedEntry e{g.value("webhook", ""), g.value("failurePolicy", ""), {}};
+    ExpectedEntry e{
+        g.value("webhook", ""), g.value("failurePolicy", ""), g.value("namespaceSelector", ""), {}};
+    EXPECT_TRUE(e.namespaceSelector == kExclusions || e.namespaceSelector == kOwn)
+        << e.name << ": namespaceSelector must be " << kExclusions << " or " << kOwn;
     for (const auto& id : g["rules"]) {
       const std::string rid = id.get<std::string>();
       ++listed[rid];
@@ -293,23 +367,28 @@ std::vector<ExpectedEntry> expectedEntries() {
                       << ", which stateguardctl rules does not list";
         continue;
       }
-      for (const auto& t : targetsOf(*it->second))
-        if (!taken.count(t)) e.tuples.insert(t);
+      for (const auto& t : targetsOf(*it->second)) {
+        if (neverSent(neverSentList, rid, t)) continue;
+        auto earlier = taken.find(t);
+        if (earlier == taken.end()) {
+          e.tuples.insert(t);
+        } else {
+          const ExpectedEntry& first = out[earlier->second];
+          EXPECT_EQ(first.namespaceSelector, e.namespaceSelector)
+              << rid << " needs" << describe(std::set<Tuple>{t}) << " in the namespaces " << e.name
+              << " sees, but " << first.name
+              << " (first group wins) sends it for other namespaces only";
+        }
+      }
     }
-    taken.insert(e.tuples.begin(), e.tuples.end());
+    for (const auto& t : e.tuples) taken.emplace(t, out.size());
     out.push_back(std::move(e));
-  }
-  if (groups.contains("notSent")) {
-    for (const auto& [id, why] : groups["notSent"].items()) {
-      ++listed[id];
-      EXPECT_TRUE(byId.count(id)) << "webhook-groups.yaml notSent names unknown rule " << id;
-      EXPECT_TRUE(why.is_string() && !why.get<std::string>().empty()) << id << ": say why";
-    }
   }
   for (const auto& [id, rule] : byId) {
     EXPECT_EQ(listed[id], 1) << "rule " << id
-                             << " must be listed exactly once in manifests/webhook-groups.yaml "
-                                "(in the group whose failure policy fits it, or under notSent)";
+                             << " must be listed in exactly one group of "
+                                "manifests/webhook-groups.yaml (the one whose failure policy and "
+                                "namespaces fit it)";
   }
   return out;
 }
@@ -362,8 +441,29 @@ std::string base64Decode(const std::string& in) {
   return out;
 }
 
-/// The webhook configuration sends exactly the binary's tuples, split by group, with the
-/// agreed settings on every entry.
+/// Whether a namespaceSelector of kubernetes.io/metadata.name In/NotIn expressions selects the
+/// namespace `ns` (a failure for anything else: the entries use nothing else).
+bool selects(const json& selector, const std::string& ns) {
+  EXPECT_FALSE(selector.contains("matchLabels") && !selector["matchLabels"].empty())
+      << selector.dump();
+  bool selected = true;
+  for (const auto& e : selector.value("matchExpressions", json::array())) {
+    EXPECT_EQ(e.value("key", ""), "kubernetes.io/metadata.name") << selector.dump();
+    const bool listed = strings(e["values"]).count(ns) > 0;
+    const std::string op = e.value("operator", "");
+    if (op == "In") {
+      selected = selected && listed;
+    } else if (op == "NotIn") {
+      selected = selected && !listed;
+    } else {
+      ADD_FAILURE() << "unexpected operator in " << selector.dump();
+    }
+  }
+  return selected;
+}
+
+/// The webhook configuration sends exactly the binary's tuples (minus the never-sent ones),
+/// split by group, with the agreed settings on every entry.
 void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookExpectations& x,
                                const std::string& what) {
   SCOPED_TRACE(what + ": ValidatingWebhookConfiguration stateguard");
@@ -375,12 +475,12 @@ void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookEx
   ASSERT_TRUE(hooks.is_array());
   ASSERT_EQ(hooks.size(), expected.size());
 
+  // What must be sent: every target of every rule, minus exactly the never-sent ones.
   std::set<Tuple> all, union_;
   size_t total = 0;
-  for (const auto& r : binaryRules()) {
-    if (webhookGroups()["notSent"].contains(r["id"].get<std::string>())) continue;
+  for (const auto& r : binaryRules())
     for (const auto& t : targetsOf(r)) union_.insert(t);
-  }
+  for (const auto& t : neverSentTuples()) union_.erase(t);
   for (size_t i = 0; i < expected.size(); ++i) {
     const json& h = hooks[i];
     const ExpectedEntry& e = expected[i];
@@ -395,6 +495,8 @@ void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookEx
     ASSERT_TRUE(h.contains("timeoutSeconds") && h["timeoutSeconds"].is_number_integer());
     EXPECT_EQ(h["timeoutSeconds"].get<int>(), x.timeoutSeconds);
     EXPECT_LE(h["timeoutSeconds"].get<int>(), 10) << "well under kube-apiserver's timeout";
+    // No objectSelector: the rules look at the objects themselves, and a selector on labels would
+    // let whoever may edit the labels remove them to escape the check.
     EXPECT_FALSE(h.contains("objectSelector") && !h["objectSelector"].empty());
 
     const json& cc = h["clientConfig"];
@@ -416,18 +518,32 @@ void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookEx
         break;
     }
 
-    // namespaceSelector: exactly one NotIn on the namespace name, covering kube-system and the
-    // webhook's own namespace (and any configured extras); nothing that narrows it further.
+    // namespaceSelector: exactly one expression on the namespace name, nothing that narrows it
+    // further. exclusions: NotIn kube-system and the webhook's own namespace (and any configured
+    // extras). own: In the webhook's own namespace only, and only namespaced resources (a
+    // namespaceSelector does not filter cluster-scoped objects, which would all be sent).
     const json& sel = h["namespaceSelector"];
     EXPECT_FALSE(sel.contains("matchLabels") && !sel["matchLabels"].empty());
     ASSERT_TRUE(sel.contains("matchExpressions") && sel["matchExpressions"].size() == 1)
         << sel.dump();
     const json& expr = sel["matchExpressions"][0];
     EXPECT_EQ(expr.value("key", ""), "kubernetes.io/metadata.name");
-    EXPECT_EQ(expr.value("operator", ""), "NotIn");
-    std::set<std::string> excluded = {"kube-system", x.ns};
-    excluded.insert(x.alsoExcluded.begin(), x.alsoExcluded.end());
-    EXPECT_EQ(strings(expr["values"]), excluded);
+    if (e.namespaceSelector == kOwn) {
+      EXPECT_EQ(expr.value("operator", ""), "In");
+      EXPECT_EQ(strings(expr["values"]), std::set<std::string>{x.ns});
+      for (const auto& r : h["rules"]) EXPECT_EQ(r.value("scope", ""), "Namespaced") << r.dump();
+    } else {
+      EXPECT_EQ(expr.value("operator", ""), "NotIn");
+      std::set<std::string> excluded = {"kube-system", x.ns};
+      excluded.insert(x.alsoExcluded.begin(), x.alsoExcluded.end());
+      EXPECT_EQ(strings(expr["values"]), excluded);
+    }
+    // Who sees what: the own namespace only the own-namespace entries, kube-system and the
+    // configured exclusions nobody, any other namespace every other entry.
+    EXPECT_EQ(selects(sel, x.ns), e.namespaceSelector == kOwn) << x.ns;
+    EXPECT_FALSE(selects(sel, "kube-system"));
+    for (const auto& ns : x.alsoExcluded) EXPECT_FALSE(selects(sel, ns)) << ns;
+    EXPECT_EQ(selects(sel, "some-app"), e.namespaceSelector == kExclusions);
 
     const std::set<Tuple> got = tuplesOf(h);
     EXPECT_EQ(got, e.tuples) << "sends:" << describe(got) << "\nshould send:" << describe(e.tuples);
@@ -689,6 +805,40 @@ int reviewDeleteBoundPv(const std::vector<json>& objects, std::string* output = 
   return r.exitCode;
 }
 
+/// `stateguardctl review --policy <ConfigMap's policy.yaml>` on `user` changing stateguard's own
+/// Deployment in `ns` (what `helm upgrade` sends through the self entry).
+int reviewUpdateOwnDeployment(const std::vector<json>& objects, const std::string& ns,
+                              const std::string& user, std::string* output = nullptr) {
+  const json old = {{"apiVersion", "apps/v1"},
+                    {"kind", "Deployment"},
+                    {"metadata", {{"name", "stateguard-webhook"}, {"namespace", ns}}},
+                    {"spec", {{"replicas", 2}}}};
+  json updated = old;
+  updated["spec"]["replicas"] = 3;
+  const json review = {
+      {"apiVersion", "admission.k8s.io/v1"},
+      {"kind", "AdmissionReview"},
+      {"request",
+       {{"uid", "0d6b5f5e-6a3c-4f0e-9d43-1c2b3a4d5e6f"},
+        {"kind", {{"group", "apps"}, {"version", "v1"}, {"kind", "Deployment"}}},
+        {"resource", {{"group", "apps"}, {"version", "v1"}, {"resource", "deployments"}}},
+        {"name", "stateguard-webhook"},
+        {"namespace", ns},
+        {"operation", "UPDATE"},
+        {"userInfo", {{"username", user}, {"groups", {"system:authenticated"}}}},
+        {"object", updated},
+        {"oldObject", old},
+        {"dryRun", false}}}};
+  const std::string dir = makeTempDir("sg-manifest-self");
+  writeText(dir + "/policy.yaml", policyText(objects));
+  writeText(dir + "/review.json", review.dump());
+  CommandResult r = runCommand(binaryPath("stateguardctl"),
+                               {"review", "--policy", dir + "/policy.yaml", dir + "/review.json"});
+  removeTree(dir);
+  if (output) *output = r.out + r.err;
+  return r.exitCode;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Comparing the kustomize base with the chart
 
@@ -740,11 +890,16 @@ struct SelfSignedCopy {
 
 TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
   const std::vector<ExpectedEntry> entries = expectedEntries();
-  ASSERT_EQ(entries.size(), 2u);
+  ASSERT_EQ(entries.size(), 3u);
   EXPECT_EQ(entries[0].name, kDestructive);
   EXPECT_EQ(entries[0].failurePolicy, "Fail");
+  EXPECT_EQ(entries[0].namespaceSelector, kExclusions);
   EXPECT_EQ(entries[1].name, kAdvisory);
   EXPECT_EQ(entries[1].failurePolicy, "Ignore");
+  EXPECT_EQ(entries[1].namespaceSelector, kExclusions);
+  EXPECT_EQ(entries[2].name, kSelf);
+  EXPECT_EQ(entries[2].failurePolicy, "Ignore") << "a webhook that is down must be repairable";
+  EXPECT_EQ(entries[2].namespaceSelector, kOwn);
   const json& groups = webhookGroups();
   EXPECT_EQ(
       strings(groups["groups"][0]["rules"]),
@@ -752,14 +907,29 @@ TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
                              "reclaim-policy", "statefulset-claims"}));
   EXPECT_EQ(strings(groups["groups"][1]["rules"]),
             (std::set<std::string>{"statefulset-recreate", "break-glass-annotation"}));
+  EXPECT_EQ(strings(groups["groups"][2]["rules"]), (std::set<std::string>{"self-protection"}));
+  // The self entry: stateguard's Deployment (and its scale) and ConfigMap; not the webhook
+  // configuration, which kube-apiserver never sends.
+  EXPECT_EQ(entries[2].tuples, (std::set<Tuple>{{"apps", "v1", "deployments", "UPDATE"},
+                                                {"apps", "v1", "deployments", "DELETE"},
+                                                {"apps", "v1", "deployments/scale", "UPDATE"},
+                                                {"", "v1", "configmaps", "UPDATE"},
+                                                {"", "v1", "configmaps", "DELETE"}}))
+      << describe(entries[2].tuples);
+  EXPECT_EQ(
+      neverSentTuples(),
+      (std::set<Tuple>{
+          {"admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "UPDATE"},
+          {"admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", "DELETE"}}));
   // The overlap the brief names: statefulsets UPDATE goes to the destructive entry only.
   const Tuple stsUpdate{"apps", "v1", "statefulsets", "UPDATE"};
   EXPECT_TRUE(entries[0].tuples.count(stsUpdate));
   EXPECT_FALSE(entries[1].tuples.count(stsUpdate));
-  // Every deletion the binary guards fails closed.
+  // Every deletion the binary guards outside the webhook's own namespace fails closed (inside
+  // it, failing open keeps a down webhook repairable).
   for (const auto& e : entries)
     for (const auto& t : e.tuples)
-      if (std::get<3>(t) == "DELETE") {
+      if (std::get<3>(t) == "DELETE" && e.namespaceSelector == kExclusions) {
         EXPECT_EQ(e.name, kDestructive) << describe(std::set<Tuple>{t});
       }
 }
@@ -894,6 +1064,8 @@ TEST(HelmChart, DefaultValuesRenderTheSameObjectsAsTheCertManagerOverlay) {
   checkWorkload(chart, kNamespace, 2, "chart (defaults)");
   std::string out;
   EXPECT_EQ(reviewDeleteBoundPv(chart, &out), 1) << out;
+  // `helm upgrade` by a user outside the break-glass groups and allowedUsers is denied.
+  EXPECT_EQ(reviewUpdateOwnDeployment(chart, kNamespace, "admin@example.com", &out), 1) << out;
   EXPECT_EQ(parsedPolicy(policyText(chart)),
             parsedPolicy(readText(sourcePath("examples/policy.yaml"))));
   for (const auto& o : chart)
@@ -934,6 +1106,9 @@ policy:
   rules:
     pv-delete: {mode: warn}
     namespace-delete: {params: {maxListed: 3}}
+    self-protection:
+      params:
+        allowedUsers: ["system:serviceaccount:flux-system:helm-controller"]
 failurePolicy:
   advisory: Fail
 timeoutSeconds: 8
@@ -974,10 +1149,26 @@ certificates:
   EXPECT_EQ(policy["rules"]["pv-delete"]["mode"], "warn");
   EXPECT_EQ(policy["rules"]["namespace-delete"],
             (json{{"mode", "enforce"}, {"params", {{"maxListed", 3}}}}));
-  // self-protection guards the objects in the release namespace.
-  if (policy["rules"].contains("self-protection")) {
-    EXPECT_EQ(policy["rules"]["self-protection"]["params"]["namespace"], "guard");
-  }
+  // self-protection guards the objects in the release namespace; allowedUsers replaces the
+  // default list, the other parameters keep their defaults.
+  EXPECT_EQ(policy["rules"]["self-protection"],
+            (json{{"mode", "enforce"},
+                  {"params",
+                   {{"namespace", "guard"},
+                    {"deployment", "stateguard-webhook"},
+                    {"policyConfigMap", "stateguard-policy"},
+                    {"webhookConfiguration", "stateguard"},
+                    {"allowedUsers", {"system:serviceaccount:flux-system:helm-controller"}}}}}));
+  // The GitOps controller may upgrade stateguard; another user outside the break-glass groups
+  // may not.
+  std::string self;
+  EXPECT_EQ(reviewUpdateOwnDeployment(chart, "guard",
+                                      "system:serviceaccount:flux-system:helm-controller", &self),
+            0)
+      << self;
+  EXPECT_EQ(reviewUpdateOwnDeployment(chart, "guard", "admin@example.com", &self), 1) << self;
+  EXPECT_NE(self.find("may not change Deployment guard/stateguard-webhook"), std::string::npos)
+      << self;
   std::string out;
   EXPECT_EQ(reviewDeleteBoundPv(chart, &out), 0) << out;  // pv-delete: warn -> allowed
   EXPECT_NE(out.find("\"allowed\": true"), std::string::npos) << out;
@@ -985,14 +1176,32 @@ certificates:
 }
 
 TEST(HelmChart, SetFlagsAndModeOff) {
-  const auto chart = renderChart({"--set", "policy.rules.pv-delete.mode=off", "--set",
-                                  "replicaCount=4", "--set", "failurePolicy.destructive=Ignore"});
+  const auto chart =
+      renderChart({"--set", "policy.rules.pv-delete.mode=off", "--set", "replicaCount=4", "--set",
+                   "failurePolicy.destructive=Ignore", "--set", "failurePolicy.self=Fail"});
   checkWorkload(chart, kNamespace, 4, "chart (--set)");
   WebhookExpectations x;
   x.ca = WebhookExpectations::Ca::CertManager;
   x.failurePolicy[kDestructive] = "Ignore";
+  x.failurePolicy[kSelf] = "Fail";
   checkWebhookConfiguration(chart, x, "chart (--set)");
   EXPECT_EQ(reviewDeleteBoundPv(chart), 0);
+}
+
+TEST(HelmChart, ValuesOfAnOlderReleaseWithoutFailurePolicySelfRender) {
+  // `helm upgrade --reuse-values` of a release installed before the self entry existed: its
+  // values have no failurePolicy.self (a null removes the key, as there), and the entry keeps
+  // its default, Ignore.
+  const std::string dir = makeTempDir("sg-chart-old-values");
+  writeText(dir + "/values.yaml", "failurePolicy:\n  self: null\n");
+  CommandResult r = helmTemplate({"--values", dir + "/values.yaml"});
+  removeTree(dir);
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_NE(r.err.find("self.stateguard.io         failurePolicy Ignore"), std::string::npos)
+      << "NOTES.txt: " << r.err;
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::CertManager;
+  checkWebhookConfiguration(parseAll(r.out, "helm template"), x, "chart (no failurePolicy.self)");
 }
 
 TEST(HelmChart, InvalidValuesAreRefused) {
@@ -1003,6 +1212,7 @@ TEST(HelmChart, InvalidValuesAreRefused) {
   const std::vector<Case> cases = {
       {{"--set", "failurePolicy.destructive=Maybe"},
        "failurePolicy.destructive must be Fail or Ignore"},
+      {{"--set", "failurePolicy.self=fail"}, "failurePolicy.self must be Fail or Ignore"},
       {{"--set", "timeoutSeconds=30"}, "timeoutSeconds must be between 1 and 10"},
       {{"--set", "certificates.mode=provided"}, "certificates.provided.caBundle is required"},
       {{"--set", "certificates.mode=vault"}, "certificates.mode must be certManager or provided"},

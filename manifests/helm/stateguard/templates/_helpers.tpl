@@ -39,10 +39,17 @@ stateguard-webhook-tls
 {{- $mode -}}
 {{- end }}
 
-{{/* A failure policy value, checked: call with (list "destructive" .Values.failurePolicy). */}}
+{{/*
+A failure policy value, checked: call with (list "destructive" .Values.failurePolicy), or with a
+third element, the value to use when the key is missing (a release installed by an older chart
+and upgraded with --reuse-values keeps its old values, without the keys added since).
+*/}}
 {{- define "stateguard.failurePolicy" -}}
 {{- $group := index . 0 -}}
 {{- $value := index (index . 1) $group -}}
+{{- if and (kindIs "invalid" $value) (gt (len .) 2) -}}
+{{- $value = index . 2 -}}
+{{- end -}}
 {{- if not (has $value (list "Fail" "Ignore")) -}}
 {{- fail (printf "failurePolicy.%s must be Fail or Ignore, not %q" $group (toString $value)) -}}
 {{- end -}}
@@ -66,7 +73,7 @@ stateguard-webhook-tls
 {{- toYaml (uniq $ns) -}}
 {{- end }}
 
-{{/* The fields every webhook entry shares. */}}
+{{/* The fields every webhook entry shares (all but failurePolicy, namespaceSelector, rules). */}}
 {{- define "stateguard.webhookCommon" -}}
 matchPolicy: Equivalent
 sideEffects: None
@@ -81,13 +88,32 @@ clientConfig:
   {{- if eq (include "stateguard.certMode" .) "provided" }}
   caBundle: {{ required "certificates.provided.caBundle is required when certificates.mode is provided (certs/gen-certs.sh prints it)" .Values.certificates.provided.caBundle | quote }}
   {{- end }}
-# The webhook's own namespace and kube-system are never sent, so the add-on (and the control
-# plane) can always be repaired. Cluster-scoped objects (PersistentVolumes) are not filtered by a
-# namespaceSelector; a Namespace object is matched by its own labels.
+{{- end }}
+
+{{/*
+namespaceSelector of the destructive and advisory entries (webhook-groups.yaml: exclusions): the
+webhook's own namespace and kube-system are never sent, so the add-on (and the control plane) can
+always be repaired. Cluster-scoped objects (PersistentVolumes) are not filtered by a
+namespaceSelector; a Namespace object is matched by its own labels.
+*/}}
+{{- define "stateguard.namespaceSelector.exclusions" -}}
 namespaceSelector:
   matchExpressions:
     - key: kubernetes.io/metadata.name
       operator: NotIn
       values:
         {{- include "stateguard.excludedNamespaces" . | nindent 8 }}
+{{- end }}
+
+{{/*
+namespaceSelector of the self entry (webhook-groups.yaml: own): the release namespace only. No
+objectSelector: the rule checks the object names itself; a selector on labels would let a user
+who may edit the labels remove them and escape the check.
+*/}}
+{{- define "stateguard.namespaceSelector.own" -}}
+namespaceSelector:
+  matchExpressions:
+    - key: kubernetes.io/metadata.name
+      operator: In
+      values: [{{ .Release.Namespace | quote }}]
 {{- end }}
