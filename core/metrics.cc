@@ -44,6 +44,12 @@ void Metrics::addGauge(std::string name, std::string help, std::function<double(
   gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(type), std::move(read)});
 }
 
+void Metrics::addCounter(std::string name, std::string help, std::function<uint64_t()> read) {
+  addGauge(
+      std::move(name), std::move(help),
+      [read = std::move(read)] { return static_cast<double>(read()); }, "counter");
+}
+
 std::string Metrics::render() const {
   std::ostringstream out;
   std::lock_guard lock(mu_);

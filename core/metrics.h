@@ -26,6 +26,8 @@ class Metrics {
   /// A value read at render time (readiness, policy reloads); `type` is "gauge" or "counter".
   void addGauge(std::string name, std::string help, std::function<double()> read,
                 std::string type = "gauge");
+  /// A counter kept elsewhere (reloads, events), read at render time.
+  void addCounter(std::string name, std::string help, std::function<uint64_t()> read);
 
   std::string render() const;
 

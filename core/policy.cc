@@ -1,9 +1,8 @@
 #include "core/policy.h"
 
-#include <sys/stat.h>
-
 #include <set>
 
+#include "core/file_watch.h"
 #include "core/log.h"
 
 namespace stateguard {
@@ -185,26 +184,14 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
   return policy;
 }
 
-namespace {
-std::string fingerprint(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return "missing";
-  return std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
-}
-}  // namespace
-
 PolicyStore::PolicyStore(PolicyPtr initial) : current_(std::move(initial)) {}
 
-PolicyStore::~PolicyStore() {
-  stop_.store(true);
-  if (poller_.joinable()) poller_.join();
-}
+PolicyStore::~PolicyStore() = default;
 
 Result<std::unique_ptr<PolicyStore>> PolicyStore::fromFile(const std::string& path,
                                                            std::vector<RuleDefaults> rules,
                                                            std::chrono::milliseconds pollInterval) {
-  std::string seen = fingerprint(path);
+  std::string seen = fileFingerprint(path);
   auto text = readFile(path);
   if (!text.ok()) return makeError("policy: " + text.error());
   auto policy = parsePolicy(text.value(), path, rules);
@@ -215,15 +202,7 @@ Result<std::unique_ptr<PolicyStore>> PolicyStore::fromFile(const std::string& pa
   store->rules_ = std::move(rules);
   store->lastSeen_ = seen;
   PolicyStore* self = store.get();
-  store->poller_ = std::thread([self, pollInterval] {
-    while (!self->stop_.load()) {
-      for (auto waited = std::chrono::milliseconds(0); waited < pollInterval && !self->stop_.load();
-           waited += std::chrono::milliseconds(50)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      }
-      if (!self->stop_.load()) self->checkForChange();
-    }
-  });
+  store->poller_ = std::make_unique<Poller>(pollInterval, [self] { self->checkForChange(); });
   return store;
 }
 
@@ -234,7 +213,7 @@ PolicyPtr PolicyStore::current() const {
 
 bool PolicyStore::checkForChange() {
   if (path_.empty()) return false;
-  std::string seen = fingerprint(path_);
+  std::string seen = fileFingerprint(path_);
   if (seen == lastSeen_) return false;
   lastSeen_ = seen;
   auto text = readFile(path_);

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/file_watch.h"
 #include "core/json_yaml.h"
 
 namespace stateguard {
@@ -85,8 +86,7 @@ class PolicyStore {
   std::string lastSeen_;  // stat fingerprint of the file
   std::atomic<uint64_t> reloads_{0};
   std::atomic<uint64_t> reloadFailures_{0};
-  std::atomic<bool> stop_{false};
-  std::thread poller_;
+  std::unique_ptr<Poller> poller_;  // last member: stops before the rest goes
 };
 
 }  // namespace stateguard

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <vector>
 
+#include "core/file_watch.h"
 #include "core/log.h"
 
 namespace stateguard {
@@ -38,13 +39,6 @@ std::string opensslError() {
   ERR_error_string_n(e, buf, sizeof buf);
   ERR_clear_error();
   return buf;
-}
-
-std::string fileFingerprint(const std::string& path) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) return "missing";
-  return std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" +
-         std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec);
 }
 
 Result<CertifiedKeyPtr> loadPair(const std::string& certPath, const std::string& keyPath) {
@@ -98,22 +92,11 @@ Result<std::unique_ptr<CertificateReloader>> CertificateReloader::create(
   if (!pair.ok()) return makeError(pair.error());
   r->current_ = pair.value();
   CertificateReloader* self = r.get();
-  r->poller_ = std::thread([self, interval] {
-    while (!self->stop_.load()) {
-      for (auto waited = std::chrono::milliseconds(0); waited < interval && !self->stop_.load();
-           waited += std::chrono::milliseconds(20)) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      }
-      if (!self->stop_.load()) self->checkForChange();
-    }
-  });
+  r->poller_ = std::make_unique<Poller>(interval, [self] { self->checkForChange(); });
   return r;
 }
 
-CertificateReloader::~CertificateReloader() {
-  stop_.store(true);
-  if (poller_.joinable()) poller_.join();
-}
+CertificateReloader::~CertificateReloader() = default;
 
 CertifiedKeyPtr CertificateReloader::current() const {
   std::lock_guard lock(mu_);

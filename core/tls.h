@@ -12,6 +12,7 @@
 #include <string>
 #include <thread>
 
+#include "core/file_watch.h"
 #include "core/result.h"
 
 namespace stateguard {
@@ -51,8 +52,7 @@ class CertificateReloader {
   CertifiedKeyPtr current_;
   std::string fingerprint_;
   std::atomic<uint64_t> reloads_{0}, failures_{0};
-  std::atomic<bool> stop_{false};
-  std::thread poller_;
+  std::unique_ptr<Poller> poller_;  // last member: stops before the rest goes
 };
 
 /// The socket of the TLS connection this thread is serving (set at each handshake; cpp-httplib

@@ -139,40 +139,32 @@ int main(int argc, char** argv) {
                    "1 once the cluster state is loaded or synced.",
                    [state] { return state->ready() ? 1.0 : 0.0; });
   PolicyStore* policyPtr = policy.get();
-  metrics.addGauge(
-      "stateguard_policy_reloads_total", "Policy file reloads that succeeded.",
-      [policyPtr] { return static_cast<double>(policyPtr->reloads()); }, "counter");
-  metrics.addGauge(
-      "stateguard_policy_reload_failures_total", "Policy file changes rejected as invalid.",
-      [policyPtr] { return static_cast<double>(policyPtr->reloadFailures()); }, "counter");
-
+  metrics.addCounter("stateguard_policy_reloads_total", "Policy file reloads that succeeded.",
+                     [policyPtr] { return policyPtr->reloads(); });
+  metrics.addCounter("stateguard_policy_reload_failures_total",
+                     "Policy file changes rejected as invalid.",
+                     [policyPtr] { return policyPtr->reloadFailures(); });
   if (events) {
     EventRecorder* rec = events.get();
-    metrics.addGauge(
-        "stateguard_events_posted_total", "Kubernetes Events posted for denials.",
-        [rec] { return static_cast<double>(rec->posted()); }, "counter");
-    metrics.addGauge(
-        "stateguard_events_suppressed_total", "Events not posted: rate limit or full queue.",
-        [rec] { return static_cast<double>(rec->suppressed()); }, "counter");
+    metrics.addCounter("stateguard_events_posted_total", "Kubernetes Events posted for denials.",
+                       [rec] { return rec->posted(); });
+    metrics.addCounter("stateguard_events_suppressed_total",
+                       "Events not posted: rate limit or full queue.",
+                       [rec] { return rec->suppressed(); });
   }
   if (cache) {
-    metrics.addGauge(
-        "stateguard_watch_relists_total", "Re-lists after 410 Gone, all kinds.",
-        [cache] {
-          double n = 0;
-          for (const auto& [kind, s] : cache->allStats())
-            n += static_cast<double>(s.relistsAfterGone);
-          return n;
-        },
-        "counter");
-    metrics.addGauge(
-        "stateguard_watch_restarts_total", "Watches resumed after a drop, all kinds.",
-        [cache] {
-          double n = 0;
-          for (const auto& [kind, s] : cache->allStats()) n += static_cast<double>(s.watchRestarts);
-          return n;
-        },
-        "counter");
+    auto total = [cache](uint64_t WatchStats::*field) {
+      return [cache, field] {
+        uint64_t n = 0;
+        for (const auto& [kind, s] : cache->allStats()) n += s.*field;
+        return n;
+      };
+    };
+    metrics.addCounter("stateguard_watch_relists_total", "Re-lists after 410 Gone, all kinds.",
+                       total(&WatchStats::relistsAfterGone));
+    metrics.addCounter("stateguard_watch_restarts_total",
+                       "Watches resumed after a drop, all kinds.",
+                       total(&WatchStats::watchRestarts));
   }
 
   Engine engine(allRules());
@@ -186,10 +178,9 @@ int main(int argc, char** argv) {
             std::to_string(port.value()) + " (policy: " + policy->current()->source + ")");
 
   WebhookServer* srv = server.value().get();
-  metrics.addGauge(
-      "stateguard_tls_certificate_reloads_total",
-      "Serving certificate reloads after the files changed.",
-      [srv] { return static_cast<double>(srv->certificates().reloads()); }, "counter");
+  metrics.addCounter("stateguard_tls_certificate_reloads_total",
+                     "Serving certificate reloads after the files changed.",
+                     [srv] { return srv->certificates().reloads(); });
   std::thread waiter([&signals, srv] {
     int sig = 0;
     sigwait(&signals, &sig);
