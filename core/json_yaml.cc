@@ -4,6 +4,7 @@
 #include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -156,7 +157,8 @@ class JsonBuilder : public YAML::EventHandler {
     if (!parent.isMap) {
       parent.value.push_back(std::move(value));
     } else if (!parent.haveKey) {
-      parent.key = value.is_string() ? value.get<std::string>() : value.dump();
+      parent.key = value.is_string() ? value.get<std::string>()
+                                     : value.dump(-1, ' ', false, json::error_handler_t::replace);
       parent.haveKey = true;
     } else {
       parent.value[parent.key] = std::move(value);
@@ -171,6 +173,33 @@ class JsonBuilder : public YAML::EventHandler {
   bool rootSeen_ = false;
 };
 
+/// Offset of the first byte that breaks UTF-8 (Kubernetes objects are UTF-8), or npos.
+size_t invalidUtf8At(std::string_view text) {
+  size_t i = 0;
+  const size_t n = text.size();
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    size_t len = c < 0x80           ? 1
+                 : (c >> 5) == 0x6  ? 2
+                 : (c >> 4) == 0xE  ? 3
+                 : (c >> 3) == 0x1E ? 4
+                                    : 0;
+    if (len == 0 || i + len > n || (len == 2 && c < 0xC2)) return i;
+    for (size_t k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(text[i + k]) & 0xC0) != 0x80) return i;
+    }
+    if (len == 3) {
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      if ((c == 0xE0 && c1 < 0xA0) || (c == 0xED && c1 >= 0xA0)) return i;  // overlong, surrogate
+    } else if (len == 4) {
+      const auto c1 = static_cast<unsigned char>(text[i + 1]);
+      if ((c == 0xF0 && c1 < 0x90) || c > 0xF4 || (c == 0xF4 && c1 >= 0x90)) return i;
+    }
+    i += len;
+  }
+  return std::string_view::npos;
+}
+
 bool startsLikeJson(std::string_view text) {
   for (char c : text) {
     if (c == ' ' || c == '\n' || c == '\r' || c == '\t') continue;
@@ -184,6 +213,12 @@ bool startsLikeJson(std::string_view text) {
 Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source,
                                          std::vector<size_t>* lines) {
   std::vector<json> docs;
+  if (size_t bad = invalidUtf8At(text); bad != std::string_view::npos) {
+    size_t line = 1 + static_cast<size_t>(
+                          std::count(text.begin(), text.begin() + static_cast<long>(bad), '\n'));
+    return makeError(source + ": not valid UTF-8 at line " + std::to_string(line) + " (byte " +
+                     std::to_string(bad) + "); Kubernetes objects are UTF-8");
+  }
   std::string jsonError;
   if (startsLikeJson(text)) {
     try {

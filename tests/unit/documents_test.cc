@@ -58,6 +58,12 @@ TEST(Documents, ErrorsSayWhere) {
   auto js = parseDocuments("{\"a\": [}", "bad.json");
   ASSERT_FALSE(js.ok());
   EXPECT_NE(js.error().find("bad.json: invalid JSON"), std::string::npos);
+  auto latin1 = parseDocuments("a: 1\nname: caf\xe9\n", "l.yaml");
+  ASSERT_FALSE(latin1.ok());
+  EXPECT_NE(latin1.error().find("l.yaml: not valid UTF-8 at line 2"), std::string::npos)
+      << latin1.error();
+  auto endless = parseDocuments("[1],", "e.yaml");
+  ASSERT_FALSE(endless.ok()) << "yaml-cpp 0.7 loops on this; the reader must stop";
   auto scalar = parseObjects("just text", "s.yaml");
   ASSERT_FALSE(scalar.ok());
   EXPECT_NE(scalar.error().find("document 0 is not an object"), std::string::npos);
