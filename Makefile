@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 LISTEN ?= 127.0.0.1:8443
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build test run certs fuzz bench format clean
+.PHONY: all deps configure build test run certs fuzz fuzz-smoke bench format clean
 
 all: build
 
@@ -32,6 +32,12 @@ run: build certs
 
 fuzz: deps
 	@bash tests/fuzz/run-fuzzers.sh $(FUZZ_SECONDS)
+
+# Builds the fuzz targets with clang (ASan/UBSan) and replays every seed once: quick, deterministic.
+fuzz-smoke: deps
+	@CC=clang CXX=clang++ cmake -S . -B build-fuzz -DSTATEGUARD_FUZZ=ON -DSTATEGUARD_BUILD_TESTS=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@cd build-fuzz && ctest --output-on-failure
 
 bench: build certs
 	@bash bench/run-bench.sh $(BUILD_DIR)
