@@ -48,7 +48,8 @@ Exit 0 no problem found, 1 problems found, 2 a NODE cannot be read or bad usage.
 )";
 
 constexpr const char* kPlanUsage =
-    R"(usage: stateguardctl dqlite plan [-o text|json] [--backend DIR] [--save-to DIR] NODE...
+    R"(usage: stateguardctl dqlite plan [-o text|json] [--backend DIR] [--save-to DIR]
+                                  [--source NODE] NODE...
 
 Inspects the NODEs (as inspect does) and prints the recovery steps for MicroK8s: stop every node,
 back up, check cluster.yaml on the source of truth, archive its backend directory without
@@ -60,6 +61,8 @@ nodes are named. Nothing is run and nothing is written.
   --backend DIR            the backend directory on the nodes
                            (default /var/snap/microk8s/current/var/kubernetes/backend)
   --save-to DIR            where the commands put backups and the archive (default /root)
+  --source NODE            copy from this node (name, path or address) instead of raft's
+                           choice, e.g. when raft's choice is damaged; the plan says what is lost
 
 Exit 0 plan ready, 1 plan ready but with warnings to settle first (damage on the source, a node
 without info.yaml, ...), 2 a NODE cannot be read or bad usage.
@@ -131,11 +134,26 @@ int runPlan(int argc, char** argv) {
   Flags flags;
   std::string format;
   std::vector<Node> nodes;
-  if (int rc = load(argc, argv, kPlanUsage, {"backend", "save-to"}, 1, &flags, &format, &nodes);
+  if (int rc = load(argc, argv, kPlanUsage, {"backend", "save-to", "source"}, 1, &flags, &format,
+                    &nodes);
       rc != 0) {
     return rc;
   }
   dqlite::PlanOptions options;
+  if (flags.has("source")) {
+    const std::string wanted = flags.get("source");
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      if (nodes[i].name == wanted || nodes[i].input == wanted ||
+          (nodes[i].info && nodes[i].info->address == wanted)) {
+        options.source = i;
+      }
+    }
+    if (!options.source) {
+      return usageError(kPlanUsage, "--source " + wanted +
+                                        " is none of the NODEs given (use a node's name, path "
+                                        "or address as inspect shows them)");
+    }
+  }
   options.backend = flags.get("backend", options.backend);
   options.saveTo = flags.get("save-to", options.saveTo);
   while (options.backend.size() > 1 && options.backend.ends_with('/')) options.backend.pop_back();

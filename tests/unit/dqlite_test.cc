@@ -33,6 +33,7 @@ uint64_t standardTerm(uint64_t index) {
   return index == 1 ? 1 : index <= 20 ? 2 : index <= 45 ? 3 : 4;
 }
 
+/// A temp directory per test, with helpers to write and read node directories.
 class DqliteTest : public ::testing::Test {
  protected:
   void SetUp() override { dir_ = makeTempDir("sg-dqlite"); }
@@ -231,6 +232,51 @@ TEST_F(DqliteTest, TornOpenSegmentCountsOnlyCompleteBatches) {
   EXPECT_EQ(n.lastIndex, 45u);
 }
 
+TEST_F(DqliteTest, OpenSegmentsFollowEachOtherByCounter) {
+  NodeLayout l = layout({30}, 0);
+  dqlite::writeNode(path("n1"), l);
+  NodeWriter w(path("n1"));
+  std::filesystem::remove(path("n1/open-1"));
+  std::filesystem::remove(path("n1/open-2"));
+  std::vector<std::vector<Entry>> first, second;
+  for (size_t i = 30; i < 45; i += 3) first.push_back({l.log[i], l.log[i + 1], l.log[i + 2]});
+  for (size_t i = 45; i < 60; i += 5) {
+    second.push_back({l.log[i], l.log[i + 1], l.log[i + 2], l.log[i + 3], l.log[i + 4]});
+  }
+  w.openSegment(9, first);
+  w.openSegment(10, second);  // sorts before open-9 by name, after it by counter
+  w.openSegment(11, {});
+  const dq::Node n = read(path("n1"));
+  EXPECT_TRUE(n.problems.empty()) << kinds(n);
+  EXPECT_EQ(n.lastIndex, 60u);
+  EXPECT_EQ(n.segments[n.entryAt(40)->segment].name, "open-9");
+  EXPECT_EQ(n.segments[n.entryAt(50)->segment].name, "open-10");
+  EXPECT_EQ(n.entryAt(50)->checksum, read(path("n1")).entryAt(50)->checksum);
+}
+
+TEST_F(DqliteTest, SegmentsRaftCannotLoad) {
+  dqlite::writeNode(path("n1"), layout({30}, 0));
+  NodeWriter w(path("n1"));
+  w.raw("open-2", std::string(4, '\0'));
+  dq::Node n = read(path("n1"));
+  ASSERT_EQ(n.problems.size(), 1u) << kinds(n);
+  EXPECT_EQ(n.problems[0].kind, "open-segment");
+  EXPECT_NE(n.problems[0].message.find("file has only 4 bytes"), std::string::npos);
+  std::string data(4096, '\0');
+  data[100] = 'x';
+  w.raw("open-2", data);
+  n = read(path("n1"));
+  ASSERT_EQ(n.problems.size(), 1u) << kinds(n);
+  EXPECT_EQ(n.problems[0].kind, "open-segment");
+  w.raw("open-2", std::string(4096, '\0'));
+  w.raw("0000000000000061-0000000000000070", std::string(4096, '\0'));
+  n = read(path("n1"));
+  ASSERT_EQ(n.problems.size(), 2u) << kinds(n);
+  EXPECT_EQ(n.problems[0].kind, "zeroed-segment");
+  EXPECT_NE(n.problems[0].message.find("the file is all zeros"), std::string::npos);
+  EXPECT_EQ(n.problems[1].kind, "gap") << "open-1 now counts from 71";
+}
+
 TEST_F(DqliteTest, FlippedPayloadByteInClosedSegmentIsCrcMismatch) {
   dqlite::writeNode(path("n1"), layout({10, 25, 40, 55}, 0));
   dqlite::writeNode(path("n2"), layout({20, 50}, 1, 58));
@@ -261,6 +307,25 @@ TEST_F(DqliteTest, FlippedPayloadByteInClosedSegmentIsCrcMismatch) {
   EXPECT_NE(c.warning.find("The best node without such damage is n2 (10.0.0.2:19001)"),
             std::string::npos)
       << c.warning;
+  EXPECT_NE(c.warning.find("run plan again with --source n2"), std::string::npos) << c.warning;
+
+  // plan --source n2: copy from the undamaged node, and say what that gives up.
+  dq::PlanOptions options;
+  options.source = 1;
+  const dq::Plan plan = dq::makePlan(nodes, options);
+  EXPECT_EQ(plan.choice.source, 1u);
+  EXPECT_NE(plan.choice.reason.find("chosen with --source. By raft's rule the source would be n1"),
+            std::string::npos)
+      << plan.choice.reason;
+  ASSERT_EQ(plan.warnings.size(), 1u);
+  EXPECT_NE(plan.warnings[0].find("n1 holds entries 59-60 (up to term 4) that n2 does not have: "
+                                  "they will be replaced; 1 entry in common differs only where "
+                                  "one copy fails its checksum"),
+            std::string::npos)
+      << plan.warnings[0];
+  EXPECT_EQ(plan.relations[0].kind, "ahead");
+  EXPECT_EQ(plan.steps[3].commands[0].find("sudo tar -C"), 0u);
+  EXPECT_NE(plan.steps[4].title.find("Copy the archive from n2 to n1."), std::string::npos);
 }
 
 TEST_F(DqliteTest, FlippedHeaderByteStopsTheSegmentAndLeavesAHole) {
@@ -298,6 +363,10 @@ TEST_F(DqliteTest, ConflictingMetadataIsReported) {
   const dq::Plan plan = dq::makePlan({n}, dq::PlanOptions{});
   ASSERT_FALSE(plan.warnings.empty());
   EXPECT_NE(plan.warnings[0].find("keeps its own metadata files"), std::string::npos);
+  ASSERT_EQ(plan.warnings.size(), 2u);
+  EXPECT_NE(plan.warnings[1].find("Only n1 was given"), std::string::npos) << plan.warnings[1];
+  EXPECT_NE(plan.steps.front().title.find("until step 4 "), std::string::npos)
+      << plan.steps.front().title;
 }
 
 TEST_F(DqliteTest, HoleAboveTheSnapshotIsAGapBelowItANote) {
