@@ -65,18 +65,22 @@ Result<std::string> readMaybeGzip(const std::string& path) {
   return out;
 }
 
-
-bool mentionsRule(const json& record, const std::string& rule) {
-  if (record.value("rule", "") == rule) return true;
-  const auto it = record.find("rules");
-  if (it == record.end() || !it->is_array()) return false;
-  return std::any_of(it->begin(), it->end(),
-                     [&](const json& r) { return r.is_object() && r.value("rule", "") == rule; });
-}
-
 std::string text(const json& record, const char* key) {
   auto it = record.find(key);
   return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+bool flag(const json& record, const char* key) {
+  auto it = record.find(key);
+  return it != record.end() && it->is_boolean() && it->get<bool>();
+}
+
+bool mentionsRule(const json& record, const std::string& rule) {
+  if (text(record, "rule") == rule) return true;
+  const auto it = record.find("rules");
+  if (it == record.end() || !it->is_array()) return false;
+  return std::any_of(it->begin(), it->end(),
+                     [&](const json& r) { return r.is_object() && text(r, "rule") == rule; });
 }
 
 void printCounts(const char* title, const std::map<std::string, size_t>& counts) {
@@ -159,7 +163,7 @@ int runAudit(int argc, char** argv) {
       ++byRule[text(record, "rule")];
       ++byVerdict[text(record, "verdict")];
       ++byUser[text(record, "user")];
-      if (text(record, "verdict") == "break-glass" || record.value("breakGlass", false)) {
+      if (text(record, "verdict") == "break-glass" || flag(record, "breakGlass")) {
         breakGlass.push_back(
             {{"time", text(record, "time")},
              {"user", text(record, "user")},
@@ -170,7 +174,7 @@ int runAudit(int argc, char** argv) {
                   text(record, "name")},
              {"rule", text(record, "rule")},
              {"reason", text(record, "breakGlassReason")},
-             {"dryRun", record.value("dryRun", false)}});
+             {"dryRun", flag(record, "dryRun")}});
       }
       if (format == "json") records.push_back(std::move(record));
     }

@@ -271,7 +271,9 @@ Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std
       return makeError(source + ": document " + std::to_string(docIndex) +
                        " is not an object (expected a Kubernetes object or List)");
     }
-    const std::string kind = doc.value("kind", "");
+    const auto kindIt = doc.find("kind");
+    const std::string kind =
+        kindIt != doc.end() && kindIt->is_string() ? kindIt->get<std::string>() : "";
     bool isList =
         kind == "List" || (kind.size() > 4 && kind.ends_with("List") && doc.contains("items"));
     if (isList && doc.contains("items") && doc["items"].is_array()) {
