@@ -25,11 +25,12 @@ Result<std::string> stringField(const json& obj, const char* key, const std::str
   return it->get<std::string>();
 }
 
-Result<json> objectField(const json& obj, const char* key, const std::string& where) {
+/// Moves obj[key] out (an object or null): the objects are the bulk of a review, no copy needed.
+Result<json> objectField(json& obj, const char* key, const std::string& where) {
   auto it = obj.find(key);
   if (it == obj.end() || it->is_null()) return json(nullptr);
   if (!it->is_object()) return makeError(where + "." + key + " must be an object or null");
-  return *it;
+  return std::move(*it);
 }
 
 /// Deepest bracket nesting outside strings. Parsing is iterative, but copying and freeing a
@@ -89,7 +90,7 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
   auto reqIt = doc.find("request");
   if (reqIt == doc.end() || !reqIt->is_object())
     return makeError("request is missing or not an object");
-  const json& req = *reqIt;
+  json& req = *reqIt;
 
   AdmissionRequest out;
   auto uid = stringField(req, "uid", "request", true);

@@ -82,7 +82,8 @@ void WebhookServer::routes() {
   const size_t threads = options_.threads;
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_keep_alive_max_count(100000);
-  http.set_keep_alive_timeout(30);
+  // An idle keep-alive connection holds a worker thread (cpp-httplib 0.11): release it soon.
+  http.set_keep_alive_timeout(5);
   http.set_read_timeout(10);
   http.set_write_timeout(10);
   http.set_tcp_nodelay(true);

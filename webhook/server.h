@@ -22,7 +22,7 @@ struct ServerOptions {
   int port = 8443;  ///< 0 picks a free port
   std::string tlsCert;
   std::string tlsKey;
-  size_t threads = 32;  ///< worker threads; each keep-alive connection holds one while open
+  size_t threads = 64;  ///< worker threads; each open keep-alive connection holds one
   /// How often the certificate files are checked for rotation.
   std::chrono::milliseconds certPollInterval{1000};
 };
