@@ -1,0 +1,768 @@
+#include "webhook/http_server.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <string_view>
+#include <unordered_map>
+
+#include "core/log.h"
+
+namespace stateguard {
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+constexpr size_t kReadChunk = 16 * 1024;
+/// Responses are batched (pipelining) until this much output is waiting.
+constexpr size_t kOutputBatch = 64 * 1024;
+/// After a response that closes the connection, unread input is drained this long (so the
+/// client reads the answer instead of a reset), up to HttpLimits::maxDrainBytes.
+constexpr auto kLingerTime = std::chrono::seconds(2);
+constexpr int kMaxEvents = 128;
+
+char lowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
+
+std::string lowerCase(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = lowerChar(c);
+  return out;
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+int hexValue(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+bool percentDecode(std::string_view in, std::string& out) {
+  out.clear();
+  out.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (in[i] != '%') {
+      out.push_back(in[i]);
+      continue;
+    }
+    if (i + 2 >= in.size()) return false;
+    int hi = hexValue(in[i + 1]), lo = hexValue(in[i + 2]);
+    if (hi < 0 || lo < 0) return false;
+    out.push_back(static_cast<char>(hi * 16 + lo));
+    i += 2;
+  }
+  return true;
+}
+
+bool isToken(std::string_view s) {
+  if (s.empty()) return false;
+  for (char c : s) {
+    if (c <= ' ' || c >= 127 || std::strchr("\"(),/:;<=>?@[\\]{}", c) != nullptr) return false;
+  }
+  return true;
+}
+
+/// True if the comma-separated header value holds `token` (case-insensitive).
+bool hasToken(std::string_view value, std::string_view token) {
+  while (!value.empty()) {
+    size_t comma = value.find(',');
+    std::string_view item = trim(value.substr(0, comma));
+    if (lowerCase(item) == token) return true;
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+enum class Phase {
+  kHandshake,  // TLS handshake in progress
+  kHeaders,    // waiting for (the rest of) a request line and headers
+  kBody,       // reading a body of known length
+  kDrain,      // reading and dropping an oversized body before answering 413
+  kClosing,    // writing the last response
+  kLinger,     // last response written: dropping input until EOF, a limit or a deadline
+};
+
+enum class Wait { kNone, kIdle, kRequest, kWrite };
+
+/// What the server knows about one request while it is being read.
+struct Pending {
+  HttpRequest request;
+  size_t bodyLength = 0;
+  size_t drainLeft = 0;
+  bool keepAlive = true;
+  bool http10 = false;
+};
+
+/// One client connection.
+struct Conn {
+  int fd = -1;
+  SSL* ssl = nullptr;
+  Phase phase = Phase::kHandshake;
+  Wait wait = Wait::kNone;
+  SteadyClock::time_point deadline;
+  std::string in;       // received, not yet consumed
+  size_t scanned = 0;   // bytes of `in` searched for the end of the headers so far
+  std::string out;      // to send
+  size_t outPos = 0;    // bytes of `out` sent
+  size_t lingered = 0;  // bytes dropped while lingering
+  Pending pending;
+};
+
+}  // namespace
+
+std::string HttpRequest::header(const std::string& lowerName) const {
+  for (const auto& [name, value] : headers) {
+    if (name == lowerName) return value;
+  }
+  return "";
+}
+
+const char* httpReason(int code) {
+  switch (code) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Payload Too Large";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
+  }
+}
+
+/// One worker thread's epoll loop and its connections.
+struct HttpServer::Worker {
+  HttpServer& server;
+  int listener;
+  int epoll = -1;
+  std::unordered_map<int, std::unique_ptr<Conn>> conns;
+  char buffer[kReadChunk];
+
+  Worker(HttpServer& s, int l) : server(s), listener(l) {}
+  ~Worker() {
+    for (auto& [fd, c] : conns) release(*c);
+    conns.clear();
+    if (epoll >= 0) ::close(epoll);
+  }
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  static void release(Conn& c) {
+    if (c.ssl != nullptr) SSL_free(c.ssl);
+    c.ssl = nullptr;
+    if (c.fd >= 0) ::close(c.fd);
+    c.fd = -1;
+  }
+
+  void close(int fd) {
+    auto it = conns.find(fd);
+    if (it == conns.end()) return;
+    ::epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nullptr);
+    release(*it->second);
+    conns.erase(it);
+  }
+
+  const HttpLimits& limits() const { return server.limits_; }
+
+  void loop() {
+    epoll = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epoll < 0) {
+      log::error(std::string("epoll_create1 failed: ") + std::strerror(errno));
+      return;
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listener;
+    ::epoll_ctl(epoll, EPOLL_CTL_ADD, listener, &ev);
+    ev.data.fd = server.stopFd_;
+    ::epoll_ctl(epoll, EPOLL_CTL_ADD, server.stopFd_, &ev);
+
+    epoll_event events[kMaxEvents];
+    auto nextSweep = SteadyClock::now() + std::chrono::seconds(1);
+    while (!server.stopping_.load(std::memory_order_relaxed)) {
+      int n = ::epoll_wait(epoll, events, kMaxEvents, 1000);
+      if (n < 0 && errno != EINTR) {
+        log::error(std::string("epoll_wait failed: ") + std::strerror(errno));
+        return;
+      }
+      for (int i = 0; i < n; ++i) {
+        int fd = events[i].data.fd;
+        if (fd == server.stopFd_) return;
+        if (fd == listener) {
+          accept();
+          continue;
+        }
+        auto it = conns.find(fd);
+        if (it != conns.end()) drive(*it->second);
+      }
+      auto now = SteadyClock::now();
+      if (now >= nextSweep) {
+        nextSweep = now + std::chrono::seconds(1);
+        std::vector<int> expired;
+        for (auto& [fd, c] : conns) {
+          if (c->deadline <= now) expired.push_back(fd);
+        }
+        for (int fd : expired) close(fd);
+      }
+    }
+  }
+
+  void accept() {
+    while (true) {
+      int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          log::error(std::string("accept failed: ") + std::strerror(errno));
+        }
+        return;
+      }
+      int one = 1;
+      ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      auto c = std::make_unique<Conn>();
+      c->fd = fd;
+      c->ssl = SSL_new(server.ctx_);
+      if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
+        ERR_clear_error();
+        release(*c);
+        continue;
+      }
+      SSL_set_accept_state(c->ssl);
+      SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      c->deadline = SteadyClock::now() + limits().requestTimeout;
+      epoll_event ev{};
+      ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+      ev.data.fd = fd;
+      if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        release(*c);
+        continue;
+      }
+      Conn& ref = *c;
+      conns.emplace(fd, std::move(c));
+      drive(ref);
+    }
+  }
+
+  /// Runs a connection as far as it goes without blocking. May close (and free) it.
+  void drive(Conn& c) {
+    const int fd = c.fd;
+    if (!step(c)) {
+      close(fd);
+      return;
+    }
+    updateDeadline(c);
+  }
+
+  void updateDeadline(Conn& c) {
+    Wait wait;
+    if (c.phase == Phase::kHandshake || c.phase == Phase::kLinger) return;
+    if (c.outPos < c.out.size()) {
+      wait = Wait::kWrite;
+    } else if (c.phase == Phase::kHeaders && c.in.empty()) {
+      wait = Wait::kIdle;
+    } else {
+      wait = Wait::kRequest;
+    }
+    // A write deadline restarts whenever output moves; the others run from when they began.
+    if (wait == c.wait && wait != Wait::kWrite) return;
+    c.wait = wait;
+    c.deadline =
+        SteadyClock::now() + (wait == Wait::kIdle ? limits().idleTimeout : limits().requestTimeout);
+  }
+
+  /// Returns false when the connection must be closed now.
+  bool step(Conn& c) {
+    if (c.phase == Phase::kHandshake) {
+      ERR_clear_error();
+      int r = SSL_accept(c.ssl);
+      if (r != 1) {
+        int err = SSL_get_error(c.ssl, r);
+        ERR_clear_error();
+        return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
+      }
+      c.phase = Phase::kHeaders;
+    }
+    if (c.phase == Phase::kLinger) return linger(c);
+    while (true) {
+      if (!flush(c)) return false;
+      if (c.outPos < c.out.size()) return true;  // wait for EPOLLOUT
+      if (c.phase == Phase::kClosing) return startLinger(c);
+      bool progressed = false;
+      while (c.phase != Phase::kClosing && c.out.size() < kOutputBatch && process(c)) {
+        progressed = true;
+      }
+      if (progressed) continue;
+      ERR_clear_error();
+      int n = SSL_read(c.ssl, buffer, static_cast<int>(sizeof buffer));
+      if (n > 0) {
+        consume(c, buffer, static_cast<size_t>(n));
+        continue;
+      }
+      int err = SSL_get_error(c.ssl, n);
+      ERR_clear_error();
+      // WANT_WRITE while reading (a TLS 1.3 key update): the EPOLLOUT edge brings us back.
+      return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
+    }
+  }
+
+  void consume(Conn& c, const char* data, size_t n) {
+    if (c.phase == Phase::kDrain) {
+      size_t take = std::min(n, c.pending.drainLeft);
+      c.pending.drainLeft -= take;
+      data += take;
+      n -= take;
+    }
+    c.in.append(data, n);
+  }
+
+  /// Writes pending output; false on a fatal error.
+  bool flush(Conn& c) {
+    while (c.outPos < c.out.size()) {
+      ERR_clear_error();
+      size_t left = std::min(c.out.size() - c.outPos, static_cast<size_t>(INT_MAX));
+      int n = SSL_write(c.ssl, c.out.data() + c.outPos, static_cast<int>(left));
+      if (n > 0) {
+        c.outPos += static_cast<size_t>(n);
+        continue;
+      }
+      int err = SSL_get_error(c.ssl, n);
+      ERR_clear_error();
+      return err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ;
+    }
+    c.out.clear();
+    c.outPos = 0;
+    return true;
+  }
+
+  bool startLinger(Conn& c) {
+    ERR_clear_error();
+    SSL_shutdown(c.ssl);  // close_notify; never waits for the peer's
+    ERR_clear_error();
+    ::shutdown(c.fd, SHUT_WR);
+    c.phase = Phase::kLinger;
+    c.deadline = SteadyClock::now() + kLingerTime;
+    return linger(c);
+  }
+
+  bool linger(Conn& c) {
+    while (true) {
+      ssize_t n = ::recv(c.fd, buffer, sizeof buffer, 0);
+      if (n > 0) {
+        c.lingered += static_cast<size_t>(n);
+        if (c.lingered > limits().maxDrainBytes) return false;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+    }
+  }
+
+  /// Answers with an error and closes the connection after it.
+  void fail(Conn& c, int code, const std::string& message) {
+    HttpResponse res;
+    res.status = code;
+    try {
+      server.onError_(code, message, res);
+    } catch (const std::exception& e) {
+      log::error(std::string("internal error while answering an HTTP error: ") + e.what());
+      res.body = message;
+    }
+    res.close = true;
+    serialize(c, res, /*head=*/false, /*http10=*/false);
+    c.phase = Phase::kClosing;
+    c.in.clear();
+  }
+
+  void serialize(Conn& c, const HttpResponse& res, bool head, bool http10) {
+    std::string& o = c.out;
+    o.reserve(o.size() + 160 + res.body.size());
+    o += "HTTP/1.1 ";
+    o += std::to_string(res.status);
+    o += ' ';
+    o += httpReason(res.status);
+    o += "\r\nContent-Type: ";
+    o += res.contentType;
+    o += "\r\nContent-Length: ";
+    o += std::to_string(res.body.size());
+    o += "\r\n";
+    for (const auto& [name, value] : res.headers) {
+      o += name;
+      o += ": ";
+      o += value;
+      o += "\r\n";
+    }
+    if (res.close) {
+      o += "Connection: close\r\n";
+    } else if (http10) {
+      o += "Connection: keep-alive\r\n";
+    }
+    o += "\r\n";
+    if (!head) o += res.body;
+  }
+
+  /// Moves one step through the buffered input; false when more input is needed.
+  bool process(Conn& c) {
+    switch (c.phase) {
+      case Phase::kHeaders:
+        return readHead(c);
+      case Phase::kBody: {
+        if (c.in.size() < c.pending.bodyLength) return false;
+        c.pending.request.body.assign(c.in, 0, c.pending.bodyLength);
+        c.in.erase(0, c.pending.bodyLength);
+        dispatch(c);
+        return true;
+      }
+      case Phase::kDrain: {
+        size_t take = std::min(c.in.size(), c.pending.drainLeft);
+        c.in.erase(0, take);
+        c.pending.drainLeft -= take;
+        if (c.pending.drainLeft > 0) return false;
+        fail(c, 413,
+             "the body is over the " + std::to_string(limits().maxBodyBytes) + "-byte limit");
+        return true;
+      }
+      default:
+        return false;
+    }
+  }
+
+  bool readHead(Conn& c) {
+    // Empty lines before a request line are allowed (RFC 9112 2.2).
+    size_t lead = 0;
+    while (lead < c.in.size() && (c.in[lead] == '\r' || c.in[lead] == '\n')) ++lead;
+    if (lead > 0) {
+      c.in.erase(0, lead);
+      c.scanned = 0;
+    }
+    if (c.in.empty()) return false;
+    size_t end = std::string::npos, bodyStart = 0;
+    for (size_t i = c.scanned; i < c.in.size(); ++i) {
+      if (c.in[i] != '\n') continue;
+      if (i + 1 < c.in.size() && c.in[i + 1] == '\n') {
+        end = i + 1;
+        bodyStart = i + 2;
+        break;
+      }
+      if (i + 2 < c.in.size() && c.in[i + 1] == '\r' && c.in[i + 2] == '\n') {
+        end = i + 1;
+        bodyStart = i + 3;
+        break;
+      }
+    }
+    if (end == std::string::npos) {
+      c.scanned = c.in.size() >= 2 ? c.in.size() - 2 : 0;
+      if (c.in.size() > limits().maxHeaderBytes) {
+        fail(c, 431,
+             "the request line and headers are over the " +
+                 std::to_string(limits().maxHeaderBytes) + "-byte limit");
+        return true;
+      }
+      return false;
+    }
+    c.scanned = 0;
+    if (end > limits().maxHeaderBytes) {
+      fail(c, 431,
+           "the request line and headers are over the " + std::to_string(limits().maxHeaderBytes) +
+               "-byte limit");
+      return true;
+    }
+    c.pending = Pending{};
+    int code = 400;
+    std::string error;
+    if (!parseHead(std::string_view(c.in).substr(0, end), c.pending, code, error)) {
+      fail(c, code, error);
+      return true;
+    }
+    c.in.erase(0, bodyStart);
+    return startBody(c);
+  }
+
+  /// Decides how the body is read once the headers are in. Always makes progress.
+  bool startBody(Conn& c) {
+    Pending& p = c.pending;
+    const HttpRequest& req = p.request;
+    bool hasLength = false, hasEncoding = false;
+    std::string length;
+    for (const auto& [name, value] : req.headers) {
+      if (name == "content-length") {
+        if (hasLength && value != length) {
+          fail(c, 400, "conflicting Content-Length headers");
+          return true;
+        }
+        hasLength = true;
+        length = value;
+      } else if (name == "transfer-encoding") {
+        hasEncoding = true;
+      }
+    }
+    if (hasEncoding) {
+      fail(c, 411,
+           "Transfer-Encoding is not supported; send the body with a Content-Length "
+           "(at most " +
+               std::to_string(limits().maxBodyBytes) + " bytes)");
+      return true;
+    }
+    if (!hasLength) {
+      if (req.method == "POST") {
+        fail(c, 411, "POST needs a Content-Length");
+        return true;
+      }
+      p.bodyLength = 0;
+    } else {
+      if (length.empty() || length.size() > 18 ||
+          length.find_first_not_of("0123456789") != std::string::npos) {
+        fail(c, 400, "Content-Length " + length + " is not a number");
+        return true;
+      }
+      size_t n = std::stoull(length);
+      if (n > limits().maxDrainBytes) {
+        fail(c, 413,
+             "Content-Length " + length + " is over the " + std::to_string(limits().maxBodyBytes) +
+                 "-byte limit");
+        return true;
+      }
+      if (n > limits().maxBodyBytes) {
+        p.drainLeft = n;
+        c.phase = Phase::kDrain;
+        return true;
+      }
+      p.bodyLength = n;
+    }
+    if (p.bodyLength > c.in.size() && lowerCase(req.header("expect")) == "100-continue") {
+      c.out += "HTTP/1.1 100 Continue\r\n\r\n";
+    }
+    c.phase = Phase::kBody;
+    return true;
+  }
+
+  static bool parseHead(std::string_view head, Pending& p, int& code, std::string& error) {
+    HttpRequest& req = p.request;
+    size_t eol = head.find('\n');
+    std::string_view line = head.substr(0, eol);
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    size_t sp1 = line.find(' ');
+    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
+      error = "malformed request line";
+      return false;
+    }
+    std::string_view method = line.substr(0, sp1);
+    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
+    std::string_view version = line.substr(sp2 + 1);
+    if (!isToken(method)) {
+      error = "malformed request line";
+      return false;
+    }
+    if (method != "GET" && method != "POST" && method != "PUT" && method != "DELETE" &&
+        method != "PATCH" && method != "HEAD") {
+      code = 501;
+      error = "method " + std::string(method) + " is not supported";
+      return false;
+    }
+    if (version == "HTTP/1.0") {
+      p.http10 = true;
+      p.keepAlive = false;
+    } else if (version != "HTTP/1.1") {
+      code = version.substr(0, 5) == "HTTP/" ? 505 : 400;
+      error = code == 505 ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed request line";
+      return false;
+    }
+    if (target.empty() || target.front() != '/') {
+      error = "the request target must be an absolute path";
+      return false;
+    }
+    req.method = std::string(method);
+    size_t q = target.find('?');
+    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+    if (!percentDecode(target.substr(0, q), req.path)) {
+      error = "malformed percent-encoding in the request path";
+      return false;
+    }
+    while (eol != std::string_view::npos && eol + 1 < head.size()) {
+      size_t start = eol + 1;
+      eol = head.find('\n', start);
+      line =
+          head.substr(start, eol == std::string_view::npos ? std::string_view::npos : eol - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      if (line.empty()) break;
+      size_t colon = line.find(':');
+      if (colon == std::string_view::npos || !isToken(line.substr(0, colon))) {
+        error = "malformed header line";
+        return false;
+      }
+      std::string name = lowerCase(line.substr(0, colon));
+      std::string_view value = trim(line.substr(colon + 1));
+      if (name == "connection") {
+        if (hasToken(value, "close")) p.keepAlive = false;
+        if (p.http10 && hasToken(value, "keep-alive")) p.keepAlive = true;
+      }
+      req.headers.emplace_back(std::move(name), std::string(value));
+    }
+    return true;
+  }
+
+  void dispatch(Conn& c) {
+    Pending& p = c.pending;
+    HttpResponse res;
+    try {
+      server.handler_(p.request, res);
+    } catch (const std::exception& e) {
+      fail(c, 500, std::string("internal error while handling a request: ") + e.what());
+      log::error(std::string("internal error while handling a request: ") + e.what());
+      return;
+    } catch (...) {
+      log::error("internal error while handling a request: unknown exception");
+      fail(c, 500, "internal error while handling a request");
+      return;
+    }
+    if (!p.keepAlive) res.close = true;
+    serialize(c, res, p.request.method == "HEAD", p.http10);
+    if (res.close) {
+      c.phase = Phase::kClosing;
+      c.in.clear();
+    } else {
+      c.phase = Phase::kHeaders;
+      c.wait = Wait::kNone;  // the next request's clock starts now
+    }
+    c.pending = Pending{};
+  }
+};
+
+HttpServer::HttpServer(SSL_CTX* ctx, Handler handler, ErrorHandler onError, size_t threads,
+                       HttpLimits limits)
+    : ctx_(ctx),
+      handler_(std::move(handler)),
+      onError_(std::move(onError)),
+      threads_(std::max<size_t>(threads, 1)),
+      limits_(limits) {
+  stopFd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+HttpServer::~HttpServer() {
+  stop();
+  for (int fd : listeners_) ::close(fd);
+  if (stopFd_ >= 0) ::close(stopFd_);
+}
+
+Result<int> HttpServer::listen(const std::string& host, int port) {
+  if (stopFd_ < 0) return makeError(std::string("eventfd failed: ") + std::strerror(errno));
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  const std::string where = host + ":" + std::to_string(port);
+  if (int rc = ::getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found); rc != 0) {
+    return makeError("cannot resolve " + host + ": " + gai_strerror(rc));
+  }
+  std::unique_ptr<addrinfo, decltype(&::freeaddrinfo)> guard(found, &::freeaddrinfo);
+  int bound = port;
+  // Every worker gets its own socket on the same port (SO_REUSEPORT): the kernel spreads new
+  // connections over them, and no lock or hand-off sits between accept and the worker.
+  for (size_t i = 0; i < threads_; ++i) {
+    int fd = ::socket(found->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return makeError(std::string("socket failed: ") + std::strerror(errno));
+    listeners_.push_back(fd);
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    sockaddr_storage addr{};
+    std::memcpy(&addr, found->ai_addr, found->ai_addrlen);
+    if (i > 0) {  // the port the first socket got (port 0 = the kernel's pick)
+      if (addr.ss_family == AF_INET6) {
+        reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port = htons(static_cast<uint16_t>(bound));
+      } else {
+        reinterpret_cast<sockaddr_in*>(&addr)->sin_port = htons(static_cast<uint16_t>(bound));
+      }
+    }
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), found->ai_addrlen) != 0 ||
+        ::listen(fd, 1024) != 0) {
+      std::string reason = std::strerror(errno);
+      for (int l : listeners_) ::close(l);
+      listeners_.clear();
+      return makeError("cannot listen on " + where + ": " + reason +
+                       " (in use, or not an address of this machine?)");
+    }
+    if (i == 0) {
+      sockaddr_storage got{};
+      socklen_t len = sizeof got;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&got), &len);
+      bound = ntohs(got.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&got)->sin6_port
+                                              : reinterpret_cast<sockaddr_in*>(&got)->sin_port);
+    }
+  }
+  return bound;
+}
+
+void HttpServer::serve(size_t index) {
+  try {
+    Worker worker(*this, listeners_[index]);
+    worker.loop();
+  } catch (const std::exception& e) {
+    log::error(std::string("internal error: HTTP worker stopped: ") + e.what());
+  } catch (...) {
+    log::error("internal error: HTTP worker stopped");
+  }
+}
+
+void HttpServer::run() {
+  if (listeners_.empty() || stopping_.load()) return;
+  std::vector<std::thread> workers;
+  workers.reserve(listeners_.size());
+  for (size_t i = 0; i < listeners_.size(); ++i) workers.emplace_back([this, i] { serve(i); });
+  for (auto& t : workers) t.join();
+}
+
+void HttpServer::stop() {
+  if (stopping_.exchange(true)) return;
+  if (stopFd_ >= 0) {
+    uint64_t one = 1;
+    ssize_t ignored = ::write(stopFd_, &one, sizeof one);
+    (void)ignored;
+  }
+}
+
+}  // namespace stateguard

@@ -1,0 +1,88 @@
+#pragma once
+// A small event-driven HTTP/1.1-over-TLS server: a few worker threads, each with its own epoll
+// and its own SO_REUSEPORT listening socket, non-blocking OpenSSL, a hand-written and strictly
+// bounded request parser, keep-alive and pipelining, and handlers run inline on the worker.
+
+#include <openssl/ssl.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "core/result.h"
+
+namespace stateguard {
+
+/// One parsed request, as handed to the handler.
+struct HttpRequest {
+  std::string method;  ///< GET, POST, PUT, DELETE, PATCH or HEAD
+  std::string path;    ///< percent-decoded, without the query string
+  std::string query;   ///< after '?', raw
+  std::string body;    ///< at most HttpLimits::maxBodyBytes
+  std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased
+  /// The value of a header (name in lower case), or "" if absent.
+  std::string header(const std::string& lowerName) const;
+};
+
+/// The answer a handler fills in; sent as one buffer (headers and body in one SSL_write).
+struct HttpResponse {
+  int status = 200;
+  std::string contentType = "text/plain";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers
+  bool close = false;                                        ///< close the connection after it
+};
+
+/// Size and time bounds of the server.
+struct HttpLimits {
+  size_t maxHeaderBytes = 16 * 1024;                ///< request line + headers, else 431
+  size_t maxBodyBytes = 3 * 1024 * 1024;            ///< larger bodies get 413
+  size_t maxDrainBytes = 16 * 1024 * 1024;          ///< bodies up to this are read before the 413
+  std::chrono::milliseconds idleTimeout{30000};     ///< keep-alive connection with no request
+  std::chrono::milliseconds requestTimeout{10000};  ///< handshake, partial request, stalled write
+};
+
+/// Event-driven HTTPS/1.1 server: N epoll workers, each accepting on its own SO_REUSEPORT socket.
+class HttpServer {
+ public:
+  using Handler = std::function<void(const HttpRequest&, HttpResponse&)>;
+  /// Fills in the answer to a request refused by the HTTP layer (400, 411, 413, 431, 500).
+  using ErrorHandler = std::function<void(int code, const std::string& message, HttpResponse&)>;
+
+  /// `ctx` stays owned by the caller and must outlive the server.
+  HttpServer(SSL_CTX* ctx, Handler handler, ErrorHandler onError, size_t threads,
+             HttpLimits limits = {});
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  /// Creates the listening sockets (one per worker); port 0 picks a free port. Returns the port.
+  Result<int> listen(const std::string& host, int port);
+  /// Serves on the worker threads until stop(); returns once they have all ended.
+  void run();
+  /// Stops accepting, closes every connection and makes run() return. Thread-safe, idempotent.
+  void stop();
+
+ private:
+  struct Worker;
+  void serve(size_t index);
+
+  SSL_CTX* ctx_;
+  Handler handler_;
+  ErrorHandler onError_;
+  size_t threads_;
+  HttpLimits limits_;
+  std::vector<int> listeners_;
+  int stopFd_ = -1;  // eventfd: readable once stop() was called
+  std::atomic<bool> stopping_{false};
+};
+
+/// Standard reason phrase for a status code ("OK", "Not Found", ...).
+const char* httpReason(int code);
+
+}  // namespace stateguard
