@@ -26,12 +26,6 @@ struct CertifiedKey {
 
 namespace {
 
-thread_local int tCurrentFd = -1;
-
-void onInfo(const SSL* ssl, int where, int /*ret*/) {
-  if ((where & SSL_CB_HANDSHAKE_START) != 0) tCurrentFd = SSL_get_fd(ssl);
-}
-
 std::string opensslError() {
   unsigned long e = ERR_get_error();
   if (e == 0) return "no details from OpenSSL";
@@ -138,11 +132,8 @@ int CertificateReloader::onHandshake(SSL* ssl, void* arg) {
   return 1;
 }
 
-int currentTlsConnectionFd() { return tCurrentFd; }
-
 void CertificateReloader::install(SSL_CTX* ctx) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-  SSL_CTX_set_info_callback(ctx, &onInfo);
   SSL_CTX_set_cert_cb(ctx, &CertificateReloader::onHandshake, this);
 }
 

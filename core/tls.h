@@ -55,8 +55,4 @@ class CertificateReloader {
   std::unique_ptr<Poller> poller_;  // last member: stops before the rest goes
 };
 
-/// The socket of the TLS connection this thread is serving (set at each handshake; cpp-httplib
-/// serves a connection on one worker thread from handshake to close), or -1.
-int currentTlsConnectionFd();
-
 }  // namespace stateguard

@@ -1,10 +1,10 @@
 #pragma once
 // The HTTPS admission server: POST /validate, /healthz, /readyz, /metrics.
 
-#include <httplib.h>
-
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/audit.h"
 #include "core/cluster_state.h"
@@ -13,6 +13,7 @@
 #include "core/policy.h"
 #include "core/tls.h"
 #include "webhook/engine.h"
+#include "webhook/http_server.h"
 
 namespace stateguard {
 
@@ -22,9 +23,12 @@ struct ServerOptions {
   int port = 8443;  ///< 0 picks a free port
   std::string tlsCert;
   std::string tlsKey;
-  size_t threads = 64;  ///< worker threads; each open keep-alive connection holds one
+  /// Worker threads (each an epoll loop serving any number of connections).
+  size_t threads = defaultThreads();
   /// How often the certificate files are checked for rotation.
   std::chrono::milliseconds certPollInterval{1000};
+  /// The number of CPUs (at least 1).
+  static size_t defaultThreads();
 };
 
 /// Parts the server reads; all outlive it.
@@ -58,12 +62,23 @@ class WebhookServer {
  private:
   WebhookServer(const ServerOptions& options, ServerDeps deps)
       : options_(options), deps_(std::move(deps)) {}
+  /// One entry of the routing table.
+  struct Route {
+    std::string path;
+    std::string method;
+    std::function<void(const HttpRequest&, HttpResponse&)> handler;
+  };
   void routes();
+  void route(const HttpRequest& req, HttpResponse& res);
+  /// The Status answer to a request the HTTP layer refused.
+  void refuse(int code, const std::string& message, HttpResponse& res);
 
   ServerOptions options_;
   ServerDeps deps_;
   std::unique_ptr<CertificateReloader> certs_;
-  std::unique_ptr<httplib::SSLServer> http_;
+  std::vector<Route> routes_;
+  SSL_CTX* ctx_ = nullptr;
+  std::unique_ptr<HttpServer> http_;
 };
 
 /// A Kubernetes-style Status body for HTTP errors.
