@@ -528,6 +528,48 @@ TEST_F(BadInputTest, BodyWithoutLengthIsRefusedWithoutBufferingIt) {
   expectGoodDecision("after the body without a length");
 }
 
+// A request line or header line that never ends must not be buffered either: the server may
+// hold at most its 16 KiB header limit, answer 431 (or just close), and forget the rest.
+TEST_F(BadInputTest, LineWithoutNewlineIsRefusedWithoutBufferingIt) {
+  expectGoodDecision("to warm up");
+  for (const auto& [name, start] :
+       {std::pair{"header line", "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Endless: "},
+        std::pair{"request line", "GET /"}}) {
+    SCOPED_TRACE(name);
+    const long before = peakRssKib(server_->pid());
+    ASSERT_GT(before, 0);
+    std::string error;
+    auto conn = RawTls::connect(port_, tls_->caCertPath, 0, 0, error);
+    ASSERT_NE(conn, nullptr) << error;
+    auto started = SteadyClock::now();
+    bool wroteAll = conn->write(start);
+    const std::string chunk(64 * 1024, 'a');
+    for (size_t sent = 0; wroteAll && sent < kStreamedBytes; sent += chunk.size()) {
+      wroteAll = conn->write(chunk);
+    }
+    conn->shutdownWrite();
+    const std::string answer = conn->readResponse();
+    conn->close();
+    EXPECT_LT(secondsSince(started), std::chrono::duration<double>(kPrompt).count());
+    if (!answer.empty()) {  // refusing early by closing the connection is fine too
+      EXPECT_EQ(answer.rfind("HTTP/1.1 431 ", 0), 0u) << answer.substr(0, 400);
+      json status = json::parse(answer.substr(answer.find("\r\n\r\n") + 4), nullptr, false);
+      ASSERT_FALSE(status.is_discarded()) << answer.substr(0, 400);
+      EXPECT_EQ(status.value("kind", ""), "Status");
+      EXPECT_EQ(status.value("code", 0), 431);
+      EXPECT_NE(status.value("message", "").find("16384-byte limit"), std::string::npos)
+          << answer.substr(0, 400);
+    }
+    const long growth = peakRssKib(server_->pid()) - before;
+    EXPECT_LT(growth, kMaxGrowthKib)
+        << "the server's peak memory grew by " << growth / 1024 << " MiB for a "
+        << kStreamedBytes / (1024 * 1024) << " MiB " << name
+        << " without a newline (answer: " << answer.substr(0, 300) << ")";
+  }
+  expectGoodDecision("after the endless lines");
+  EXPECT_EQ(auditRecords().size(), 2u) << readText(auditPath_);
+}
+
 // Nesting is cheap to send (two bytes a level) and, handled recursively, exhausts a worker
 // thread's stack. Refusing it (400) or judging it (200) are both fine; dying is not.
 TEST_F(BadInputTest, DeeplyNestedReviewDoesNotCrashTheServer) {
