@@ -32,7 +32,8 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --kubeconfig FILE      list+watch the cluster named by this kubeconfig
   --in-cluster           list+watch using the pod's service account
   --no-events            with a live source: do not post Kubernetes Events for denials
-  --threads N            worker threads (default 64); each open connection holds one
+  --threads N            worker threads (default: the number of CPUs); each runs an event
+                         loop serving any number of connections
 )";
 
 int fail(const std::string& message) {
