@@ -236,7 +236,13 @@ struct HttpServer::Worker {
           continue;
         }
         auto it = conns.find(fd);
-        if (it != conns.end()) drive(*it->second);
+        if (it == conns.end()) continue;
+        try {
+          drive(*it->second);
+        } catch (const std::exception& e) {  // e.g. bad_alloc: lose this connection only
+          log::error(std::string("internal error on a connection, closing it: ") + e.what());
+          close(fd);
+        }
       }
       auto now = SteadyClock::now();
       if (now >= nextSweep) {
@@ -306,8 +312,8 @@ struct HttpServer::Worker {
     } else {
       wait = Wait::kRequest;
     }
-    // A write deadline restarts whenever output moves; the others run from when they began.
-    if (wait == c.wait && wait != Wait::kWrite) return;
+    // Deadlines run from when the wait began (a write deadline restarts when output moves).
+    if (wait == c.wait) return;
     c.wait = wait;
     c.deadline =
         SteadyClock::now() + (wait == Wait::kIdle ? limits().idleTimeout : limits().requestTimeout);
@@ -366,6 +372,7 @@ struct HttpServer::Worker {
       int n = SSL_write(c.ssl, c.out.data() + c.outPos, static_cast<int>(left));
       if (n > 0) {
         c.outPos += static_cast<size_t>(n);
+        c.wait = Wait::kNone;  // output moved: a stalled-write deadline starts again
         continue;
       }
       int err = SSL_get_error(c.ssl, n);
