@@ -570,6 +570,29 @@ TEST_F(BadInputTest, LineWithoutNewlineIsRefusedWithoutBufferingIt) {
   EXPECT_EQ(auditRecords().size(), 2u) << readText(auditPath_);
 }
 
+TEST_F(BadInputTest, PipelinedRequestsAreAnsweredInOrder) {
+  std::string error;
+  auto conn = RawTls::connect(port_, tls_->caCertPath, 0, 0, error);
+  ASSERT_NE(conn, nullptr) << error;
+  const std::string review = "POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " +
+                             std::to_string(goodReview_.size()) + "\r\n\r\n" + goodReview_;
+  ASSERT_TRUE(
+      conn->write("GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + review +
+                  "GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" + review +
+                  "HEAD /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+  const std::string answers = conn->readAll();
+  static const std::regex kStatusLine(R"(HTTP/1\.1 (\d+) )");
+  std::vector<std::string> codes;
+  for (std::sregex_iterator it(answers.begin(), answers.end(), kStatusLine), end; it != end; ++it) {
+    codes.push_back((*it)[1].str());
+  }
+  EXPECT_EQ(codes, (std::vector<std::string>{"200", "200", "404", "200", "200"})) << answers;
+  EXPECT_NE(answers.find(kGoodUid), std::string::npos);
+  // The HEAD answer has the GET answer's length but no body: the stream ends with its headers.
+  EXPECT_EQ(answers.size() - answers.rfind("\r\n\r\n"), 4u) << answers;
+  EXPECT_EQ(auditRecords().size(), 2u) << readText(auditPath_);
+}
+
 // Nesting is cheap to send (two bytes a level) and, handled recursively, exhausts a worker
 // thread's stack. Refusing it (400) or judging it (200) are both fine; dying is not.
 TEST_F(BadInputTest, DeeplyNestedReviewDoesNotCrashTheServer) {
