@@ -33,6 +33,8 @@ constexpr size_t kOutputBatch = 64 * 1024;
 /// client reads the answer instead of a reset), up to HttpLimits::maxDrainBytes.
 constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr int kMaxEvents = 128;
+/// Buffers larger than this are given back once they are no longer needed.
+constexpr size_t kKeepCapacity = 64 * 1024;
 
 char lowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -381,6 +383,7 @@ struct HttpServer::Worker {
     }
     c.out.clear();
     c.outPos = 0;
+    if (c.out.capacity() > kKeepCapacity) std::string().swap(c.out);
     return true;
   }
 
@@ -675,6 +678,8 @@ struct HttpServer::Worker {
       c.wait = Wait::kNone;  // the next request's clock starts now
     }
     c.pending = Pending{};
+    // An idle keep-alive connection must not keep a multi-megabyte buffer of its last body.
+    if (c.in.capacity() > kKeepCapacity) std::string(c.in).swap(c.in);
   }
 };
 
