@@ -12,6 +12,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "core/k8s.h"
 #include "core/timeutil.h"
 
 namespace stateguard::cli {
@@ -65,22 +66,17 @@ Result<std::string> readMaybeGzip(const std::string& path) {
   return out;
 }
 
-std::string text(const json& record, const char* key) {
-  auto it = record.find(key);
-  return it != record.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
 bool flag(const json& record, const char* key) {
   auto it = record.find(key);
   return it != record.end() && it->is_boolean() && it->get<bool>();
 }
 
 bool mentionsRule(const json& record, const std::string& rule) {
-  if (text(record, "rule") == rule) return true;
+  if (k8s::str(record, "/rule") == rule) return true;
   const auto it = record.find("rules");
   if (it == record.end() || !it->is_array()) return false;
   return std::any_of(it->begin(), it->end(),
-                     [&](const json& r) { return r.is_object() && text(r, "rule") == rule; });
+                     [&](const json& r) { return r.is_object() && k8s::str(r, "/rule") == rule; });
 }
 
 void printCounts(const char* title, const std::map<std::string, size_t>& counts) {
@@ -145,8 +141,8 @@ int runAudit(int argc, char** argv) {
       if (line.empty()) continue;
       json record = json::parse(line, nullptr, false);
       std::optional<Clock::time_point> when;
-      if (record.is_object()) when = parseRfc3339(text(record, "time"));
-      if (!record.is_object() || !when || text(record, "verdict").empty()) {
+      if (record.is_object()) when = parseRfc3339(k8s::str(record, "/time"));
+      if (!record.is_object() || !when || k8s::str(record, "/verdict").empty()) {
         ++badCount;
         if (badLines.size() < 5) {
           badLines.push_back((path == "-" ? "stdin" : path) + ":" + std::to_string(lineNo) + ": " +
@@ -157,24 +153,24 @@ int runAudit(int argc, char** argv) {
       ++total;
       if (since && *when < *since) continue;
       if (f.has("rule") && !mentionsRule(record, f.get("rule"))) continue;
-      if (f.has("user") && text(record, "user") != f.get("user")) continue;
-      if (!verdict.empty() && text(record, "verdict") != verdict) continue;
+      if (f.has("user") && k8s::str(record, "/user") != f.get("user")) continue;
+      if (!verdict.empty() && k8s::str(record, "/verdict") != verdict) continue;
       ++matched;
-      ++byRule[text(record, "rule")];
-      ++byVerdict[text(record, "verdict")];
-      ++byUser[text(record, "user")];
-      if (text(record, "verdict") == "break-glass" || flag(record, "breakGlass")) {
-        breakGlass.push_back(
-            {{"time", text(record, "time")},
-             {"user", text(record, "user")},
-             {"operation", text(record, "operation")},
-             {"object",
-              text(record, "kind") + " " +
-                  (text(record, "namespace").empty() ? "" : text(record, "namespace") + "/") +
-                  text(record, "name")},
-             {"rule", text(record, "rule")},
-             {"reason", text(record, "breakGlassReason")},
-             {"dryRun", flag(record, "dryRun")}});
+      ++byRule[k8s::str(record, "/rule")];
+      ++byVerdict[k8s::str(record, "/verdict")];
+      ++byUser[k8s::str(record, "/user")];
+      if (k8s::str(record, "/verdict") == "break-glass" || flag(record, "breakGlass")) {
+        breakGlass.push_back({{"time", k8s::str(record, "/time")},
+                              {"user", k8s::str(record, "/user")},
+                              {"operation", k8s::str(record, "/operation")},
+                              {"object", k8s::str(record, "/kind") + " " +
+                                             (k8s::str(record, "/namespace").empty()
+                                                  ? ""
+                                                  : k8s::str(record, "/namespace") + "/") +
+                                             k8s::str(record, "/name")},
+                              {"rule", k8s::str(record, "/rule")},
+                              {"reason", k8s::str(record, "/breakGlassReason")},
+                              {"dryRun", flag(record, "dryRun")}});
       }
       if (format == "json") records.push_back(std::move(record));
     }

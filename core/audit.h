@@ -26,7 +26,4 @@ class AuditLog {
   bool owned_;
 };
 
-/// Current time as RFC 3339 UTC with milliseconds ("2026-11-21T13:04:05.123Z").
-std::string nowRfc3339();
-
 }  // namespace stateguard

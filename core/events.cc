@@ -1,8 +1,8 @@
 #include "core/events.h"
 
-#include "core/audit.h"
 #include "core/k8s.h"
 #include "core/log.h"
+#include "core/timeutil.h"
 
 namespace stateguard {
 

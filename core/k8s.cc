@@ -1,8 +1,5 @@
 #include "core/k8s.h"
 
-#include <cmath>
-#include <cstdlib>
-
 namespace stateguard::k8s {
 namespace {
 const json kNull = nullptr;
@@ -68,34 +65,6 @@ std::vector<std::string> finalizers(const json& obj) {
     if (v.is_string()) out.push_back(v.get<std::string>());
   }
   return out;
-}
-
-std::optional<double> parseQuantity(const std::string& q) {
-  if (q.empty()) return std::nullopt;
-  char* end = nullptr;
-  double number = std::strtod(q.c_str(), &end);
-  if (end == q.c_str()) return std::nullopt;
-  std::string suffix(end);
-  static const std::pair<const char*, double> kSuffixes[] = {
-      {"", 1.0},
-      {"Ki", 1024.0},
-      {"Mi", 1048576.0},
-      {"Gi", 1073741824.0},
-      {"Ti", 1099511627776.0},
-      {"Pi", 1125899906842624.0},
-      {"Ei", 1152921504606846976.0},
-      {"k", 1e3},
-      {"M", 1e6},
-      {"G", 1e9},
-      {"T", 1e12},
-      {"P", 1e15},
-      {"E", 1e18},
-      {"m", 1e-3},
-  };
-  for (const auto& [s, mult] : kSuffixes) {
-    if (suffix == s) return number * mult;
-  }
-  return std::nullopt;
 }
 
 std::string pvReclaimPolicy(const json& pv) {

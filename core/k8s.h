@@ -26,9 +26,6 @@ std::string str(const json& obj, const char* pointer);
 /// Value at a JSON pointer, nullptr json when absent.
 const json& at(const json& obj, const char* pointer);
 
-/// Parses a Kubernetes quantity ("10Gi", "500M", "1.5Ti", "1e3") to bytes; nullopt if invalid.
-std::optional<double> parseQuantity(const std::string& q);
-
 /// PV facts the rules share.
 std::string pvReclaimPolicy(const json& pv);  ///< "Delete" when unset (dynamic default)
 std::string pvPhase(const json& pv);

@@ -51,6 +51,17 @@ std::optional<Clock::time_point> parseRfc3339(const std::string& text) {
   return Clock::from_time_t(t - offsetSeconds);
 }
 
+std::string nowRfc3339() {
+  const auto now = Clock::now();
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::string out = formatRfc3339(now);
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03dZ", static_cast<int>(ms));
+  out.replace(out.size() - 1, 1, frac);
+  return out;
+}
+
 std::string formatRfc3339(Clock::time_point t) {
   std::time_t tt = Clock::to_time_t(t);
   std::tm tm{};

@@ -11,6 +11,8 @@ using Clock = std::chrono::system_clock;
 
 /// Parses "2026-11-21T15:04:05Z", with optional fractional seconds and a "+hh:mm" offset.
 std::optional<Clock::time_point> parseRfc3339(const std::string& text);
+/// Current time as RFC 3339 UTC with milliseconds ("2026-11-21T13:04:05.123Z").
+std::string nowRfc3339();
 /// Formats as "2026-11-21T15:04:05Z".
 std::string formatRfc3339(Clock::time_point t);
 /// Parses "90s", "30m", "12h", "7d"; nullopt for anything else.

@@ -1,6 +1,6 @@
 #include "webhook/engine.h"
 
-#include "core/audit.h"
+#include "core/timeutil.h"
 #include "webhook/break_glass.h"
 
 namespace stateguard {

@@ -105,14 +105,19 @@ size_t ServerOptions::defaultThreads() {
   return std::max<size_t>(std::thread::hardware_concurrency(), 1);
 }
 
+std::pair<int, std::string> rejectedReview(size_t bodySize, const std::string& decodeError) {
+  const int code = bodySize > kMaxReviewBytes ? 413 : 400;
+  return {code, statusBody(code, code == 413 ? "RequestEntityTooLarge" : "BadRequest",
+                           "stateguard could not read the AdmissionReview: " + decodeError)};
+}
+
 std::pair<int, std::string> WebhookServer::handleReview(const std::string& body) {
   auto started = std::chrono::steady_clock::now();
   auto request = decodeReview(body);
   if (!request.ok()) {
-    int code = body.size() > kMaxReviewBytes ? 413 : 400;
-    deps_.metrics->countRejected(code);
-    return {code, statusBody(code, code == 413 ? "RequestEntityTooLarge" : "BadRequest",
-                             "stateguard could not read the AdmissionReview: " + request.error())};
+    auto answer = rejectedReview(body.size(), request.error());
+    deps_.metrics->countRejected(answer.first);
+    return answer;
   }
   PolicyPtr policy = deps_.policy->current();
   Decision decision = deps_.engine->review(request.value(), *deps_.state, *policy, Clock::now());

@@ -55,8 +55,7 @@ class WebhookServer {
   void stop();
   CertificateReloader& certificates() { return *certs_; }
 
-  /// The response body for one AdmissionReview body (also used by tests and the bench): status
-  /// 200 with a review, or 4xx with a Status naming what is wrong.
+  /// The response for one AdmissionReview body: 200 with a review, or rejectedReview()'s 4xx.
   std::pair<int, std::string> handleReview(const std::string& body);
 
  private:
@@ -80,6 +79,10 @@ class WebhookServer {
   SSL_CTX* ctx_ = nullptr;
   std::unique_ptr<HttpServer> http_;
 };
+
+/// The answer to a body decodeReview() refused: 413 when it is over the size limit, else 400,
+/// with a Status naming what is wrong.
+std::pair<int, std::string> rejectedReview(size_t bodySize, const std::string& decodeError);
 
 /// A Kubernetes-style Status body for HTTP errors.
 std::string statusBody(int code, const std::string& reason, const std::string& message);

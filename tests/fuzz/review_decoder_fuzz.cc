@@ -3,7 +3,7 @@
 // encoded, so the rules are fuzzed along with the decoder.
 //
 // Invariants checked besides "no crash, leak or sanitizer report":
-//  - a rejected body gets a Status response as WebhookServer::handleReview builds it (the
+//  - a rejected body gets a Status response as rejectedReview() builds it (the
 //    error text must serialise, whatever bytes the body held);
 //  - a body over kMaxReviewBytes never decodes;
 //  - a decoded request has a non-empty uid and a known operation;
@@ -94,11 +94,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto request = decodeReview(body);
   if (!request.ok()) {
     check(!request.error().empty(), "a decode error without a message");
-    // Exactly what the server answers (server.cc, handleReview).
-    const int code = size > kMaxReviewBytes ? 413 : 400;
-    const std::string status =
-        statusBody(code, code == 413 ? "RequestEntityTooLarge" : "BadRequest",
-                   "stateguard could not read the AdmissionReview: " + request.error());
+    // What the server answers (the same function).
+    const auto [code, status] = rejectedReview(size, request.error());
+    check(code == 400 || code == 413, "a refused review answered neither 400 nor 413");
     check(!status.empty(), "empty Status body");
     return 0;
   }

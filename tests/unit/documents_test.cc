@@ -87,13 +87,5 @@ TEST(ClusterStateFile, KeepsWatchedKindsAndRejectsNamelessObjects) {
   EXPECT_NE(bad.error().find("has no kind or metadata.name"), std::string::npos);
 }
 
-TEST(Quantity, BinaryAndDecimalSuffixes) {
-  EXPECT_DOUBLE_EQ(*k8s::parseQuantity("10Gi"), 10.0 * 1073741824.0);
-  EXPECT_DOUBLE_EQ(*k8s::parseQuantity("500M"), 5e8);
-  EXPECT_DOUBLE_EQ(*k8s::parseQuantity("1.5Ki"), 1536.0);
-  EXPECT_FALSE(k8s::parseQuantity("ten"));
-  EXPECT_FALSE(k8s::parseQuantity("10Gb"));
-}
-
 }  // namespace
 }  // namespace stateguard

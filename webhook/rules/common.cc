@@ -4,6 +4,11 @@
 
 namespace stateguard::rules {
 
+long replicas(const json& obj) {
+  const json& r = k8s::at(obj, "/spec/replicas");
+  return r.is_number_integer() ? r.get<long>() : 1;
+}
+
 bool claimBound(const json& pvc) {
   return k8s::str(pvc, "/status/phase") == "Bound" || !k8s::str(pvc, "/spec/volumeName").empty();
 }

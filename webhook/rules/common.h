@@ -40,6 +40,9 @@ std::vector<ObjectPtr> statefulSetClaims(const ClusterState& state, const std::s
                                          const std::string& name,
                                          const std::vector<std::string>& templates);
 
+/// spec.replicas of a StatefulSet or Scale (the API default, 1, when unset).
+long replicas(const json& obj);
+
 /// True when the claim is Bound (status.phase, or spec.volumeName set).
 bool claimBound(const json& pvc);
 /// "10Gi" from status.capacity or spec.resources.requests, or "unknown size".

@@ -18,11 +18,6 @@ std::string retention(const json& sts, const char* field) {
   return v.empty() ? "Retain" : v;
 }
 
-long replicas(const json& obj) {
-  const json& r = k8s::at(obj, "/spec/replicas");
-  return r.is_number_integer() ? r.get<long>() : 1;  // the API default is 1
-}
-
 std::vector<std::string> describeClaims(const std::vector<ObjectPtr>& claims) {
   std::vector<std::string> out;
   for (const auto& c : claims) out.push_back(k8s::name(*c) + " (" + claimSize(*c) + ")");

@@ -12,11 +12,6 @@
 namespace stateguard::rules {
 namespace {
 
-long replicas(const json& obj) {
-  const json& r = k8s::at(obj, "/spec/replicas");
-  return r.is_number_integer() ? r.get<long>() : 1;
-}
-
 bool labelsMatch(const json& obj, const json& matchLabels) {
   if (!matchLabels.is_object() || matchLabels.empty()) return false;
   for (const auto& [key, value] : matchLabels.items()) {
