@@ -725,13 +725,17 @@ std::string KubeClient::transportError(httplib::Error error) const {
 KubeResponse KubeClient::request(const std::string& path) { return send(path, nullptr); }
 
 KubeResponse KubeClient::post(const std::string& path, const json& body) {
-  return send(path, &body);
+  return send(path, &body, "POST");
 }
 
-KubeResponse KubeClient::send(const std::string& path, const json* body) {
+KubeResponse KubeClient::mergePatch(const std::string& path, const json& patch) {
+  return send(path, &patch, "PATCH");
+}
+
+KubeResponse KubeClient::send(const std::string& path, const json* body, const char* verb) {
   KubeResponse out;
   std::string what = describe(path);
-  if (body != nullptr) what.replace(0, 3, "POST");
+  if (body != nullptr) what.replace(0, 3, verb);
   if (stopped_) {
     out.error = what + ": client stopped";
     return out;
@@ -748,8 +752,11 @@ KubeResponse KubeClient::send(const std::string& path, const json* body) {
   }
   tlsVerifyError = X509_V_OK;
   ERR_clear_error();
-  auto res = body == nullptr ? cli->Get(pathPrefix_ + path)
-                             : cli->Post(pathPrefix_ + path, body->dump(), "application/json");
+  httplib::Result res =
+      body == nullptr ? cli->Get(pathPrefix_ + path)
+      : std::string_view(verb) == "PATCH"
+          ? cli->Patch(pathPrefix_ + path, body->dump(), "application/merge-patch+json")
+          : cli->Post(pathPrefix_ + path, body->dump(), "application/json");
   if (!res) {
     out.error = what + ": " + transportError(res.error());
     return out;

@@ -96,6 +96,9 @@ class KubeClient {
   KubeResponse request(const std::string& path);
   /// POST a JSON object (e.g. an Event to /api/v1/namespaces/NS/events); the raw outcome.
   KubeResponse post(const std::string& path, const json& body);
+  /// PATCH with a JSON merge patch (RFC 7386, `application/merge-patch+json`), e.g. one
+  /// annotation of a PersistentVolume; the raw outcome (the patched object on success).
+  KubeResponse mergePatch(const std::string& path, const json& patch);
   /// One page of a list: `apiPath?limit=N&continue=TOKEN` (limit 0 = no limit, token "" = first).
   KubeResponse list(const std::string& apiPath, int64_t limit, const std::string& continueToken);
   /// Streams `apiPath?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N`,
@@ -119,7 +122,7 @@ class KubeClient {
   explicit KubeClient(KubeConfig config);
 
   std::unique_ptr<httplib::SSLClient> makeClient(std::chrono::seconds readTimeout);
-  KubeResponse send(const std::string& path, const json* body);
+  KubeResponse send(const std::string& path, const json* body, const char* verb = "GET");
   std::string currentToken();
   void tokenRejected();
   std::string describe(const std::string& path) const;

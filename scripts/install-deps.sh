@@ -9,6 +9,7 @@ packages=(
   libcpp-httplib-dev nlohmann-json3-dev libyaml-cpp-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libblkid-dev
+  e2fsprogs xfsprogs btrfs-progs util-linux
   googletest libgtest-dev libgmock-dev
   clang libclang-rt-14-dev clang-format
   curl wrk nginx-light

@@ -134,6 +134,55 @@ Status TestApiServer::start() {
                   res.status = 201;
                   res.set_content(event.dump(), "application/json");
                 });
+  // JSON merge patch of a PersistentVolume (the CSI sidecar's ledger annotation). As the real
+  // apiserver: metadata.resourceVersion in the patch is a precondition (409 Conflict when stale).
+  server_->Patch(R"(/api/v1/persistentvolumes/([^/]+))", [this](const httplib::Request& req,
+                                                                httplib::Response& res) {
+    std::unique_lock lock(mu_);
+    if (req.get_header_value("Authorization") != "Bearer " + token_) {
+      ++unauthorized_;
+      sendStatus(res, 401, "Unauthorized", "Unauthorized");
+      return;
+    }
+    if (req.get_header_value("Content-Type") != "application/merge-patch+json") {
+      sendStatus(res, 415, "UnsupportedMediaType", "expected application/merge-patch+json");
+      return;
+    }
+    json patch = json::parse(req.body, nullptr, false);
+    if (!patch.is_object()) {
+      sendStatus(res, 400, "BadRequest", "the patch is not a JSON object");
+      return;
+    }
+    auto& byName = objects_["PersistentVolume"];
+    auto it = byName.find({"", req.matches[1].str()});
+    if (it == byName.end()) {
+      sendStatus(res, 404, "NotFound",
+                 "persistentvolumes \"" + req.matches[1].str() + "\" not found");
+      return;
+    }
+    const std::string want = k8s::str(patch, "/metadata/resourceVersion");
+    if (!want.empty() && want != k8s::str(it->second, "/metadata/resourceVersion")) {
+      ++patchConflicts_;
+      sendStatus(res, 409, "Conflict",
+                 "Operation cannot be fulfilled on persistentvolumes \"" + req.matches[1].str() +
+                     "\": the object has been modified; please apply your changes to the latest "
+                     "version and try again");
+      return;
+    }
+    ++patches_;
+    json object = it->second;
+    object.merge_patch(patch);
+    object["metadata"]["name"] = req.matches[1].str();
+    object["metadata"]["uid"] = it->second["metadata"]["uid"];
+    ++rv_;
+    object["metadata"]["resourceVersion"] = std::to_string(rv_);
+    it->second = object;
+    record("PersistentVolume", "MODIFIED", object);
+    object["kind"] = "PersistentVolume";
+    object["apiVersion"] = "v1";
+    res.status = 200;
+    res.set_content(object.dump(), "application/json");
+  });
   port_ = server_->bind_to_any_port("127.0.0.1");
   if (port_ <= 0) return makeError("test apiserver: cannot bind 127.0.0.1");
   thread_ = std::thread([this] { server_->listen_after_bind(); });
@@ -355,6 +404,16 @@ size_t TestApiServer::openWatches(const std::string& kind) const {
 std::vector<json> TestApiServer::events() const {
   std::lock_guard lock(mu_);
   return events_;
+}
+
+size_t TestApiServer::patchRequests() const {
+  std::lock_guard lock(mu_);
+  return patches_;
+}
+
+size_t TestApiServer::patchConflicts() const {
+  std::lock_guard lock(mu_);
+  return patchConflicts_;
 }
 
 size_t TestApiServer::unauthorizedRequests() const {

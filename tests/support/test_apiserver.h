@@ -106,6 +106,9 @@ class TestApiServer {
   size_t watchRequests(const std::string& kind) const;  ///< watch requests received
   size_t openWatches(const std::string& kind = "") const;
   size_t unauthorizedRequests() const;
+  /// PATCHes of PersistentVolumes applied, and refused with 409 for a stale resourceVersion.
+  size_t patchRequests() const;
+  size_t patchConflicts() const;
   /// Events POSTed to /api/v1/namespaces/<ns>/events, in arrival order.
   std::vector<json> events() const;
 
@@ -156,6 +159,8 @@ class TestApiServer {
   std::map<std::string, size_t> listCount_;
   std::map<std::string, size_t> watchCount_;
   size_t unauthorized_ = 0;
+  size_t patches_ = 0;
+  size_t patchConflicts_ = 0;
   std::vector<json> events_;
 };
 

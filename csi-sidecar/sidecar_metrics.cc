@@ -1,0 +1,96 @@
+#include "csi-sidecar/sidecar_metrics.h"
+
+#include <cstdio>
+#include <sstream>
+
+namespace stateguard::csi {
+
+namespace {
+
+std::string escapeLabel(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+std::string number(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", v);
+  return buf;
+}
+
+}  // namespace
+
+const char* grpcCodeName(int code) {
+  static const char* kNames[] = {
+      "OK",       "Canceled",       "Unknown",          "InvalidArgument",   "DeadlineExceeded",
+      "NotFound", "AlreadyExists",  "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+      "Aborted",  "OutOfRange",     "Unimplemented",    "Internal",          "Unavailable",
+      "DataLoss", "Unauthenticated"};
+  if (code < 0 || code > 16) return "Unknown";
+  return kNames[code];
+}
+
+void SidecarMetrics::observe(const std::string& driver, const std::string& method, int grpcCode,
+                             double seconds) {
+  std::lock_guard lock(mu_);
+  Histogram& h = ops_[{driver, method, grpcCode}];
+  for (size_t i = 0; i < kBuckets.size(); ++i) {
+    if (seconds <= kBuckets[i]) ++h.buckets[i];
+  }
+  ++h.count;
+  h.sum += seconds;
+}
+
+void SidecarMetrics::countRefusal(const std::string& reason) {
+  std::lock_guard lock(mu_);
+  ++refusals_[reason];
+}
+
+void SidecarMetrics::countQuarantine(const std::string& reason) {
+  std::lock_guard lock(mu_);
+  ++quarantines_[reason];
+}
+
+std::string SidecarMetrics::render() const {
+  std::lock_guard lock(mu_);
+  std::ostringstream out;
+  out << "# HELP csi_sidecar_operations_seconds Duration of CSI calls through stateguard-csi, "
+         "from kubelet's request to the answer.\n"
+         "# TYPE csi_sidecar_operations_seconds histogram\n";
+  for (const auto& [key, h] : ops_) {
+    const auto& [driver, method, code] = key;
+    std::string labels = "driver_name=\"" + escapeLabel(driver) + "\",method_name=\"" +
+                         escapeLabel(method) + "\",grpc_status_code=\"" + grpcCodeName(code) + "\"";
+    for (size_t i = 0; i < kBuckets.size(); ++i) {
+      out << "csi_sidecar_operations_seconds_bucket{" << labels << ",le=\"" << number(kBuckets[i])
+          << "\"} " << h.buckets[i] << "\n";
+    }
+    out << "csi_sidecar_operations_seconds_bucket{" << labels << ",le=\"+Inf\"} " << h.count
+        << "\n";
+    out << "csi_sidecar_operations_seconds_sum{" << labels << "} " << number(h.sum) << "\n";
+    out << "csi_sidecar_operations_seconds_count{" << labels << "} " << h.count << "\n";
+  }
+  out << "# HELP stateguard_csi_refusals_total Stage and publish calls refused before they "
+         "reached the driver, by reason.\n# TYPE stateguard_csi_refusals_total counter\n";
+  for (const auto& [reason, n] : refusals_) {
+    out << "stateguard_csi_refusals_total{reason=\"" << escapeLabel(reason) << "\"} " << n << "\n";
+  }
+  out << "# HELP stateguard_csi_quarantines_total Volumes quarantined after a stage found "
+         "another filesystem than the one they held, by reason.\n"
+         "# TYPE stateguard_csi_quarantines_total counter\n";
+  for (const auto& [reason, n] : quarantines_) {
+    out << "stateguard_csi_quarantines_total{reason=\"" << escapeLabel(reason) << "\"} " << n
+        << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace stateguard::csi

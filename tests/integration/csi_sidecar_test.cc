@@ -1,0 +1,392 @@
+// The CSI incidents replayed end to end on real filesystem images: kubelet's calls over a unix
+// socket (gRPC), stateguard-csi in front of a driver that behaves like mount-utils (blkid, exit 2
+// read as "unformatted", the real mkfs through PATH), the format gate on the driver's PATH.
+// Each incident runs twice: without the sidecar the driver formats and the data is gone; with it
+// the data survives.
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <thread>
+
+#include "csi-sidecar/ledger.h"
+#include "csi-sidecar/pv_ledger.h"
+#include "tests/support/csi_rig.h"
+#include "tests/support/test_apiserver.h"
+#include "tests/support/tls_material.h"
+
+// Designated initializers of CsiRigOptions name only what a test changes.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+namespace stateguard::testing {
+namespace {
+
+using nlohmann::json;
+constexpr uint64_t kMiB = 1024 * 1024;
+const std::string kMarker = "orders table: 1,024 rows that must survive\n";
+
+class CsiSidecarTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    for (const char* tool : {"/usr/sbin/mkfs.ext4", "/usr/sbin/debugfs", "/usr/sbin/blkid"}) {
+      if (::access(tool, X_OK) != 0) GTEST_SKIP() << tool << " is not installed";
+    }
+    dir_ = makeTempDir("sg-csi");
+  }
+  void TearDown() override {
+    if (!dir_.empty()) removeTree(dir_);
+  }
+
+  /// An ext4 volume holding kMarker (256 MiB: backup superblock of group 1 at block 32768).
+  std::string dataVolume(CsiRig& rig, const std::string& vol) {
+    std::string img = rig.makeImage(vol + ".img", 256 * kMiB, "ext4", kMarker);
+    EXPECT_FALSE(img.empty());
+    EXPECT_EQ(ext4DataFile(img), kMarker);
+    rig.setDevice(vol, img);
+    return img;
+  }
+
+  std::string dir_;
+};
+
+std::vector<json> lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) out.push_back(json::parse(line));
+  }
+  return out;
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// ---- a first stage of a blank volume is not refused -------------------------------------------
+
+TEST_F(CsiSidecarTest, FirstStageOfABlankVolumeFormatsAndRecordsTheIdentity) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = rig.makeImage("new.img", 256 * kMiB, "");
+  rig.setDevice("pvc-new", img);
+
+  grpc::Status s = rig.stage("pvc-new");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::string uuid = blkidUuid(img);
+  ASSERT_FALSE(uuid.empty()) << "the driver formatted the blank volume";
+  EXPECT_TRUE(contains(rig.callLog(), "mkfs pvc-new ext4 exit=0"));
+  EXPECT_TRUE(contains(rig.gateAuditLog(), "blank-never-formatted"));
+
+  csi::Ledger ledger(rig.ledgerDir());
+  auto entry = ledger.load("pvc-new");
+  ASSERT_TRUE(entry.ok() && entry.value()) << (entry.ok() ? "none" : entry.error());
+  ASSERT_NE(entry.value()->current(), nullptr);
+  EXPECT_EQ(entry.value()->current()->type, "ext4");
+  EXPECT_EQ(entry.value()->current()->uuid, uuid);
+  EXPECT_EQ(entry.value()->current()->node, "node-a");
+
+  // A second stage (kubelet restart) of the same filesystem passes and formats nothing.
+  ASSERT_TRUE(rig.stage("pvc-new").ok());
+  EXPECT_EQ(blkidUuid(img), uuid);
+  ASSERT_TRUE(rig.publish("pvc-new").ok());
+}
+
+// ---- incident: the device is missing for a moment ------------------------------------------
+
+TEST_F(CsiSidecarTest, DeviceMissingBeforeTheProbeWithoutSidecarIsFormatted) {
+  CsiRig rig(dir_, {.sidecar = false, .formatGate = false});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-a");
+  // udev has not made the link yet when the driver's blkid runs; it is there for mkfs.
+  rig.setDevice("pvc-a", "");
+  rig.setHook("pvc-a", "before-format", "ln -sf " + img + " " + rig.devicePath("pvc-a"));
+  ASSERT_TRUE(rig.stage("pvc-a").ok());
+  EXPECT_EQ(ext4DataFile(img), "") << "without stateguard the volume was formatted";
+}
+
+TEST_F(CsiSidecarTest, DeviceMissingBeforeTheProbeIsRefusedAndTheRetrySucceeds) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-a");
+  rig.setDevice("pvc-a", "");
+  rig.setHook("pvc-a", "before-format", "ln -sf " + img + " " + rig.devicePath("pvc-a"));
+
+  grpc::Status s = rig.stage("pvc-a");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "pvc-a")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "could not be read")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "Nothing was formatted")) << s.error_message();
+  EXPECT_FALSE(contains(rig.callLog(), "NodeStageVolume")) << "the driver never saw the call";
+  EXPECT_EQ(ext4DataFile(img), kMarker);
+
+  rig.setDevice("pvc-a", img);  // udev caught up; kubelet retries
+  s = rig.stage("pvc-a");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(ext4DataFile(img), kMarker);
+
+  auto audit = lines(rig.auditLog());
+  ASSERT_GE(audit.size(), 2u);
+  EXPECT_EQ(audit[0]["verdict"], "refused");
+  EXPECT_EQ(audit[0]["reason"], "device-unknown");
+  EXPECT_EQ(audit[0]["volumeId"], "pvc-a");
+  EXPECT_EQ(audit[0]["node"], "node-a");
+  EXPECT_EQ(audit[0]["probe"]["state"], "unknown");
+}
+
+TEST_F(CsiSidecarTest, DeviceVanishingInsideTheDriversCallWithoutSidecarIsFormatted) {
+  CsiRig rig(dir_, {.sidecar = false, .formatGate = false});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-b");
+  rig.setHook("pvc-b", "before-probe", "rm -f " + rig.devicePath("pvc-b"));
+  rig.setHook("pvc-b", "before-format", "ln -sf " + img + " " + rig.devicePath("pvc-b"));
+  ASSERT_TRUE(rig.stage("pvc-b").ok());
+  EXPECT_EQ(ext4DataFile(img), "");
+}
+
+TEST_F(CsiSidecarTest, DeviceVanishingInsideTheDriversCallIsStoppedByTheFormatGate) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-b");
+  // The sidecar's probe sees ext4; inside the driver's call the link flickers.
+  rig.setHook("pvc-b", "before-probe", "rm -f " + rig.devicePath("pvc-b"));
+  rig.setHook("pvc-b", "before-format", "ln -sf " + img + " " + rig.devicePath("pvc-b"));
+  grpc::Status s = rig.stage("pvc-b");
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(contains(s.error_message(), "stateguard-format-gate refused")) << s.error_message();
+  EXPECT_TRUE(contains(rig.callLog(), "mkfs pvc-b ext4 exit=1"));
+  EXPECT_EQ(ext4DataFile(img), kMarker);
+  auto gate = lines(rig.gateAuditLog());
+  ASSERT_FALSE(gate.empty());
+  EXPECT_EQ(gate.back()["verdict"], "refused");
+  EXPECT_EQ(gate.back()["reason"], "not-blank");
+}
+
+// ---- incident: I/O errors ---------------------------------------------------------------------
+
+TEST_F(CsiSidecarTest, IoErrorWithoutSidecarIsFormatted) {
+  CsiRig rig(dir_, {.sidecar = false, .formatGate = false});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-c");
+  // /proc/self/mem answers EIO at offset 0: blkid exits 2. Then the device recovers.
+  rig.setDevice("pvc-c", "/proc/self/mem");
+  rig.setHook("pvc-c", "before-format", "ln -sf " + img + " " + rig.devicePath("pvc-c"));
+  ASSERT_TRUE(rig.stage("pvc-c").ok());
+  EXPECT_EQ(ext4DataFile(img), "");
+}
+
+TEST_F(CsiSidecarTest, IoErrorIsRefused) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-c");
+  rig.setDevice("pvc-c", "/proc/self/mem");
+  rig.setHook("pvc-c", "before-format", "ln -sf " + img + " " + rig.devicePath("pvc-c"));
+  grpc::Status s = rig.stage("pvc-c");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+  EXPECT_EQ(ext4DataFile(img), kMarker);
+}
+
+// ---- incident: primary superblock zeroed, backups intact ---------------------------------------
+
+void zeroPrimary(const std::string& img) {
+  CommandResult r = runCommand("/usr/bin/dd", {"if=/dev/zero", "of=" + img, "bs=4096", "count=1",
+                                               "conv=notrunc", "status=none"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+}
+
+TEST_F(CsiSidecarTest, ZeroedPrimarySuperblockWithoutSidecarIsFormatted) {
+  CsiRig rig(dir_, {.sidecar = false, .formatGate = false});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-d");
+  zeroPrimary(img);
+  ASSERT_EQ(ext4DataFile(img, 32768), kMarker) << "recoverable through the backup";
+  ASSERT_TRUE(rig.stage("pvc-d").ok());
+  EXPECT_NE(ext4DataFile(img, 32768), kMarker) << "mkfs overwrote the backups too";
+  EXPECT_NE(ext4DataFile(img), kMarker);
+  EXPECT_TRUE(contains(rig.callLog(), "mkfs pvc-d ext4 exit=0"));
+}
+
+TEST_F(CsiSidecarTest, ZeroedPrimarySuperblockIsRefusedAndStaysRecoverable) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-d");
+  zeroPrimary(img);
+  grpc::Status s = rig.stage("pvc-d");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "backup superblock")) << s.error_message();
+  EXPECT_EQ(ext4DataFile(img, 32768), kMarker);
+  auto audit = lines(rig.auditLog());
+  ASSERT_FALSE(audit.empty());
+  EXPECT_EQ(audit.back()["reason"], "data-evidence");
+}
+
+// ---- incident: conflicting signatures (util-linux >= 2.39 blkid exits 2) ---------------------
+
+std::string ambivalentImage(CsiRig& rig, const std::string& vol) {
+  std::string xfs = rig.makeImage(vol + "-xfs.img", 512 * kMiB, "xfs");  // xfs: >= 300 MB
+  std::string img = rig.makeImage(vol + ".img", 256 * kMiB, "ext4", kMarker);
+  EXPECT_FALSE(xfs.empty());
+  CommandResult r = runCommand("/usr/bin/dd", {"if=" + xfs, "of=" + img, "bs=512", "count=1",
+                                               "conv=notrunc", "status=none"});
+  EXPECT_EQ(r.exitCode, 0) << r.err;
+  rig.setDevice(vol, img);
+  return img;
+}
+
+TEST_F(CsiSidecarTest, ConflictingSignaturesWithoutSidecarAreFormatted) {
+  if (::access("/usr/sbin/mkfs.xfs", X_OK) != 0) GTEST_SKIP() << "no mkfs.xfs";
+  CsiRig rig(dir_, {.sidecar = false, .formatGate = false, .blkid239 = true});
+  ASSERT_TRUE(rig.start());
+  std::string img = ambivalentImage(rig, "pvc-e");
+  ASSERT_TRUE(rig.stage("pvc-e").ok());
+  EXPECT_EQ(ext4DataFile(img), "");
+}
+
+TEST_F(CsiSidecarTest, ConflictingSignaturesAreRefused) {
+  if (::access("/usr/sbin/mkfs.xfs", X_OK) != 0) GTEST_SKIP() << "no mkfs.xfs";
+  CsiRig rig(dir_, {.blkid239 = true});
+  ASSERT_TRUE(rig.start());
+  std::string img = ambivalentImage(rig, "pvc-e");
+  grpc::Status s = rig.stage("pvc-e");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "conflicting signatures")) << s.error_message();
+  EXPECT_EQ(ext4DataFile(img), kMarker);
+}
+
+// ---- incident: a retried stage after the volume was staged once --------------------------------
+
+TEST_F(CsiSidecarTest, RetriedStageOntoABlankReadingDeviceWithoutSidecarGivesAnEmptyFilesystem) {
+  CsiRig rig(dir_, {.sidecar = false, .formatGate = false});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-f");
+  ASSERT_TRUE(rig.stage("pvc-f").ok());
+  // The engine re-creates the device from an empty replica for a moment: it reads as zeros.
+  std::string zeros = rig.makeImage("pvc-f-degraded.img", 256 * kMiB, "");
+  rig.setDevice("pvc-f", zeros);
+  ASSERT_TRUE(rig.stage("pvc-f").ok());
+  EXPECT_FALSE(blkidUuid(zeros).empty()) << "the driver formatted what it was given";
+  EXPECT_EQ(ext4DataFile(zeros), "") << "the application would start on an empty filesystem";
+}
+
+TEST_F(CsiSidecarTest, RetriedStageOntoABlankReadingDeviceIsRefusedByTheLedger) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-f");
+  const std::string uuid = blkidUuid(img);
+  ASSERT_TRUE(rig.stage("pvc-f").ok());
+  std::string zeros = rig.makeImage("pvc-f-degraded.img", 256 * kMiB, "");
+  rig.setDevice("pvc-f", zeros);
+  grpc::Status s = rig.stage("pvc-f");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "the ledger says this volume held ext4 UUID " + uuid))
+      << s.error_message();
+  EXPECT_EQ(blkidUuid(zeros), "") << "nothing was formatted";
+}
+
+// ---- after the stage: another filesystem appeared: quarantine ----------------------------------
+
+TEST_F(CsiSidecarTest, AnotherFilesystemAfterTheStageQuarantinesTheVolume) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-g");
+  ASSERT_TRUE(rig.stage("pvc-g").ok());
+  // The driver attaches another device: a different ext4.
+  std::string other = rig.makeImage("pvc-g-other.img", 256 * kMiB, "ext4");
+  rig.setDevice("pvc-g", other);
+  grpc::Status s = rig.stage("pvc-g");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "quarantined")) << s.error_message();
+
+  s = rig.publish("pvc-g");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "clear-quarantine")) << s.error_message();
+  EXPECT_FALSE(contains(rig.callLog(), "NodePublishVolume pvc-g"));
+  // Even the right device again is refused until a person clears the quarantine.
+  rig.setDevice("pvc-g", img);
+  EXPECT_EQ(rig.stage("pvc-g").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+// ---- the volume moves to another node: the PV annotation carries the ledger ------------------
+
+TEST_F(CsiSidecarTest, LedgerFollowsTheVolumeToAnotherNodeThroughThePvAnnotation) {
+  auto tls = makeTlsMaterial(dir_ + "/api");
+  ASSERT_TRUE(tls.ok()) << tls.error();
+  TestApiServer api(tls.value());
+  ASSERT_TRUE(api.start().ok());
+  ASSERT_TRUE(writeKubeconfig(dir_ + "/kubeconfig", api.kubeConfig()).ok());
+  api.add("PersistentVolume",
+          {{"metadata", {{"name", "pvc-1234"}}},
+           {"spec",
+            {{"csi", {{"driver", "test.csi.stateguard.io"}, {"volumeHandle", "vol-h"}}},
+             {"persistentVolumeReclaimPolicy", "Retain"}}},
+           {"status", {{"phase", "Bound"}}}});
+
+  std::string img;
+  std::string uuid;
+  {
+    CsiRig nodeA(dir_, {.node = "node-a", .kubeconfig = dir_ + "/kubeconfig"});
+    ASSERT_TRUE(nodeA.start());
+    img = nodeA.makeImage("vol-h.img", 256 * kMiB, "");
+    nodeA.setDevice("vol-h", img);
+    grpc::Status s;
+    for (int i = 0; i < 50; ++i) {  // until the sidecar's PV cache has synced
+      s = nodeA.stage("vol-h");
+      if (s.ok() || s.error_message().find("has not synced") == std::string::npos) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    uuid = blkidUuid(img);
+  }
+  json pv = api.object("PersistentVolume", "", "pvc-1234");
+  auto entry = csi::entryFromPv(pv);
+  ASSERT_TRUE(entry.ok() && entry.value()) << (entry.ok() ? "no annotation" : entry.error());
+  ASSERT_NE(entry.value()->current(), nullptr);
+  EXPECT_EQ(entry.value()->current()->uuid, uuid);
+  EXPECT_EQ(entry.value()->current()->node, "node-a");
+  EXPECT_EQ(entry.value()->pvName, "pvc-1234");
+
+  // On node-b (its own, empty ledger) the device reads blank for a moment.
+  CsiRig nodeB(dir_, {.node = "node-b", .kubeconfig = dir_ + "/kubeconfig"});
+  ASSERT_TRUE(nodeB.start());
+  std::string zeros = nodeB.makeImage("vol-h-b.img", 256 * kMiB, "");
+  nodeB.setDevice("vol-h", zeros);
+  grpc::Status s;
+  for (int i = 0; i < 50; ++i) {
+    s = nodeB.stage("vol-h");
+    if (s.error_message().find("has not synced") == std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(s.error_message(), "PersistentVolume pvc-1234")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "node-a")) << s.error_message();
+  EXPECT_EQ(blkidUuid(zeros), "");
+  EXPECT_GE(api.patchRequests(), 1u);
+}
+
+// ---- bad input ---------------------------------------------------------------------------------
+
+TEST_F(CsiSidecarTest, VolumeIdWithPathCharactersIsRefused) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  for (const std::string& id : std::vector<std::string>{"../etc", "a/../../b", "x\ny"}) {
+    grpc::Status s = rig.stage(id);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << id;
+    EXPECT_FALSE(s.error_message().empty());
+  }
+  EXPECT_FALSE(contains(rig.callLog(), "NodeStageVolume"));
+  EXPECT_TRUE(rig.sidecar()->running());
+}
+
+TEST_F(CsiSidecarTest, RawBlockVolumesAreNotProbed) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  rig.setDevice("pvc-raw", "/proc/self/mem");  // unreadable, but a block volume is never formatted
+  grpc::Status s = rig.stage("pvc-raw", "", /*block=*/true);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+}
+
+}  // namespace
+}  // namespace stateguard::testing
