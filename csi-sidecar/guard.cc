@@ -107,10 +107,16 @@ GuardState Guard::before(const GuardCall& call) {
                       ". Without the volume's history a blank-looking device cannot be trusted.");
   }
   st.entry = history->entry;
-  if (!call.fullCheck || !call.mount) {
+  if (!call.fullCheck || !call.mount || call.sharedAccess) {
     st.decision = decideBeforePublish(st.ref, st.entry);
     if (!st.decision.allow) return refuse(st.decision.reason, st.decision.message);
-    if (!call.mount) st.decision = Decision{true, "block-volume", "raw block: never formatted"};
+    if (!call.mount) {
+      st.decision = Decision{true, "block-volume", "raw block volume: never formatted"};
+    } else if (call.sharedAccess && call.fullCheck) {
+      st.decision = Decision{true, "multi-node-access",
+                             "multi-node access mode: a shared filesystem, not formatted here"};
+      audit("before", st, "allowed", st.decision.reason, st.decision.message);
+    }
     return st;
   }
   auto device = config_.deviceTemplate.resolve(call.inputs);
@@ -199,7 +205,7 @@ std::string Guard::findMountSource(const std::string& target) const {
 }
 
 std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st) {
-  if (!call.fullCheck || !call.mount) return std::nullopt;
+  if (!call.fullCheck || !call.mount || call.sharedAccess) return std::nullopt;
   if (st.ref.device.empty()) st.ref.device = findMountSource(call.targetPath);
   if (st.ref.device.empty()) {
     audit("after", st, "allowed", "no-device",

@@ -33,6 +33,9 @@ struct GuardCall {
   std::string targetPath;  ///< staging_target_path (stage) or target_path (publish)
   bool mount = true;       ///< false for a raw block volume (never formatted: not probed)
   bool fullCheck = true;   ///< stage, or publish on a driver without STAGE_UNSTAGE
+  /// A MULTI_NODE_* access mode: a shared (network) filesystem such as Longhorn's RWX NFS
+  /// export, with no block device on this node and nothing for the driver to format here.
+  bool sharedAccess = false;
 };
 
 /// What before() found, handed to after().

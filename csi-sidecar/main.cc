@@ -44,7 +44,8 @@ constexpr const char* kUsage =
   --in-cluster                   the same with the pod's service account
   --node-name NAME               this node (default: $NODE_NAME, else the host name)
   --driver-name NAME             the driver's name (default: asked with GetPluginInfo)
-  --http-endpoint HOST:PORT      /healthz and /metrics (default 127.0.0.1:9810; port 0 = any)
+  --http-endpoint HOST:PORT      /healthz, /readyz and /metrics (default 127.0.0.1:9810;
+                                 port 0 = any free port)
   --audit-log FILE|-             one JSON line per decision (default: - = stdout)
   --v N                          accepted for compatibility with other CSI sidecars
 )";
@@ -136,8 +137,8 @@ int main(int argc, char** argv) {
   if (Status s = http.start(f.get("http-endpoint", "127.0.0.1:9810")); !s) return fail(s.error());
 
   log::info("stateguard-csi: serving " + f.get("csi-address") + " in front of " +
-            f.get("driver-address") + " on node " + node + "; /healthz and /metrics on port " +
-            std::to_string(http.port()));
+            f.get("driver-address") + " on node " + node +
+            "; /healthz, /readyz and /metrics on port " + std::to_string(http.port()));
 
   std::atomic<bool> stopping{false};
   std::thread learner([&] {

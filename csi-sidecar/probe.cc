@@ -352,10 +352,12 @@ uint64_t mkfsXfsAgBlocks(uint64_t dblocks, unsigned blockLog, bool multidisk) {
 ///     the AG length and survive a zeroed or wiped first sector: agblocks * 2^(9..16);
 ///  2. the geometry mkfs.xfs picks by default for this device size (4 AGs on a single disk,
 ///     more with a stripe unit), for every block size: AGs 1 to 3;
-///  3. a grid of at most kXfsGridReads offsets, step 16 MiB * 2^k: a filesystem made on a
-///     device of N GiB (then grown) has its AGs on multiples of N * 256 MiB, so some AG lands
-///     on the grid.
+///  3. only while nothing else points at data: every multiple of a step (16 MiB doubled until
+///     at most kXfsGridReads offsets remain; 1 GiB on 100 GiB). A filesystem made on N GiB has
+///     AGs of N * 256 MiB, so with a step of 2^j * 256 MiB its AG 2^j is on the grid - the case
+///     of a volume expanded after mkfs (more AGs once grown), which (2) misses.
 /// Each candidate is validated by the fields of the copy itself; the first valid one is reported.
+/// Not found: non-default AG sizes off the grid (mkfs.xfs -d agsize=/agcount= on odd sizes).
 void findXfsSecondary(Device& dev, bool gridSearch, std::vector<Evidence>& out) {
   std::vector<uint64_t> candidates;
   std::vector<uint8_t> buf;

@@ -38,6 +38,18 @@ bool parseBuffer(const grpc::ByteBuffer& buffer, google::protobuf::Message& mess
   return message.ParseFromString(bytes);
 }
 
+bool multiNode(const ::csi::v1::VolumeCapability& cap) {
+  using Mode = ::csi::v1::VolumeCapability::AccessMode;
+  switch (cap.access_mode().mode()) {
+    case Mode::MULTI_NODE_READER_ONLY:
+    case Mode::MULTI_NODE_SINGLE_WRITER:
+    case Mode::MULTI_NODE_MULTI_WRITER:
+      return true;
+    default:
+      return false;
+  }
+}
+
 std::map<std::string, std::string> toMap(const google::protobuf::Map<std::string, std::string>& m) {
   return std::map<std::string, std::string>(m.begin(), m.end());
 }
@@ -135,6 +147,7 @@ class ProxyReactor : public grpc::ServerGenericBidiReactor {
       call.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
       call.targetPath = req.staging_target_path();
       call.mount = !req.volume_capability().has_block();
+      call.sharedAccess = multiNode(req.volume_capability());
       call.fullCheck = true;
     } else {
       ::csi::v1::NodePublishVolumeRequest req;
@@ -145,6 +158,7 @@ class ProxyReactor : public grpc::ServerGenericBidiReactor {
       call.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
       call.targetPath = req.target_path();
       call.mount = !req.volume_capability().has_block();
+      call.sharedAccess = multiNode(req.volume_capability());
       call.fullCheck = proxy_->publishIsFirstUse();
     }
     Guard* guard = proxy_->guard();

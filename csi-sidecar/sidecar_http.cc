@@ -4,8 +4,8 @@
 
 namespace stateguard::csi {
 
-SidecarHttp::SidecarHttp(SidecarMetrics* metrics, std::function<std::string()> healthy)
-    : metrics_(metrics), healthy_(std::move(healthy)) {}
+SidecarHttp::SidecarHttp(SidecarMetrics* metrics, std::function<std::string()> ready)
+    : metrics_(metrics), ready_(std::move(ready)) {}
 
 SidecarHttp::~SidecarHttp() { stop(); }
 
@@ -25,8 +25,11 @@ Status SidecarHttp::start(const std::string& hostPort) {
     return makeError("--http-endpoint " + hostPort + ": the port must be a number 0-65535");
   }
   server_ = std::make_unique<httplib::Server>();
-  server_->Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
-    std::string problem = healthy_();
+  server_->Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok\n", "text/plain");
+  });
+  server_->Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    std::string problem = ready_();
     res.status = problem.empty() ? 200 : 503;
     res.set_content(problem.empty() ? "ok\n" : problem + "\n", "text/plain");
   });

@@ -1,6 +1,8 @@
 #pragma once
-// --http-endpoint: /healthz and /metrics of stateguard-csi, plain HTTP (the conventions of the
-// other CSI sidecars; bind it to 127.0.0.1 or the pod IP).
+// --http-endpoint: /healthz, /readyz and /metrics of stateguard-csi, plain HTTP (the conventions
+// of the other CSI sidecars; bind it to 127.0.0.1 or the pod IP). /healthz says only that the
+// sidecar itself serves (a liveness probe must not restart it because the driver is down);
+// /readyz also needs the driver to have answered and the PV cache to have synced.
 
 #include <functional>
 #include <memory>
@@ -18,8 +20,8 @@ namespace stateguard::csi {
 
 class SidecarHttp {
  public:
-  /// `healthy` answers /healthz: "" when healthy, else the reason (served with 503).
-  SidecarHttp(SidecarMetrics* metrics, std::function<std::string()> healthy);
+  /// `ready` answers /readyz: "" when ready, else the reason (served with 503).
+  SidecarHttp(SidecarMetrics* metrics, std::function<std::string()> ready);
   ~SidecarHttp();
   /// Binds HOST:PORT (port 0: any free port, see port()) and serves from a thread.
   Status start(const std::string& hostPort);
@@ -28,7 +30,7 @@ class SidecarHttp {
 
  private:
   SidecarMetrics* metrics_;
-  std::function<std::string()> healthy_;
+  std::function<std::string()> ready_;
   std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;

@@ -388,5 +388,15 @@ TEST_F(CsiSidecarTest, RawBlockVolumesAreNotProbed) {
   EXPECT_TRUE(s.ok()) << s.error_message();
 }
 
+TEST_F(CsiSidecarTest, SharedAccessVolumesHaveNoLocalDeviceToGuard) {
+  // Longhorn's RWX volumes are NFS exports: no /dev/longhorn/<volume> on the consuming node.
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  rig.setDevice("pvc-rwx", "");
+  grpc::Status s = rig.stage("pvc-rwx", "ext4", /*block=*/false, /*shared=*/true);
+  EXPECT_NE(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_NE(rig.auditLog().find("multi-node-access"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace stateguard::testing

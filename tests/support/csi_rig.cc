@@ -72,7 +72,7 @@ CsiRig::~CsiRig() { stop(); }
       sargs.push_back(options_.kubeconfig);
     }
     sidecar_ = std::make_unique<ChildProcess>(binaryPath("stateguard-csi"), sargs, nodeDir_);
-    if (!sidecar_->waitForOutput("/healthz and /metrics on port", std::chrono::seconds(10))) {
+    if (!sidecar_->waitForOutput("/metrics on port", std::chrono::seconds(10))) {
       return ::testing::AssertionFailure() << "sidecar did not start: " << sidecar_->stderrText();
     }
     std::smatch m;
@@ -142,7 +142,8 @@ void CsiRig::setHook(const std::string& volumeId, const std::string& phase,
   writeText(nodeDir_ + "/hooks/" + volumeId + "." + phase, script);
 }
 
-grpc::Status CsiRig::stage(const std::string& volumeId, const std::string& fsType, bool block) {
+grpc::Status CsiRig::stage(const std::string& volumeId, const std::string& fsType, bool block,
+                           bool shared) {
   auto stub = ::csi::v1::Node::NewStub(channel_);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
@@ -156,7 +157,9 @@ grpc::Status CsiRig::stage(const std::string& volumeId, const std::string& fsTyp
   } else {
     cap->mutable_mount()->set_fs_type(fsType);
   }
-  cap->mutable_access_mode()->set_mode(::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  cap->mutable_access_mode()->set_mode(
+      shared ? ::csi::v1::VolumeCapability::AccessMode::MULTI_NODE_MULTI_WRITER
+             : ::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
   ::csi::v1::NodeStageVolumeResponse resp;
   return stub->NodeStageVolume(&ctx, req, &resp);
 }

@@ -47,8 +47,9 @@ class CsiRig {
   void setHook(const std::string& volumeId, const std::string& phase, const std::string& script);
 
   // ---- kubelet ----
+  /// `shared`: access mode MULTI_NODE_MULTI_WRITER (else SINGLE_NODE_WRITER).
   grpc::Status stage(const std::string& volumeId, const std::string& fsType = "ext4",
-                     bool block = false);
+                     bool block = false, bool shared = false);
   grpc::Status publish(const std::string& volumeId, const std::string& fsType = "ext4");
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
 

@@ -1,0 +1,182 @@
+// stateguard-csi as a transparent proxy: calls it does not guard reach the driver as the bytes
+// kubelet sent (even ones no .proto here describes), with kubelet's metadata and deadline, and
+// the driver's answer, metadata, status and error details come back unchanged. Plus /healthz and
+// /metrics.
+
+#include <grpcpp/generic/generic_stub.h>
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <future>
+#include <random>
+
+#include "proto/csi.grpc.pb.h"
+#include "tests/support/csi_rig.h"
+
+// Designated initializers of CsiRigOptions name only what a test changes.
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+namespace stateguard::testing {
+namespace {
+
+struct Answer {
+  grpc::Status status;
+  std::string body;
+  std::multimap<std::string, std::string> initial, trailing;
+};
+
+std::string bytesOf(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string out;
+  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+/// One unary call of `method` with raw bytes, as any gRPC client (kubelet) makes it.
+Answer call(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+            const std::string& body, const std::multimap<std::string, std::string>& metadata,
+            std::chrono::milliseconds deadline = std::chrono::seconds(10)) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + deadline);
+  for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
+  grpc::Slice slice(body);
+  grpc::ByteBuffer request(&slice, 1);
+  grpc::ByteBuffer response;
+  std::promise<grpc::Status> done;
+  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
+                 [&done](grpc::Status s) { done.set_value(s); });
+  Answer a;
+  a.status = done.get_future().get();
+  if (a.status.ok()) a.body = bytesOf(response);
+  for (const auto& [k, v] : ctx.GetServerInitialMetadata()) {
+    a.initial.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  }
+  for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) {
+    a.trailing.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
+  }
+  return a;
+}
+
+std::string first(const std::multimap<std::string, std::string>& m, const std::string& key) {
+  auto it = m.find(key);
+  return it == m.end() ? "<absent>" : it->second;
+}
+
+class CsiProxyTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = makeTempDir("sg-proxy");
+    rig_ = std::make_unique<CsiRig>(dir_, CsiRigOptions{});
+    ASSERT_TRUE(rig_->start());
+  }
+  void TearDown() override {
+    rig_.reset();
+    removeTree(dir_);
+  }
+  std::string dir_;
+  std::unique_ptr<CsiRig> rig_;
+};
+
+TEST_F(CsiProxyTest, UnknownMethodsAndBytesPassThroughUnchanged) {
+  // Not a valid protobuf of anything, and a method no CSI version has: forwarded as is.
+  std::mt19937 gen(7);
+  std::string body(70000, '\0');
+  for (char& c : body) c = static_cast<char>(gen());
+  Answer a = call(rig_->channel(), "/csi.v1.Controller/FutureRpc", body, {{"x-trace", "abc"}});
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  EXPECT_EQ(a.body, body);
+  EXPECT_EQ(first(a.trailing, "x-method"), "/csi.v1.Controller/FutureRpc");
+  EXPECT_EQ(first(a.trailing, "echo-x-trace"), "abc") << "kubelet's metadata reached the driver";
+  EXPECT_EQ(first(a.initial, "x-initial"), "from-driver") << "the driver's metadata came back";
+  EXPECT_NE(rig_->callLog().find("echo /csi.v1.Controller/FutureRpc"), std::string::npos);
+}
+
+TEST_F(CsiProxyTest, DriverErrorsComeBackWithCodeMessageAndDetails) {
+  const std::string details = std::string(
+      "\x08\x05\x12\x03"
+      "abc",
+      7);
+  Answer a = call(rig_->channel(), "/csi.v1.Node/NodeGetVolumeStats", "x",
+                  {{"x-status", "5"}, {"x-details-bin", details}});
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(a.status.error_message(), "failed as asked");
+  EXPECT_EQ(a.status.error_details(), details);
+  EXPECT_EQ(first(a.trailing, "echo-x-details-bin"), details) << "binary metadata intact";
+}
+
+TEST_F(CsiProxyTest, KubeletsDeadlineReachesTheDriver) {
+  Answer a = call(rig_->channel(), "/csi.v1.Node/NodeExpandVolume", "y", {},
+                  std::chrono::milliseconds(4000));
+  ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+  std::string left = first(a.trailing, "x-deadline-ms");
+  ASSERT_NE(left, "<absent>") << "the driver saw no deadline";
+  EXPECT_GT(std::stol(left), 2000);
+  EXPECT_LE(std::stol(left), 4100) << "gRPC rounds deadlines, but this is kubelet's 4 s";
+}
+
+TEST_F(CsiProxyTest, TypedCallsWorkThroughTheProxy) {
+  auto identity = ::csi::v1::Identity::NewStub(rig_->channel());
+  grpc::ClientContext ctx;
+  ::csi::v1::GetPluginInfoResponse info;
+  ASSERT_TRUE(identity->GetPluginInfo(&ctx, {}, &info).ok());
+  EXPECT_EQ(info.name(), "test.csi.stateguard.io");
+  auto node = ::csi::v1::Node::NewStub(rig_->channel());
+  grpc::ClientContext ctx2;
+  ::csi::v1::NodeGetCapabilitiesResponse caps;
+  ASSERT_TRUE(node->NodeGetCapabilities(&ctx2, {}, &caps).ok());
+  ASSERT_EQ(caps.capabilities_size(), 1);
+}
+
+TEST_F(CsiProxyTest, MalformedGuardedRequestIsRefusedNotCrashed) {
+  Answer a =
+      call(rig_->channel(), "/csi.v1.Node/NodeStageVolume", std::string("\xff\xff\xff", 3), {});
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(a.status.error_message().find("NodeStageVolumeRequest"), std::string::npos);
+  EXPECT_TRUE(rig_->sidecar()->running());
+  EXPECT_EQ(rig_->callLog().find("NodeStageVolume"), std::string::npos);
+}
+
+TEST_F(CsiProxyTest, HealthzAndMetrics) {
+  ASSERT_GT(rig_->httpPort(), 0);
+  httplib::Client http("127.0.0.1", rig_->httpPort());
+  auto health = http.Get("/healthz");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200) << health->body;
+
+  rig_->setDevice("pvc-m", "");  // missing: refused
+  EXPECT_EQ(rig_->stage("pvc-m").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  call(rig_->channel(), "/csi.v1.Node/NodeGetCapabilities", "", {});
+  auto metrics = http.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  const std::string& m = metrics->body;
+  EXPECT_NE(m.find("csi_sidecar_operations_seconds_count{driver_name=\"test.csi.stateguard.io\","
+                   "method_name=\"/csi.v1.Node/NodeStageVolume\",grpc_status_code="
+                   "\"FailedPrecondition\"} 1"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("method_name=\"/csi.v1.Node/NodeGetCapabilities\",grpc_status_code=\"OK\"}"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("stateguard_csi_refusals_total{reason=\"device-unknown\"} 1"), std::string::npos)
+      << m;
+}
+
+TEST(CsiProxyStartup, BadFlagsAreClearErrors) {
+  CommandResult r =
+      runCommand(binaryPath("stateguard-csi"),
+                 {"--csi-address", "unix:///tmp/x.sock", "--driver-address", "unix:///tmp/y.sock",
+                  "--ledger-dir", "/tmp/l", "--device-path-template", "/dev/{nope}"});
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_NE(r.err.find("unknown placeholder {nope}"), std::string::npos) << r.err;
+  r = runCommand(binaryPath("stateguard-csi"), {"--csi-address", "unix:///tmp/x.sock"});
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_NE(r.err.find("--driver-address is required"), std::string::npos) << r.err;
+  r = runCommand(binaryPath("stateguard-csi"), {"--help"});
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_NE(r.out.find("--device-path-template"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace stateguard::testing
