@@ -1,7 +1,10 @@
-# stateguard container image: one image with the binaries (stateguard-webhook, stateguardctl),
-# built on Debian 12 and run on debian:12-slim with only the shared libraries they load, as a
-# non-root user. The Kubernetes manifests run `stateguard-webhook`; stateguardctl is there for
-# `kubectl exec ... stateguardctl rules` and CI jobs.
+# stateguard container image: one image with the binaries (stateguard-webhook, stateguardctl,
+# stateguard-csi, stateguard-format-gate), built on Debian 12 and run on debian:12-slim with only
+# the shared libraries they load, as a non-root user. The Kubernetes manifests run
+# `stateguard-webhook` (the entry point); stateguardctl is there for
+# `kubectl exec ... stateguardctl rules` and CI jobs. The CSI sidecar component
+# (manifests/csi-sidecar) runs `stateguard-csi` in a CSI driver's node pod (as root: it reads the
+# host's block devices) and copies `stateguard-format-gate` into the driver's container.
 #
 #   docker build -t ghcr.io/stateguard/stateguard:0.1.0 .
 #
@@ -18,26 +21,32 @@ RUN bash scripts/install-deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
 RUN cmake -S . -B /build -DCMAKE_BUILD_TYPE=Release \
       -DSTATEGUARD_BUILD_TESTS=OFF -DSTATEGUARD_BUILD_BENCH=OFF \
- && cmake --build /build -j"$(nproc)" --target stateguard-webhook stateguardctl \
- && strip /build/bin/stateguard-webhook /build/bin/stateguardctl
+ && cmake --build /build -j"$(nproc)" \
+      --target stateguard-webhook stateguardctl stateguard-csi stateguard-format-gate \
+ && strip /build/bin/stateguard-webhook /build/bin/stateguardctl \
+      /build/bin/stateguard-csi /build/bin/stateguard-format-gate
 
 # ---- runtime stage: shared libraries only ----
 FROM debian:12-slim
 # The Debian 12 packages holding every library `ldd` lists for the binaries (checked by
-# tests/integration/manifests_test.cc): libc6, libgcc-s1 and libstdc++6 are already in the slim
-# image and named so the list is complete.
+# tests/integration/manifests_test.cc): libc6, libgcc-s1, libstdc++6 and libblkid1 are already in
+# the slim image and named so the list is complete. The second line is stateguard-csi's: gRPC
+# (libgrpc++1.51, libgrpc29 and what they load), protobuf, libblkid. stateguard-format-gate is
+# statically linked (it runs inside other images) and needs none.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libc6 libgcc-s1 libstdc++6 \
       libssl3 libcpp-httplib0.11 libyaml-cpp0.7 libbrotli1 zlib1g \
+      libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libre2-9 libc-ares2 libblkid1 \
  && rm -rf /var/lib/apt/lists/*
-COPY --from=build /build/bin/stateguard-webhook /build/bin/stateguardctl /usr/local/bin/
+COPY --from=build /build/bin/stateguard-webhook /build/bin/stateguardctl \
+     /build/bin/stateguard-csi /build/bin/stateguard-format-gate /usr/local/bin/
 LABEL org.opencontainers.image.title="stateguard" \
-      org.opencontainers.image.description="Admission webhook that refuses Kubernetes API changes destroying persistent data" \
+      org.opencontainers.image.description="Admission webhook and CSI sidecar that refuse Kubernetes API changes and volume formats destroying persistent data" \
       org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.source="https://github.com/stateguard/stateguard"
 # Non-root (the Deployment's runAsUser matches); the root filesystem can be read-only: the
-# webhook writes only to stdout/stderr.
+# webhook writes only to stdout/stderr. The CSI sidecar's container sets runAsUser 0 itself.
 USER 65532:65532
 EXPOSE 8443
 ENTRYPOINT ["stateguard-webhook"]

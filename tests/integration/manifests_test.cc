@@ -10,6 +10,11 @@
 // - the Deployment is hardened, its flags are ones stateguard-webhook knows, and the policy in
 //   the ConfigMap is accepted (and applied) by the real stateguardctl;
 // - the kustomize base and the chart produce the same objects;
+// - the CSI sidecar component (manifests/csi-sidecar), applied to a copy of Longhorn's
+//   longhorn-csi-plugin DaemonSet, adds stateguard-csi with flags the binary knows, puts it
+//   between kubelet and the driver (node-driver-registrar announces its socket), puts the format
+//   gate first on the driver's PATH, changes nothing else, and grants exactly what the ledger
+//   annotation needs on PersistentVolumes;
 // - the runtime image installs the Debian package of every library the binaries load.
 
 #include <gtest/gtest.h>
@@ -19,6 +24,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <iostream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -1232,6 +1238,486 @@ TEST(HelmChart, InvalidValuesAreRefused) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The CSI sidecar component (manifests/csi-sidecar): stateguard-csi added to a CSI driver's
+// node DaemonSet, checked on the worked example (Longhorn's longhorn-csi-plugin)
+
+const std::string kCsiDaemonSet = "longhorn-csi-plugin";
+const std::string kCsiNamespace = "longhorn-system";
+const std::string kDriverContainer = "longhorn-csi-plugin";
+const std::string kRegistrarContainer = "node-driver-registrar";
+const std::string kSidecarContainer = "stateguard-csi";
+const std::string kGateDir = "/stateguard/bin";
+
+/// The flags stateguard-csi takes (its --help), and whether each takes a value.
+const std::map<std::string, bool> kSidecarFlags = {
+    {"--csi-address", true},          {"--driver-address", true}, {"--ledger-dir", true},
+    {"--device-path-template", true}, {"--device-root", true},    {"--in-cluster", false},
+    {"--kubeconfig", true},           {"--node-name", true},      {"--driver-name", true},
+    {"--http-endpoint", true},        {"--audit-log", true}};
+
+/// Flags of a container's args: "--flag value", "--flag=value" or a boolean "--flag"; a
+/// failure for anything else.
+std::multimap<std::string, std::string> sidecarFlags(const json& args) {
+  std::multimap<std::string, std::string> out;
+  std::vector<std::string> a;
+  for (const auto& v : args) a.push_back(v.get<std::string>());
+  for (size_t i = 0; i < a.size(); ++i) {
+    std::string flag = a[i], value;
+    if (flag.rfind("--", 0) != 0) {
+      ADD_FAILURE() << "stateguard-csi argument " << flag << " is not a flag";
+      continue;
+    }
+    const auto eq = flag.find('=');
+    if (eq != std::string::npos) {
+      value = flag.substr(eq + 1);
+      flag.resize(eq);
+    }
+    auto known = kSidecarFlags.find(flag);
+    if (known == kSidecarFlags.end()) {
+      ADD_FAILURE() << "stateguard-csi has no flag " << flag;
+      continue;
+    }
+    if (known->second && eq == std::string::npos) {
+      if (i + 1 >= a.size()) {
+        ADD_FAILURE() << flag << " without a value";
+        continue;
+      }
+      value = a[++i];
+    }
+    EXPECT_TRUE(known->second || eq == std::string::npos) << flag << " takes no value";
+    out.emplace(flag, value);
+  }
+  return out;
+}
+
+std::string flagValue(const std::multimap<std::string, std::string>& flags,
+                      const std::string& flag) {
+  EXPECT_EQ(flags.count(flag), 1u) << flag;
+  auto it = flags.find(flag);
+  return it == flags.end() ? "" : it->second;
+}
+
+/// A container of a pod spec by name (among containers or initContainers).
+const json* containerNamed(const json& podSpec, const std::string& name,
+                           const char* list = "containers") {
+  const json* found = nullptr;
+  if (!podSpec.contains(list)) return nullptr;
+  for (const auto& c : podSpec[list]) {
+    if (c.value("name", "") == name) {
+      EXPECT_EQ(found, nullptr) << "two " << list << " named " << name;
+      found = &c;
+    }
+  }
+  return found;
+}
+
+/// `$(VAR)` references in a string replaced with the container's literal env values.
+std::string expandEnv(std::string s, const json& container) {
+  for (const auto& e : container.value("env", json::array())) {
+    if (!e.contains("value")) continue;
+    const std::string ref = "$(" + e["name"].get<std::string>() + ")";
+    const std::string value = e["value"].get<std::string>();
+    for (size_t at = s.find(ref); at != std::string::npos; at = s.find(ref, at + value.size()))
+      s.replace(at, ref.size(), value);
+  }
+  return s;
+}
+
+/// The value of a "--flag=value" argument of a container, with env references expanded.
+std::string argValue(const json& container, const std::string& flag) {
+  std::string found;
+  int n = 0;
+  for (const auto& a : container.value("args", json::array())) {
+    const std::string arg = a.get<std::string>();
+    if (arg.rfind(flag + "=", 0) == 0) {
+      found = expandEnv(arg.substr(flag.size() + 1), container);
+      ++n;
+    }
+  }
+  EXPECT_EQ(n, 1) << container.value("name", "") << ": " << flag;
+  return found;
+}
+
+std::string envValue(const json& container, const std::string& name) {
+  for (const auto& e : container.value("env", json::array()))
+    if (e.value("name", "") == name) return e.value("value", "");
+  return "";
+}
+
+std::string withoutUnixScheme(const std::string& address) {
+  EXPECT_EQ(address.rfind("unix://", 0), 0u) << address;
+  return address.rfind("unix://", 0) == 0 ? address.substr(7) : address;
+}
+
+/// The volume mount under which `path` lies in a container (the longest mountPath that is
+/// `path` or a parent of it), or nullptr.
+const json* mountOf(const json& container, const std::string& path) {
+  const json* best = nullptr;
+  size_t bestLen = 0;
+  if (!container.contains("volumeMounts")) return nullptr;
+  for (const auto& m : container["volumeMounts"]) {
+    std::string mp = m.value("mountPath", "");
+    while (mp.size() > 1 && mp.back() == '/') mp.pop_back();
+    const bool under = path == mp || (path.rfind(mp + "/", 0) == 0) || mp == "/";
+    if (under && mp.size() >= bestLen) {
+      best = &m;
+      bestLen = mp.size();
+    }
+  }
+  return best;
+}
+
+const json* volumeNamed(const json& podSpec, const std::string& name) {
+  if (!podSpec.contains("volumes")) return nullptr;
+  for (const auto& v : podSpec["volumes"])
+    if (v.value("name", "") == name) return &v;
+  return nullptr;
+}
+
+/// Where a path inside a container is on the host: the hostPath of the volume mounted there
+/// plus the rest of the path; "" when it is not on a hostPath volume.
+std::string hostPathOf(const json& podSpec, const json& container, const std::string& path) {
+  const json* m = mountOf(container, path);
+  if (m == nullptr) return "";
+  const json* v = volumeNamed(podSpec, m->value("name", ""));
+  if (v == nullptr || !v->contains("hostPath")) return "";
+  std::string mp = m->value("mountPath", "");
+  while (mp.size() > 1 && mp.back() == '/') mp.pop_back();
+  std::string host = (*v)["hostPath"].value("path", "");
+  while (host.size() > 1 && host.back() == '/') host.pop_back();
+  return host + path.substr(mp.size());
+}
+
+/// The DaemonSet without what the component adds, for comparing with the fixture: the
+/// stateguard containers, init containers and volumes, and the gate's env and mounts on the
+/// driver container. The registrar's args and env are compared separately.
+json withoutStateguard(json ds) {
+  json& spec = ds["spec"]["template"]["spec"];
+  auto drop = [](json& list, auto pred) {
+    json kept = json::array();
+    for (auto& e : list)
+      if (!pred(e)) kept.push_back(e);
+    list = kept;
+  };
+  auto isOurs = [](const json& e) { return e.value("name", "").rfind("stateguard-", 0) == 0; };
+  drop(spec["containers"], isOurs);
+  if (spec.contains("initContainers")) {
+    drop(spec["initContainers"], isOurs);
+    if (spec["initContainers"].empty()) spec.erase("initContainers");
+  }
+  drop(spec["volumes"], isOurs);
+  for (auto& c : spec["containers"]) {
+    if (c.contains("volumeMounts")) drop(c["volumeMounts"], isOurs);
+    if (c.contains("env")) {
+      drop(c["env"], [](const json& e) {
+        const std::string n = e.value("name", "");
+        return n == "PATH" || n.rfind("STATEGUARD_", 0) == 0;
+      });
+    }
+    if (c.value("name", "") == kRegistrarContainer) {
+      c.erase("args");
+      c.erase("env");
+    }
+  }
+  // Order of containers and volumes is not meaningful; sort by name.
+  for (const auto* list : {"containers", "volumes"}) {
+    std::vector<json> v(spec[list].begin(), spec[list].end());
+    std::sort(v.begin(), v.end(), [](const json& a, const json& b) {
+      return a.value("name", "") < b.value("name", "");
+    });
+    spec[list] = v;
+  }
+  return ds;
+}
+
+/// The rendered example and pointers into it (so not copyable).
+struct CsiRender {
+  explicit CsiRender(const std::string& dir) : objects(kustomize(dir)) {
+    ds = find(objects, "DaemonSet", kCsiDaemonSet);
+    if (ds == nullptr) {
+      ADD_FAILURE() << "no DaemonSet " << kCsiDaemonSet << " rendered from " << dir;
+      return;
+    }
+    podSpec = &(*ds)["spec"]["template"]["spec"];
+    sidecar = containerNamed(*podSpec, kSidecarContainer);
+    registrar = containerNamed(*podSpec, kRegistrarContainer);
+    driver = containerNamed(*podSpec, kDriverContainer);
+  }
+  CsiRender(const CsiRender&) = delete;
+  CsiRender& operator=(const CsiRender&) = delete;
+
+  const std::vector<json> objects;
+  const json* ds = nullptr;
+  const json* podSpec = nullptr;
+  const json* sidecar = nullptr;
+  const json* registrar = nullptr;
+  const json* driver = nullptr;
+};
+
+TEST(CsiSidecarComponent, IsAComponentWhosePatchesAllTargetTheDriverDaemonSet) {
+  auto docs =
+      parseDocuments(readText(sourcePath("manifests/csi-sidecar/component/kustomization.yaml")),
+                     "manifests/csi-sidecar/component/kustomization.yaml");
+  ASSERT_TRUE(docs.ok()) << docs.error();
+  ASSERT_EQ(docs->size(), 1u);
+  const json& k = docs->front();
+  EXPECT_EQ(k.value("apiVersion", ""), "kustomize.config.k8s.io/v1alpha1");
+  EXPECT_EQ(k.value("kind", ""), "Component");
+  ASSERT_TRUE(k.contains("patches") && k["patches"].is_array() && !k["patches"].empty());
+  // One target for every patch: retargeting the component is one edit.
+  const json want = {
+      {"group", "apps"}, {"version", "v1"}, {"kind", "DaemonSet"}, {"name", kCsiDaemonSet}};
+  std::set<std::string> paths;
+  for (const auto& p : k["patches"]) {
+    EXPECT_EQ(p["target"], want) << p.dump();
+    paths.insert(p.value("path", ""));
+  }
+  EXPECT_EQ(paths, (std::set<std::string>{"sidecar.yaml", "registrar.yaml", "format-gate.yaml"}));
+}
+
+TEST(CsiSidecarComponent, LonghornExampleGetsTheSidecarWithTheAgreedFlags) {
+  const CsiRender r(sourcePath("manifests/csi-sidecar/example"));
+  ASSERT_NE(r.ds, nullptr);
+  ASSERT_NE(r.sidecar, nullptr) << "no container " << kSidecarContainer;
+  ASSERT_NE(r.registrar, nullptr);
+  ASSERT_NE(r.driver, nullptr);
+  const json& ps = *r.podSpec;
+  const json& c = *r.sidecar;
+  EXPECT_EQ((*r.ds)["metadata"].value("namespace", ""), kCsiNamespace);
+
+  EXPECT_EQ(c["image"], "ghcr.io/stateguard/stateguard:0.1.0");
+  EXPECT_EQ(c["command"], json::array({"stateguard-csi"}));
+  const auto flags = sidecarFlags(c["args"]);
+  EXPECT_EQ(flagValue(flags, "--csi-address"), "unix:///csi/stateguard.sock");
+  EXPECT_EQ(flagValue(flags, "--driver-address"), "unix:///csi/csi.sock");
+  EXPECT_EQ(flagValue(flags, "--ledger-dir"), "/var/lib/stateguard/ledger");
+  EXPECT_EQ(flagValue(flags, "--device-path-template"), "/dev/longhorn/{volume_id}");
+  EXPECT_EQ(flagValue(flags, "--http-endpoint"), "0.0.0.0:9810");
+  EXPECT_EQ(flagValue(flags, "--in-cluster"), "");
+  EXPECT_EQ(flags.count("--kubeconfig"), 0u) << "--in-cluster and --kubeconfig exclude each other";
+  EXPECT_EQ(flagValue(flags, "--audit-log"), "-");
+
+  // The driver keeps serving its own socket, which the sidecar forwards to; the sidecar's
+  // socket sits next to it, in the same volume.
+  const std::string driverSocket = withoutUnixScheme(flagValue(flags, "--driver-address"));
+  const std::string sidecarSocket = withoutUnixScheme(flagValue(flags, "--csi-address"));
+  EXPECT_EQ(withoutUnixScheme(expandEnv(argValue(*r.driver, "--endpoint"), *r.driver)),
+            driverSocket);
+  const json* sockMount = mountOf(c, sidecarSocket);
+  ASSERT_NE(sockMount, nullptr) << sidecarSocket << " is on no volume";
+  EXPECT_FALSE(sockMount->value("readOnly", false)) << "the sidecar creates its socket there";
+  const json* driverMount = mountOf(*r.driver, driverSocket);
+  ASSERT_NE(driverMount, nullptr);
+  EXPECT_EQ(sockMount->value("name", ""), driverMount->value("name", ""));
+  ASSERT_NE(mountOf(c, driverSocket), nullptr);
+  EXPECT_EQ(mountOf(c, driverSocket)->value("name", ""), driverMount->value("name", ""));
+
+  // node-driver-registrar announces the sidecar's socket to kubelet, by its host path, and
+  // asks the sidecar (not the driver) for the driver's name.
+  const std::string registrarAddress = argValue(*r.registrar, "--csi-address");
+  EXPECT_EQ(registrarAddress, sidecarSocket);
+  ASSERT_NE(mountOf(*r.registrar, registrarAddress), nullptr);
+  EXPECT_EQ(mountOf(*r.registrar, registrarAddress)->value("name", ""),
+            sockMount->value("name", ""));
+  const std::string registrationPath = argValue(*r.registrar, "--kubelet-registration-path");
+  EXPECT_EQ(registrationPath, "/var/lib/kubelet/plugins/driver.longhorn.io/stateguard.sock");
+  EXPECT_EQ(registrationPath, hostPathOf(ps, c, sidecarSocket))
+      << "kubelet must reach the socket the sidecar serves";
+  for (const auto& a : (*r.registrar)["args"])
+    EXPECT_EQ(expandEnv(a.get<std::string>(), *r.registrar).find("csi.sock"), std::string::npos)
+        << "the registrar still names the driver's socket: " << a;
+
+  // Volumes: host /dev read-only, kubelet's directory read-only with mounts propagated in, the
+  // ledger on the node.
+  const json* dev = mountOf(c, "/dev/longhorn/pvc-1");
+  ASSERT_NE(dev, nullptr);
+  EXPECT_EQ(dev->value("mountPath", ""), "/dev");
+  EXPECT_TRUE(dev->value("readOnly", false));
+  EXPECT_EQ(hostPathOf(ps, c, "/dev/longhorn/pvc-1"), "/dev/longhorn/pvc-1");
+  const json* kubelet = mountOf(c, "/var/lib/kubelet/plugins/kubernetes.io/csi");
+  ASSERT_NE(kubelet, nullptr);
+  EXPECT_EQ(kubelet->value("mountPath", ""), "/var/lib/kubelet");
+  EXPECT_TRUE(kubelet->value("readOnly", false));
+  EXPECT_EQ(kubelet->value("mountPropagation", ""), "HostToContainer");
+  EXPECT_EQ(hostPathOf(ps, c, "/var/lib/kubelet"), "/var/lib/kubelet");
+  const std::string ledgerDir = flagValue(flags, "--ledger-dir");
+  const json* ledger = mountOf(c, ledgerDir);
+  ASSERT_NE(ledger, nullptr);
+  EXPECT_EQ(ledger->value("mountPath", ""), ledgerDir);
+  EXPECT_FALSE(ledger->value("readOnly", false));
+  const json* ledgerVolume = volumeNamed(ps, ledger->value("name", ""));
+  ASSERT_NE(ledgerVolume, nullptr);
+  EXPECT_EQ((*ledgerVolume)["hostPath"],
+            (json{{"path", "/var/lib/stateguard/ledger"}, {"type", "DirectoryOrCreate"}}));
+
+  // Identity, hardening, resources, health.
+  bool nodeName = false;
+  for (const auto& e : c.value("env", json::array()))
+    if (e.value("name", "") == "NODE_NAME")
+      nodeName = e["valueFrom"]["fieldRef"].value("fieldPath", "") == "spec.nodeName";
+  EXPECT_TRUE(nodeName) << "NODE_NAME from spec.nodeName";
+  const json& sc = c["securityContext"];
+  EXPECT_TRUE(sc.value("privileged", false)) << "it opens host block devices";
+  EXPECT_TRUE(sc.value("readOnlyRootFilesystem", false));
+  EXPECT_EQ(sc.value("runAsUser", -1), 0);
+  const std::string termination = c.value("terminationMessagePath", "/dev/termination-log");
+  EXPECT_NE(termination.rfind("/dev/", 0), 0u)
+      << "/dev is the host's, read-only: the runtime cannot create " << termination;
+  for (const auto* kind : {"requests", "limits"})
+    for (const auto* res : {"cpu", "memory"})
+      EXPECT_TRUE(c["resources"][kind].contains(res)) << "resources." << kind << "." << res;
+  const json& live = c["livenessProbe"]["httpGet"];
+  EXPECT_EQ(live.value("path", ""), "/healthz") << "liveness must not depend on the driver";
+  EXPECT_EQ(c["readinessProbe"]["httpGet"].value("path", ""), "/readyz");
+  json port = live.value("port", json());
+  if (port.is_string()) {
+    for (const auto& p : c.value("ports", json::array()))
+      if (p.value("name", "") == port.get<std::string>()) port = p["containerPort"];
+  }
+  EXPECT_EQ(port, 9810);
+  EXPECT_EQ(flagValue(flags, "--http-endpoint")
+                .substr(flagValue(flags, "--http-endpoint").rfind(':') + 1),
+            "9810");
+
+  // The binary knows every flag the manifest uses (when it is built).
+  const std::string binary = std::string(STATEGUARD_BIN_DIR) + "/stateguard-csi";
+  if (::access(binary.c_str(), X_OK) == 0) {
+    CommandResult help = runCommand(binary, {"--help"});
+    for (const auto& [flag, value] : flags)
+      EXPECT_NE((help.out + help.err).find(flag + " "), std::string::npos)
+          << "stateguard-csi --help does not list " << flag;
+  } else {
+    std::cout << "[ note ] " << binary << " is not built: its --help is not checked\n";
+  }
+}
+
+TEST(CsiSidecarComponent, LonghornExampleGetsTheFormatGateFirstOnTheDriversPath) {
+  const CsiRender r(sourcePath("manifests/csi-sidecar/example"));
+  ASSERT_NE(r.ds, nullptr);
+  ASSERT_NE(r.driver, nullptr);
+  ASSERT_NE(r.sidecar, nullptr);
+  const json& ps = *r.podSpec;
+
+  // The init container installs the gate into an emptyDir.
+  const json* init = containerNamed(ps, "stateguard-format-gate", "initContainers");
+  ASSERT_NE(init, nullptr);
+  EXPECT_EQ((*init)["image"], "ghcr.io/stateguard/stateguard:0.1.0");
+  EXPECT_EQ((*init)["command"], json::array({"stateguard-format-gate", "install", kGateDir}));
+  const json* initMount = mountOf(*init, kGateDir);
+  ASSERT_NE(initMount, nullptr);
+  EXPECT_EQ(initMount->value("mountPath", ""), kGateDir);
+  const json* gateVolume = volumeNamed(ps, initMount->value("name", ""));
+  ASSERT_NE(gateVolume, nullptr);
+  EXPECT_TRUE(gateVolume->contains("emptyDir")) << gateVolume->dump();
+  EXPECT_TRUE((*init)["securityContext"].value("runAsNonRoot", false));
+  EXPECT_FALSE((*init)["securityContext"].value("privileged", false));
+
+  // The driver container sees that directory first on its PATH, and the sidecar's ledger.
+  const json* driverMount = mountOf(*r.driver, kGateDir);
+  ASSERT_NE(driverMount, nullptr);
+  EXPECT_EQ(driverMount->value("mountPath", ""), kGateDir);
+  EXPECT_EQ(driverMount->value("name", ""), initMount->value("name", ""));
+  const std::string path = envValue(*r.driver, "PATH");
+  EXPECT_EQ(path.rfind(kGateDir + ":", 0), 0u) << "PATH=" << path;
+  for (const std::string dir : {"/usr/sbin", "/usr/bin", "/sbin", "/bin"})
+    EXPECT_NE((path + ":").find(":" + dir + ":"), std::string::npos)
+        << "PATH=" << path << " lost " << dir << ", where the real mkfs lives";
+  const std::string ledgerDir = envValue(*r.driver, "STATEGUARD_LEDGER_DIR");
+  EXPECT_EQ(ledgerDir, flagValue(sidecarFlags((*r.sidecar)["args"]), "--ledger-dir"));
+  ASSERT_NE(mountOf(*r.driver, ledgerDir), nullptr);
+  EXPECT_EQ(mountOf(*r.driver, ledgerDir)->value("mountPath", ""), ledgerDir);
+  EXPECT_EQ(hostPathOf(ps, *r.driver, ledgerDir), hostPathOf(ps, *r.sidecar, ledgerDir))
+      << "the gate must read the ledger the sidecar writes";
+}
+
+TEST(CsiSidecarComponent, LonghornExampleKeepsEverythingElseOfTheDaemonSet) {
+  const CsiRender r(sourcePath("manifests/csi-sidecar/example"));
+  ASSERT_NE(r.ds, nullptr);
+  const auto fixture =
+      parseAll(readText(sourcePath("manifests/csi-sidecar/example/longhorn-csi-plugin.yaml")),
+               "longhorn-csi-plugin.yaml");
+  ASSERT_EQ(fixture.size(), 1u);
+  EXPECT_EQ(withoutStateguard(*r.ds).dump(2), withoutStateguard(fixture[0]).dump(2));
+  // The registrar keeps its container, only its address and kubelet path change.
+  const json* before = containerNamed(fixture[0]["spec"]["template"]["spec"], kRegistrarContainer);
+  ASSERT_NE(before, nullptr);
+  ASSERT_NE(r.registrar, nullptr);
+  EXPECT_EQ((*r.registrar)["args"].size(), (*before)["args"].size());
+  EXPECT_EQ((*r.registrar)["args"][0], (*before)["args"][0]) << "--v level";
+  // Exactly the three objects: the DaemonSet and the sidecar's RBAC.
+  EXPECT_EQ(keys(r.objects), (std::set<Key>{{"DaemonSet", kCsiNamespace, kCsiDaemonSet},
+                                            {"ClusterRole", "", "stateguard-csi"},
+                                            {"ClusterRoleBinding", "", "stateguard-csi"}}));
+}
+
+TEST(CsiSidecarComponent, RbacGrantsExactlyTheLedgerAnnotationOnPersistentVolumes) {
+  const CsiRender r(sourcePath("manifests/csi-sidecar/example"));
+  ASSERT_NE(r.ds, nullptr);
+  const json* role = find(r.objects, "ClusterRole", "stateguard-csi");
+  ASSERT_NE(role, nullptr);
+  EXPECT_FALSE(role->contains("aggregationRule"));
+  std::set<Grant> got;
+  for (const auto& rule : (*role)["rules"]) {
+    EXPECT_FALSE(rule.contains("resourceNames")) << rule.dump();
+    EXPECT_FALSE(rule.contains("nonResourceURLs")) << rule.dump();
+    for (const auto& g : rule["apiGroups"])
+      for (const auto& res : rule["resources"])
+        for (const auto& v : rule["verbs"])
+          got.insert({g.get<std::string>(), res.get<std::string>(), v.get<std::string>()});
+  }
+  EXPECT_EQ(got, (std::set<Grant>{{"", "persistentvolumes", "get"},
+                                  {"", "persistentvolumes", "list"},
+                                  {"", "persistentvolumes", "watch"},
+                                  {"", "persistentvolumes", "patch"}}))
+      << describeGrants(got);
+
+  // Bound to the service account the DaemonSet's pods run as: the sidecar has no other.
+  const json* binding = find(r.objects, "ClusterRoleBinding", "stateguard-csi");
+  ASSERT_NE(binding, nullptr);
+  EXPECT_EQ((*binding)["roleRef"], (json{{"apiGroup", "rbac.authorization.k8s.io"},
+                                         {"kind", "ClusterRole"},
+                                         {"name", "stateguard-csi"}}));
+  const json& ps = *r.podSpec;
+  EXPECT_EQ((*binding)["subjects"],
+            json::array({{{"kind", "ServiceAccount"},
+                          {"name", ps.value("serviceAccountName", "")},
+                          {"namespace", (*r.ds)["metadata"].value("namespace", "")}}}));
+  EXPECT_EQ(ps.value("serviceAccountName", ""), "longhorn-service-account");
+}
+
+TEST(CsiSidecarComponent, RetargetingIsOneEditOfTheComponentsTarget) {
+  // README "Another driver": a copy of the component with another DaemonSet name in the target
+  // anchor patches that DaemonSet.
+  const std::string dir = makeTempDir("sg-csi-retarget");
+  fs::copy(sourcePath("manifests/csi-sidecar/component"), dir + "/component",
+           fs::copy_options::recursive);
+  std::string k = readText(dir + "/component/kustomization.yaml");
+  const std::string from = "name: " + kCsiDaemonSet;
+  ASSERT_NE(k.find(from), std::string::npos);
+  k.replace(k.find(from), from.size(), "name: my-csi-node");
+  EXPECT_EQ(k.find(from), std::string::npos) << "the target is named more than once";
+  writeText(dir + "/component/kustomization.yaml", k);
+  std::string ds = readText(sourcePath("manifests/csi-sidecar/example/longhorn-csi-plugin.yaml"));
+  const std::string dsName = "  name: " + kCsiDaemonSet + "\n  namespace:";
+  ASSERT_NE(ds.find(dsName), std::string::npos);
+  ds.replace(ds.find(dsName), dsName.size(), "  name: my-csi-node\n  namespace:");
+  fs::create_directories(dir + "/example");
+  writeText(dir + "/example/ds.yaml", ds);
+  writeText(dir + "/example/kustomization.yaml",
+            "resources: [ds.yaml]\ncomponents: [../component]\n");
+  const auto objects = kustomize(dir + "/example");
+  removeTree(dir);
+  const json* renamed = find(objects, "DaemonSet", "my-csi-node");
+  ASSERT_NE(renamed, nullptr);
+  const json& ps = (*renamed)["spec"]["template"]["spec"];
+  EXPECT_NE(containerNamed(ps, kSidecarContainer), nullptr);
+  EXPECT_NE(containerNamed(ps, "stateguard-format-gate", "initContainers"), nullptr);
+  const json* registrar = containerNamed(ps, kRegistrarContainer);
+  ASSERT_NE(registrar, nullptr);
+  EXPECT_EQ(argValue(*registrar, "--csi-address"), "/csi/stateguard.sock");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Dockerfile
 
 /// Instructions of a Dockerfile with continuation lines joined and comments dropped.
@@ -1351,15 +1837,36 @@ TEST(Dockerfile, RuntimeStageInstallsEveryLibraryTheBinariesLoad) {
   for (const auto& i : stages[1]) runtime += i + "\n";
   EXPECT_NE(runtime.find("\nUSER 65532:65532\n"), std::string::npos) << runtime;
   EXPECT_NE(runtime.find("\nENTRYPOINT [\"stateguard-webhook\"]\n"), std::string::npos);
-  for (const std::string b : {"stateguard-webhook", "stateguardctl"})
-    EXPECT_NE(runtime.find("/build/bin/" + b), std::string::npos) << b;
+  const std::vector<std::string> all = {"stateguard-webhook", "stateguardctl", "stateguard-csi",
+                                        "stateguard-format-gate"};
+  for (const auto& b : all) EXPECT_NE(runtime.find("/build/bin/" + b), std::string::npos) << b;
   EXPECT_EQ(runtime.find("-dev"), std::string::npos) << "no development packages at run time";
 
   const std::set<std::string> installed = aptInstalled(stages[1]);
   ASSERT_FALSE(installed.empty());
   std::string report;
   std::set<std::string> needed;
-  for (const std::string b : {"stateguard-webhook", "stateguardctl"}) {
+  for (const auto& b : all) {
+    // The CSI binaries are checked once they are built (the webhook and stateguardctl always
+    // are: the test depends on them).
+    if (::access(binaryPath(b).c_str(), X_OK) != 0) {
+      std::cout << "[ note ] " << binaryPath(b) << " is not built: not checked\n";
+      continue;
+    }
+    CommandResult ldd = runCommand(which("ldd"), {binaryPath(b)});
+    const std::string lddText = ldd.out + ldd.err;
+    const bool isStatic = lddText.find("not a dynamic executable") != std::string::npos ||
+                          lddText.find("statically linked") != std::string::npos;
+    if (b == "stateguard-format-gate") {
+      // Copied into the driver's container, whatever its distribution: it must load nothing
+      // (sanitizer builds link it dynamically on purpose).
+      const bool sanitized = lddText.find("libasan") != std::string::npos ||
+                             lddText.find("libubsan") != std::string::npos;
+      if (!sanitized) {
+        EXPECT_TRUE(isStatic) << b << " loads shared libraries:\n" << lddText;
+      }
+    }
+    if (isStatic) continue;
     auto p = librariesPackages(binaryPath(b), &report);
     needed.insert(p.begin(), p.end());
   }
