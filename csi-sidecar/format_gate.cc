@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -30,13 +31,13 @@ struct OptionSpec {
 const OptionSpec& specFor(const std::string& tool) {
   // mke2fs (e2fsprogs misc/mke2fs.c getopt string), mkfs.xfs, mkfs.btrfs, cryptsetup.
   static const OptionSpec kExt{"bdegilmorstCEGIJLMNORTUz", {}};
-  static const OptionSpec kXfs{"bdilLmnprs", {}};
+  static const OptionSpec kXfs{"bcdilLmnprs", {}};
   static const OptionSpec kBtrfs{
       "AblnsmdLROrU",
       {"alloc-start", "byte-count", "leafsize", "nodesize", "sectorsize", "metadata", "data",
        "label", "runtime-features", "features", "rootdir", "uuid", "checksum", "csum",
        "device-uuid", "compress", "subvol"}};
-  static const OptionSpec kCryptsetup{"chsloSbdiTtMpqIe",
+  static const OptionSpec kCryptsetup{"chsloSbdiTtMpIe",
                                       {"cipher",
                                        "hash",
                                        "key-size",
@@ -172,9 +173,12 @@ Result<std::vector<std::string>> targetDevices(const std::string& tool,
   if (!ops) return ops;
   std::vector<std::string> out;
   if (tool == "cryptsetup") {
-    if (ops->empty() || ops->front() != "luksFormat") return out;  // only luksFormat writes
-    if (ops->size() < 2) return makeError("cryptsetup luksFormat: no device given");
-    out.push_back((*ops)[1]);
+    // The action is the first operand, but an option value this list does not know would come
+    // first: look for luksFormat among all operands (only luksFormat writes a header).
+    auto action = std::find(ops->begin(), ops->end(), "luksFormat");
+    if (action == ops->end()) return out;
+    if (action + 1 == ops->end()) return makeError("cryptsetup luksFormat: no device given");
+    out.push_back(*(action + 1));
   } else if (tool == "mkfs.btrfs") {
     out = ops.value();
   } else if (!ops->empty()) {

@@ -89,11 +89,11 @@ json toJson(const LedgerEntry& entry) {
          {"device", entry.device},     {"updated", entry.updated}, {"identities", ids}};
   if (entry.quarantine) {
     const Quarantine& q = *entry.quarantine;
-    j["quarantine"] = json{{"since", q.since},
-                           {"node", q.node},
-                           {"reason", q.reason},
-                           {"expected", toJson(q.expected)},
-                           {"seen", toJson(q.seen)}};
+    json jq{{"since", q.since}, {"node", q.node}, {"reason", q.reason}};
+    // An identity without a type (a hand-written quarantine) is left out, so it reads back.
+    if (!q.expected.type.empty()) jq["expected"] = toJson(q.expected);
+    if (!q.seen.type.empty()) jq["seen"] = toJson(q.seen);
+    j["quarantine"] = jq;
   }
   return j;
 }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) in build-fuzz/ and runs each one for
-# SECONDS/3 seconds over a temporary copy of tests/fuzz/corpus/ (the source corpus is never
+# SECONDS/N seconds (N targets) over a temporary copy of tests/fuzz/corpus/ (the source corpus is never
 # written). Fails on any crash, leak, timeout, sanitizer report or out-of-memory.
 #
 #   tests/fuzz/run-fuzzers.sh [SECONDS]      (default 60; `make fuzz` passes FUZZ_SECONDS)
 #
 # Environment: BUILD_DIR (default build-fuzz), JOBS (default nproc), FUZZ_TARGETS (default
-# "review_decoder_fuzz documents_fuzz policy_fuzz"), FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing
+# "review_decoder_fuzz documents_fuzz policy_fuzz csi_inputs_fuzz"), FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing
 # after a finding to collect every distinct one; still fails at the end). Crash inputs are kept
 # in $BUILD_DIR/artifacts/, full logs in $BUILD_DIR/logs/. Reproduce one with
 # `$BUILD_DIR/bin/<target> $BUILD_DIR/artifacts/<file>`.
@@ -22,7 +22,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
 case "$build" in /*) ;; *) build=$root/$build ;; esac
 jobs=${JOBS:-$(nproc)}
-read -r -a targets <<<"${FUZZ_TARGETS:-review_decoder_fuzz documents_fuzz policy_fuzz}"
+read -r -a targets <<<"${FUZZ_TARGETS:-review_decoder_fuzz documents_fuzz policy_fuzz csi_inputs_fuzz}"
 
 cc=${CC:-clang}
 cxx=${CXX:-clang++}
@@ -65,6 +65,7 @@ for target in "${targets[@]}"; do
     review_decoder_fuzz) corpus=review max_len=4194304 ;;  # over kMaxReviewBytes (3 MiB)
     documents_fuzz) corpus=documents max_len=262144 ;;
     policy_fuzz) corpus=policy max_len=65536 ;;
+    csi_inputs_fuzz) corpus=csi max_len=65536 ;;
     *) echo "run-fuzzers.sh: unknown target $target" >&2; exit 2 ;;
   esac
   mkdir -p "$work/$corpus"
