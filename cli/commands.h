@@ -10,5 +10,6 @@ int runLint(int argc, char** argv);     ///< cli/lint.cc
 int runAudit(int argc, char** argv);    ///< cli/audit.cc
 int runDqlite(int argc, char** argv);   ///< cli/dqlite.cc
 int runOrphans(int argc, char** argv);  ///< cli/orphans.cc
+int runCsi(int argc, char** argv);      ///< cli/csi.cc
 
 }  // namespace stateguard::cli

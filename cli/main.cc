@@ -20,6 +20,7 @@ commands:
   audit     filter and summarise the webhook's audit logs
   dqlite    inspect, plan and verify a MicroK8s dqlite recovery
   orphans   find PVs, claims and backend volumes nothing uses
+  csi       the CSI sidecar's ledger: list, show, clear a quarantine, forget a volume
 
 Exit codes: 0 fine, 1 a finding (denial, stale, difference), 2 unusable input or usage.
 )";
@@ -33,6 +34,7 @@ int main(int argc, char** argv) {
       {"review", stateguard::cli::runReview}, {"rules", stateguard::cli::runRules},
       {"lint", stateguard::cli::runLint},     {"audit", stateguard::cli::runAudit},
       {"dqlite", stateguard::cli::runDqlite}, {"orphans", stateguard::cli::runOrphans},
+      {"csi", stateguard::cli::runCsi},
   };
   if (argc < 2) {
     std::cerr << "stateguardctl: no command given\n\n" << kUsage;

@@ -307,6 +307,51 @@ TEST_F(CsiSidecarTest, AnotherFilesystemAfterTheStageQuarantinesTheVolume) {
   // Even the right device again is refused until a person clears the quarantine.
   rig.setDevice("pvc-g", img);
   EXPECT_EQ(rig.stage("pvc-g").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+
+  // The person at the terminal: list shows it, clearing needs a reason and is audited.
+  const std::string ctl = binaryPath("stateguardctl");
+  CommandResult r = runCommand(ctl, {"csi", "ledger", "list", "--ledger-dir", rig.ledgerDir()});
+  EXPECT_EQ(r.exitCode, 1) << r.err;
+  EXPECT_TRUE(contains(r.out, "pvc-g")) << r.out;
+  EXPECT_TRUE(contains(r.out, "QUARANTINED")) << r.out;
+  r = runCommand(ctl, {"csi", "ledger", "clear-quarantine", "--volume", "pvc-g", "--ledger-dir",
+                       rig.ledgerDir()});
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_TRUE(contains(r.err, "--reason")) << r.err;
+  r = runCommand(ctl, {"csi", "ledger", "clear-quarantine", "--volume", "pvc-g", "--ledger-dir",
+                       rig.ledgerDir(), "--reason", "data copied back from replica 2",
+                       "--audit-log", dir_ + "/ctl-audit.log"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  auto audit = lines(readText(dir_ + "/ctl-audit.log"));
+  ASSERT_EQ(audit.size(), 1u);
+  EXPECT_EQ(audit[0]["action"], "csi-ledger-clear-quarantine");
+  EXPECT_EQ(audit[0]["reason"], "data copied back from replica 2");
+  EXPECT_TRUE(audit[0]["before"]["node"].contains("quarantine"));
+  // The filesystem now on the volume is the one the person accepted: it stages and publishes.
+  rig.setDevice("pvc-g", other);
+  grpc::Status staged = rig.stage("pvc-g");
+  EXPECT_TRUE(staged.ok()) << staged.error_message();
+  grpc::Status published = rig.publish("pvc-g");
+  EXPECT_TRUE(published.ok()) << published.error_message();
+}
+
+TEST_F(CsiSidecarTest, ForgettingAVolumeLetsABlankDeviceBeFormattedOnPurpose) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-h");
+  ASSERT_TRUE(rig.stage("pvc-h").ok());
+  std::string blank = rig.makeImage("pvc-h-new.img", 256 * kMiB, "");
+  rig.setDevice("pvc-h", blank);
+  ASSERT_EQ(rig.stage("pvc-h").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  CommandResult r = runCommand(
+      binaryPath("stateguardctl"),
+      {"csi", "ledger", "forget", "--volume", "pvc-h", "--ledger-dir", rig.ledgerDir(), "--reason",
+       "volume recreated empty on purpose", "--audit-log", dir_ + "/ctl-audit.log"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  grpc::Status s = rig.stage("pvc-h");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_FALSE(blkidUuid(blank).empty()) << "formatted, as the person asked";
+  EXPECT_EQ(ext4DataFile(img), kMarker) << "the old image was never touched";
 }
 
 // ---- the volume moves to another node: the PV annotation carries the ledger ------------------
