@@ -21,7 +21,7 @@ std::string evidenceText(const ProbeResult& probe) {
       out += " and " + std::to_string(probe.evidence.size() - shown) + " more";
       break;
     }
-    out += (shown == 0 ? "" : "; ") + e.detail;
+    out += (shown == 0 ? "" : "; ") + describeEvidence(e);
     ++shown;
   }
   return out;

@@ -225,7 +225,8 @@ GateVerdict judgeFormat(const std::string& tool, const std::string& device,
                   "error, udev not done); formatting would destroy that filesystem." +
                   tail};
     case ProbeState::kDataEvidence: {
-      std::string what = probe.evidence.empty() ? probe.summary() : probe.evidence.front().detail;
+      std::string what =
+          probe.evidence.empty() ? probe.summary() : describeEvidence(probe.evidence.front());
       return {false, "data-evidence",
               head + "no filesystem signature, but the device holds data (" + what +
                   "). Formatting would destroy it." + tail};

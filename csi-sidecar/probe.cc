@@ -631,4 +631,10 @@ nlohmann::json toJson(const ProbeResult& result) {
           {"summary", result.summary()}};
 }
 
+std::string describeEvidence(const Evidence& e) {
+  std::string out = e.detail;
+  if (!e.uuid.empty()) out += ", UUID " + e.uuid;
+  return out + ", at byte " + std::to_string(e.offset);
+}
+
 }  // namespace stateguard::csi

@@ -20,6 +20,11 @@ enum class ProbeState {
 
 std::string_view toString(ProbeState state);
 
+struct Evidence;
+/// A trace in one line for messages: its detail, the filesystem UUID it names and where it lies,
+/// e.g. "ext4 backup superblock of block group 1 (...), UUID 1b2c..., at byte 134217728".
+std::string describeEvidence(const Evidence& e);
+
 /// A trace of data that libblkid's primary-signature probe does not report.
 struct Evidence {
   std::string kind;     ///< "ext-backup-superblock", "xfs-ag-superblock", "btrfs-mirror",

@@ -791,8 +791,8 @@ TEST(Decision, DataEvidenceListsThreeFindingsAndCountsTheRest) {
   }
   Decision d = decideBeforeStage(ref(), p, std::nullopt);
   EXPECT_FALSE(d.allow);
-  EXPECT_THAT(d.message, HasSubstr("group 1; ext4 backup superblock of group 2; ext4 backup "
-                                   "superblock of group 3 and 2 more"));
+  EXPECT_THAT(d.message, HasSubstr("ext4 backup superblock of group 2, at byte 0; ext4 backup "
+                                   "superblock of group 3, at byte 0 and 2 more"));
   EXPECT_THAT(d.message, Not(HasSubstr("group 4")));
 }
 
