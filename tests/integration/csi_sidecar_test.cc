@@ -546,6 +546,27 @@ INSTANTIATE_TEST_SUITE_P(
                       FsCase{"btrfs", 256 * kMiB, 64 * 1024, 4096}),
     [](const ::testing::TestParamInfo<FsCase>& param) { return param.param.fs; });
 
+TEST_F(CsiSidecarTest, DriverWithoutStagingIsGuardedAtPublish) {
+  CsiRig rig(dir_, {.driverStages = false});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-p");
+  zeroPrimary(img);
+  grpc::Status s = rig.publish("pvc-p");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "NodePublishVolume")) << s.error_message();
+  EXPECT_FALSE(contains(rig.callLog(), "NodePublishVolume pvc-p"));
+  EXPECT_EQ(ext4DataFile(img, 32768), kMarker);
+
+  // A blank volume is formatted at its first publish and recorded.
+  std::string blank = rig.makeImage("pvc-q.img", 256 * kMiB, "");
+  rig.setDevice("pvc-q", blank);
+  s = rig.publish("pvc-q");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  auto entry = csi::Ledger(rig.ledgerDir()).load("pvc-q");
+  ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
+  EXPECT_EQ(entry.value()->current()->uuid, blkidUuid(blank));
+}
+
 TEST_F(CsiSidecarTest, SharedAccessVolumesHaveNoLocalDeviceToGuard) {
   // Longhorn's RWX volumes are NFS exports: no /dev/longhorn/<volume> on the consuming node.
   CsiRig rig(dir_, {});
