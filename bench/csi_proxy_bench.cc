@@ -8,6 +8,9 @@
 //       [--stage-dir DIR --block-volume ID --mount-volume ID [--stage-calls N]]
 //
 // Phases, each for both targets ("direct" = the driver's socket, "proxy" = stateguard-csi's):
+//  0. the floor, without gRPC: the same interleaved ping-pong over unix sockets, direct and
+//     through a forked relay process, i.e. what one more process on the path costs on this
+//     machine before any gRPC work (the --calls/--rounds/--warmup of phase 1).
 //  1. sequential unary calls, one in flight: NodeGetCapabilities and Identity Probe (forwarded,
 //     not guarded). Warm-up first, then R rounds of N/R calls per target; the order of the two
 //     targets alternates from round to round (ABBA...) so drift (other load, CPU frequency)
@@ -22,6 +25,8 @@
 // Output: human-readable tables and one parseable "BENCH key=value ..." line per measurement.
 
 #include <grpcpp/grpcpp.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -99,8 +104,8 @@ double timed(Target& t, const Call& call, const char* what) {
   grpc::Status s = call(t);
   double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
   if (!s.ok()) {
-    die(std::string(what) + " via " + t.name + " failed: " + std::to_string(s.error_code()) +
-        " " + s.error_message());
+    die(std::string(what) + " via " + t.name + " failed: " + std::to_string(s.error_code()) + " " +
+        s.error_message());
   }
   return us;
 }
@@ -216,6 +221,26 @@ std::pair<double, double> machineJiffies() {
   return {total - idle, total};
 }
 
+/// CPU use of the processes involved and of the whole machine, for "other" shares.
+struct CpuSnapshot {
+  double ours = 0;  ///< driver + sidecar + this process, seconds
+  std::pair<double, double> machine;
+  static CpuSnapshot take() {
+    CpuSnapshot s;
+    s.ours = processCpuSeconds(opts.driverPid) + processCpuSeconds(opts.proxyPid) + ownCpuSeconds();
+    s.machine = machineJiffies();
+    return s;
+  }
+  /// Share of the machine's CPU time used by other processes since `before`.
+  static double otherShare(const CpuSnapshot& before, const CpuSnapshot& after) {
+    const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    const double busy = (after.machine.first - before.machine.first) / tick;
+    const double total = (after.machine.second - before.machine.second) / tick;
+    if (total <= 0) return 0;
+    return std::max(0.0, (busy - (after.ours - before.ours)) / total);
+  }
+};
+
 void printRow(const char* label, const Summary& s) {
   std::printf("  %-34s %8zu %9.1f %9.1f %9.1f %9.1f %9.1f\n", label, s.n, s.p50, s.p90, s.p99,
               s.p999, s.max);
@@ -233,6 +258,12 @@ void benchLine(const std::string& phase, const std::string& method, const std::s
       "p999_us=%.1f max_us=%.1f mean_us=%.1f%s\n",
       phase.c_str(), method.c_str(), target.c_str(), s.n, s.p50, s.p90, s.p99, s.p999, s.max,
       s.mean, extra.c_str());
+}
+
+/// The "added" line of a comparison: `fields` only (" added_p50_us=... ...").
+void addedLine(const std::string& phase, const std::string& method, const std::string& fields) {
+  std::printf("BENCH phase=%s method=%s target=added%s\n", phase.c_str(), method.c_str(),
+              fields.c_str());
 }
 
 // ---- phases ----
@@ -306,6 +337,118 @@ void load(Target& t, LoadResult& result) {
   result.otherShare = std::max(result.otherShare, other);
 }
 
+// ---- the floor: one more process hop over a unix socket, without gRPC ----
+//
+// Two 256-byte ping-pongs, interleaved like the gRPC calls: client <-> echo, and
+// client <-> relay <-> echo (the relay forwards each message both ways with blocking reads and
+// writes, the least any proxy process can do). The difference is what one extra process on the
+// path costs on this machine (scheduler wake-ups, not gRPC), a lower bound for any proxy.
+// Forked before gRPC is initialised.
+
+constexpr size_t kRawMessage = 256;
+
+bool readFull(int fd, char* buf, size_t n) {
+  size_t got = 0;
+  while (got < n) {
+    ssize_t r = ::read(fd, buf + got, n - got);
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool writeFull(int fd, const char* buf, size_t n) {
+  size_t put = 0;
+  while (put < n) {
+    ssize_t w = ::write(fd, buf + put, n - put);
+    if (w <= 0) return false;
+    put += static_cast<size_t>(w);
+  }
+  return true;
+}
+
+struct RawPath {
+  int directFd = -1;   ///< client end of client <-> echo
+  int relayedFd = -1;  ///< client end of client <-> relay <-> echo
+  std::vector<pid_t> children;
+};
+
+/// Forks a child that runs `body` and exits; closes nothing of the parent's.
+pid_t forkChild(const std::function<void()>& body) {
+  pid_t pid = ::fork();
+  if (pid < 0) die("fork failed");
+  if (pid == 0) {
+    body();
+    ::_exit(0);
+  }
+  return pid;
+}
+
+RawPath startRawPath() {
+  int direct[2], front[2], back[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM, 0, direct) != 0 ||
+      ::socketpair(AF_UNIX, SOCK_STREAM, 0, front) != 0 ||
+      ::socketpair(AF_UNIX, SOCK_STREAM, 0, back) != 0) {
+    die("socketpair failed");
+  }
+  auto echo = [](int fd) {
+    char buf[kRawMessage];
+    while (readFull(fd, buf, sizeof buf) && writeFull(fd, buf, sizeof buf)) {
+    }
+  };
+  RawPath path;
+  // Each child keeps only its own ends; EOF on the client's end stops the chain.
+  path.children.push_back(forkChild([&] {
+    for (int fd : {direct[0], front[0], front[1], back[0], back[1]}) ::close(fd);
+    echo(direct[1]);
+  }));
+  path.children.push_back(forkChild([&] {
+    for (int fd : {direct[0], direct[1], front[0], back[1]}) ::close(fd);
+    char buf[kRawMessage];
+    while (readFull(front[1], buf, sizeof buf) && writeFull(back[0], buf, sizeof buf) &&
+           readFull(back[0], buf, sizeof buf) && writeFull(front[1], buf, sizeof buf)) {
+    }
+  }));
+  path.children.push_back(forkChild([&] {
+    for (int fd : {direct[0], direct[1], front[0], front[1], back[0]}) ::close(fd);
+    echo(back[1]);
+  }));
+  for (int fd : {direct[1], front[1], back[0], back[1]}) ::close(fd);
+  path.directFd = direct[0];
+  path.relayedFd = front[0];
+  return path;
+}
+
+/// Interleaved ping-pongs over both raw paths; latencies per path (0 = direct, 1 = relayed).
+std::vector<std::vector<double>> rawSequential(const RawPath& path, int calls, int rounds,
+                                               int warmup) {
+  char buf[kRawMessage] = {};
+  auto once = [&](int fd) {
+    auto start = Clock::now();
+    if (!writeFull(fd, buf, sizeof buf) || !readFull(fd, buf, sizeof buf)) die("raw ping-pong");
+    return std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+  };
+  const int fds[2] = {path.directFd, path.relayedFd};
+  for (int i = 0; i < warmup; ++i) {
+    for (int fd : fds) once(fd);
+  }
+  std::vector<std::vector<double>> out(2);
+  const int perRound = std::max(1, calls / rounds);
+  for (int r = 0; r < rounds; ++r) {
+    for (int k = 0; k < 2; ++k) {
+      const int t = (r % 2 == 0) ? k : 1 - k;
+      for (int i = 0; i < perRound; ++i) out[t].push_back(once(fds[t]));
+    }
+  }
+  return out;
+}
+
+void stopRawPath(RawPath& path) {
+  ::close(path.directFd);
+  ::close(path.relayedFd);
+  for (pid_t pid : path.children) ::waitpid(pid, nullptr, 0);
+}
+
 void usage() {
   std::cerr << "usage: csi-proxy-bench --direct ADDR --proxy ADDR [--calls N] [--rounds R] "
                "[--warmup W] [--concurrency C] [--seconds S] [--load-rounds R] [--driver-pid P] "
@@ -323,23 +466,55 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage();
       return argv[++i];
     };
-    if (a == "--direct") opts.direct = next();
-    else if (a == "--proxy") opts.proxy = next();
-    else if (a == "--calls") opts.calls = std::stoi(next());
-    else if (a == "--rounds") opts.rounds = std::stoi(next());
-    else if (a == "--warmup") opts.warmup = std::stoi(next());
-    else if (a == "--concurrency") opts.concurrency = std::stoi(next());
-    else if (a == "--seconds") opts.seconds = std::stod(next());
-    else if (a == "--load-rounds") opts.loadRounds = std::stoi(next());
-    else if (a == "--driver-pid") opts.driverPid = std::stol(next());
-    else if (a == "--proxy-pid") opts.proxyPid = std::stol(next());
-    else if (a == "--stage-dir") opts.stageDir = next();
-    else if (a == "--block-volume") opts.blockVolume = next();
-    else if (a == "--mount-volume") opts.mountVolume = next();
-    else if (a == "--stage-calls") opts.stageCalls = std::stoi(next());
-    else usage();
+    if (a == "--direct")
+      opts.direct = next();
+    else if (a == "--proxy")
+      opts.proxy = next();
+    else if (a == "--calls")
+      opts.calls = std::stoi(next());
+    else if (a == "--rounds")
+      opts.rounds = std::stoi(next());
+    else if (a == "--warmup")
+      opts.warmup = std::stoi(next());
+    else if (a == "--concurrency")
+      opts.concurrency = std::stoi(next());
+    else if (a == "--seconds")
+      opts.seconds = std::stod(next());
+    else if (a == "--load-rounds")
+      opts.loadRounds = std::stoi(next());
+    else if (a == "--driver-pid")
+      opts.driverPid = std::stol(next());
+    else if (a == "--proxy-pid")
+      opts.proxyPid = std::stol(next());
+    else if (a == "--stage-dir")
+      opts.stageDir = next();
+    else if (a == "--block-volume")
+      opts.blockVolume = next();
+    else if (a == "--mount-volume")
+      opts.mountVolume = next();
+    else if (a == "--stage-calls")
+      opts.stageCalls = std::stoi(next());
+    else
+      usage();
   }
   if (opts.direct.empty() || opts.proxy.empty() || opts.rounds < 1 || opts.calls < 1) usage();
+
+  // 0. The floor (before gRPC starts any thread: it forks).
+  Summary rawSum[2];
+  {
+    RawPath path = startRawPath();
+    auto lat = rawSequential(path, opts.calls, opts.rounds, opts.warmup);
+    stopRawPath(path);
+    rawSum[0] = summarise(lat[0]);
+    rawSum[1] = summarise(lat[1]);
+    benchLine("raw", "unix-socket-256B", "direct", rawSum[0]);
+    benchLine("raw", "unix-socket-256B", "relayed", rawSum[1]);
+    char added[160];
+    std::snprintf(added, sizeof added, " added_p50_us=%.1f added_p99_us=%.1f added_p999_us=%.1f",
+                  rawSum[1].p50 - rawSum[0].p50, rawSum[1].p99 - rawSum[0].p99,
+                  rawSum[1].p999 - rawSum[0].p999);
+    addedLine("raw", "unix-socket-256B", added);
+  }
 
   Target direct = makeTarget("direct", opts.direct);
   Target proxy = makeTarget("proxy", opts.proxy);
@@ -356,15 +531,19 @@ int main(int argc, char** argv) {
   };
   const Seq seqs[] = {{"NodeGetCapabilities", nodeGetCapabilities}, {"Probe", probe}};
   std::map<std::string, std::pair<Summary, Summary>> seqResults;
+  std::map<std::string, double> seqOther;
   for (const Seq& s : seqs) {
+    const CpuSnapshot before = CpuSnapshot::take();
     auto lat = sequential(targets, s.call, s.method, opts.calls, opts.rounds, opts.warmup);
+    seqOther[s.method] = CpuSnapshot::otherShare(before, CpuSnapshot::take());
     Summary d = summarise(lat[0]), p = summarise(lat[1]);
     benchLine("sequential", s.method, "direct", d);
     benchLine("sequential", s.method, "proxy", p);
     char added[160];
-    std::snprintf(added, sizeof added, " added_p50_us=%.1f added_p99_us=%.1f added_p999_us=%.1f",
-                  p.p50 - d.p50, p.p99 - d.p99, p.p999 - d.p999);
-    benchLine("sequential", s.method, "added", Summary{}, added);
+    std::snprintf(added, sizeof added,
+                  " added_p50_us=%.1f added_p99_us=%.1f added_p999_us=%.1f other=%.0f%%",
+                  p.p50 - d.p50, p.p99 - d.p99, p.p999 - d.p999, seqOther[s.method] * 100);
+    addedLine("sequential", s.method, added);
     seqResults[s.method] = {d, p};
   }
 
@@ -402,17 +581,17 @@ int main(int argc, char** argv) {
   std::map<std::string, std::pair<Summary, Summary>> stageResults;
   if (!opts.stageDir.empty()) {
     if (!opts.blockVolume.empty()) {
-      stages.push_back({"NodeStageVolume-block", stageVolume(opts.blockVolume, true),
-                        opts.stageCalls * 5, 20});
+      stages.push_back(
+          {"NodeStageVolume-block", stageVolume(opts.blockVolume, true), opts.stageCalls * 5, 20});
     }
     if (!opts.mountVolume.empty()) {
-      stages.push_back({"NodeStageVolume-ext4", stageVolume(opts.mountVolume, false),
-                        opts.stageCalls, 3});
+      stages.push_back(
+          {"NodeStageVolume-ext4", stageVolume(opts.mountVolume, false), opts.stageCalls, 3});
     }
   }
   for (const StageCase& c : stages) {
-    auto lat = sequential(targets, c.call, c.label.c_str(), c.calls, std::min(10, c.calls),
-                          c.warmup);
+    auto lat =
+        sequential(targets, c.call, c.label.c_str(), c.calls, std::min(10, c.calls), c.warmup);
     Summary d = summarise(lat[0]), p = summarise(lat[1]);
     benchLine("guarded", c.label, "direct", d);
     benchLine("guarded", c.label, "proxy", p);
@@ -420,41 +599,53 @@ int main(int argc, char** argv) {
   }
 
   // Tables.
-  std::printf("\n== sequential unary calls, one in flight (latency in microseconds; %d calls per "
-              "target and method in %d interleaved rounds after %d warm-up calls)\n",
-              std::max(1, opts.calls / opts.rounds) * opts.rounds, opts.rounds, opts.warmup);
+  std::printf(
+      "\n== sequential unary calls, one in flight (latency in microseconds; %d calls per "
+      "target and method in %d interleaved rounds after %d warm-up calls)\n",
+      std::max(1, opts.calls / opts.rounds) * opts.rounds, opts.rounds, opts.warmup);
   for (const Seq& s : seqs) {
     const auto& [d, p] = seqResults[s.method];
     printHeader(s.method);
     printRow("driver direct", d);
     printRow("through stateguard-csi", p);
-    std::printf("  %-34s %8s %9.1f %9.1f %9.1f %9.1f\n", "added by the proxy", "",
-                p.p50 - d.p50, p.p90 - d.p90, p.p99 - d.p99, p.p999 - d.p999);
+    std::printf("  %-34s %8s %9.1f %9.1f %9.1f %9.1f   (other processes: %.0f%% of the CPUs)\n",
+                "added by the proxy", "", p.p50 - d.p50, p.p90 - d.p90, p.p99 - d.p99,
+                p.p999 - d.p999, seqOther[s.method] * 100);
   }
+  printHeader(
+      "floor: 256-byte ping-pong over unix sockets, no gRPC (relay = one blocking "
+      "read/write process in the middle)");
+  printRow("direct", rawSum[0]);
+  printRow("through a relay process", rawSum[1]);
+  std::printf("  %-34s %8s %9.1f %9.1f %9.1f %9.1f\n", "added by the relay", "",
+              rawSum[1].p50 - rawSum[0].p50, rawSum[1].p90 - rawSum[0].p90,
+              rawSum[1].p99 - rawSum[0].p99, rawSum[1].p999 - rawSum[0].p999);
   if (opts.loadRounds > 0) {
-  std::printf("\n== load: %d callers in a closed loop, NodeGetCapabilities, %d x %.1f s per "
-              "target, interleaved\n",
-              opts.concurrency, opts.loadRounds, opts.seconds);
-  std::printf("  %-24s %10s %9s %9s %9s %12s %12s %12s %7s\n", "", "calls/s", "p50", "p99",
-              "p99.9", "driver cpu", "sidecar cpu", "client cpu", "other");
-  for (int t = 0; t < 2; ++t) {
-    const LoadResult& l = loads[t];
-    const double n = static_cast<double>(l.calls);
-    std::printf("  %-24s %10.0f %9.1f %9.1f %9.1f %12.1f %12s %12.1f %6.0f%%\n",
-                t == 0 ? "driver direct" : "through stateguard-csi",
-                n / l.seconds, loadSum[t].p50, loadSum[t].p99, loadSum[t].p999,
-                l.driverCpu * 1e6 / n,
-                t == 1 ? std::to_string(static_cast<int>(std::lround(l.proxyCpu * 1e6 / n))).c_str()
-                       : "-",
-                l.clientCpu * 1e6 / n, l.otherShare * 100);
-  }
-  {
-    const double dr = static_cast<double>(loads[0].calls) / loads[0].seconds;
-    const double pr = static_cast<double>(loads[1].calls) / loads[1].seconds;
-    std::printf("  proxy / direct calls/s: %.2f   (cpu columns: microseconds of CPU per call; "
-                "other = max share of the machine used by other processes in a run)\n",
-                pr / dr);
-  }
+    std::printf(
+        "\n== load: %d callers in a closed loop, NodeGetCapabilities, %d x %.1f s per "
+        "target, interleaved\n",
+        opts.concurrency, opts.loadRounds, opts.seconds);
+    std::printf("  %-24s %10s %9s %9s %9s %12s %12s %12s %7s\n", "", "calls/s", "p50", "p99",
+                "p99.9", "driver cpu", "sidecar cpu", "client cpu", "other");
+    for (int t = 0; t < 2; ++t) {
+      const LoadResult& l = loads[t];
+      const double n = static_cast<double>(l.calls);
+      std::printf("  %-24s %10.0f %9.1f %9.1f %9.1f %12.1f %12s %12.1f %6.0f%%\n",
+                  t == 0 ? "driver direct" : "through stateguard-csi", n / l.seconds,
+                  loadSum[t].p50, loadSum[t].p99, loadSum[t].p999, l.driverCpu * 1e6 / n,
+                  t == 1
+                      ? std::to_string(static_cast<int>(std::lround(l.proxyCpu * 1e6 / n))).c_str()
+                      : "-",
+                  l.clientCpu * 1e6 / n, l.otherShare * 100);
+    }
+    {
+      const double dr = static_cast<double>(loads[0].calls) / loads[0].seconds;
+      const double pr = static_cast<double>(loads[1].calls) / loads[1].seconds;
+      std::printf(
+          "  proxy / direct calls/s: %.2f   (cpu columns: microseconds of CPU per call; "
+          "other = max share of the machine used by other processes in a run)\n",
+          pr / dr);
+    }
   }
   if (!stages.empty()) {
     std::printf("\n== guarded NodeStageVolume (information, no target)\n");
@@ -463,8 +654,8 @@ int main(int argc, char** argv) {
       printHeader(c.label.c_str());
       printRow("driver direct", d);
       printRow("through stateguard-csi", p);
-      std::printf("  %-34s %8s %9.1f %9.1f %9.1f %9.1f\n", "added by the proxy", "",
-                  p.p50 - d.p50, p.p90 - d.p90, p.p99 - d.p99, p.p999 - d.p999);
+      std::printf("  %-34s %8s %9.1f %9.1f %9.1f %9.1f\n", "added by the proxy", "", p.p50 - d.p50,
+                  p.p90 - d.p90, p.p99 - d.p99, p.p999 - d.p999);
     }
   }
   std::fflush(stdout);
