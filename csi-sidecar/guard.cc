@@ -29,11 +29,14 @@ void Guard::setDriverName(std::string name) {
   driverName_ = std::move(name);
 }
 
-std::shared_ptr<std::mutex> Guard::volumeLock(const std::string& volumeId) {
+bool Guard::tryAcquire(const std::string& volumeId) {
   std::lock_guard lock(mu_);
-  auto& m = volumeLocks_[volumeId];
-  if (!m) m = std::make_shared<std::mutex>();
-  return m;
+  return busy_.insert(volumeId).second;
+}
+
+void Guard::release(const std::string& volumeId) {
+  std::lock_guard lock(mu_);
+  busy_.erase(volumeId);
 }
 
 Result<Guard::History> Guard::loadHistory(VolumeRef& ref) {

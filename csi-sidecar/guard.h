@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "core/audit.h"
@@ -79,11 +80,14 @@ class Guard {
   SidecarMetrics* metrics_;
   mutable std::mutex mu_;
   std::string driverName_;
-  /// One guarded call per volume at a time: kubelet retries while a slow probe runs.
-  std::map<std::string, std::shared_ptr<std::mutex>> volumeLocks_;
+  /// Volumes with a guarded call in progress (kubelet may retry while a slow probe runs).
+  std::set<std::string> busy_;
 
  public:
-  std::shared_ptr<std::mutex> volumeLock(const std::string& volumeId);
+  /// Marks a volume busy for one guarded call; false when another call holds it (the proxy
+  /// answers ABORTED, CSI's code for "an operation on this volume is pending").
+  bool tryAcquire(const std::string& volumeId);
+  void release(const std::string& volumeId);
 };
 
 }  // namespace stateguard::csi

@@ -1,12 +1,8 @@
 #include "csi-sidecar/proxy.h"
 
-#include <grpcpp/generic/async_generic_service.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <unistd.h>
 
 #include <chrono>
-#include <future>
-#include <thread>
 
 #include "core/log.h"
 #include "proto/csi.grpc.pb.h"
@@ -17,8 +13,7 @@ namespace {
 
 constexpr char kStage[] = "/csi.v1.Node/NodeStageVolume";
 constexpr char kPublish[] = "/csi.v1.Node/NodePublishVolume";
-
-using Metadata = std::multimap<grpc::string_ref, grpc::string_ref>;
+constexpr size_t kGuardWorkers = 4;
 
 /// Metadata the gRPC library sets itself (pseudo-headers, transport headers, grpc-*).
 bool reservedKey(const grpc::string_ref& key) {
@@ -33,8 +28,9 @@ bool parseBuffer(const grpc::ByteBuffer& buffer, google::protobuf::Message& mess
   std::vector<grpc::Slice> slices;
   if (!buffer.Dump(&slices).ok()) return false;
   std::string bytes;
-  for (const grpc::Slice& s : slices)
+  for (const grpc::Slice& s : slices) {
     bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
   return message.ParseFromString(bytes);
 }
 
@@ -56,148 +52,170 @@ std::map<std::string, std::string> toMap(const google::protobuf::Map<std::string
 
 }  // namespace
 
-/// One call from kubelet. Deletes itself when gRPC is done with it.
-class ProxyReactor : public grpc::ServerGenericBidiReactor {
+/// One call from kubelet, driven by completion-queue events; deletes itself when finished.
+class ProxyCall {
  public:
-  ProxyReactor(CsiProxy* proxy, grpc::GenericCallbackServerContext* ctx)
-      : proxy_(proxy), ctx_(ctx), started_(std::chrono::steady_clock::now()) {
-    StartRead(&request_);
+  explicit ProxyCall(CsiProxy* proxy) : proxy_(proxy), stream_(&server_) {
+    proxy_->service_.RequestCall(&server_, &stream_, proxy_->cq_.get(), proxy_->cq_.get(),
+                                 tag(kAccepted));
   }
 
-  void OnReadDone(bool ok) override {
-    if (!ok) {
-      finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message received"));
-      return;
-    }
-    const std::string& method = ctx_->method();
-    if (method == kStage || method == kPublish) {
-      // Probing reads the device: never on a gRPC thread.
-      std::thread([this] { guarded(); }).detach();
-      return;
-    }
-    forward([this](const grpc::Status& s) { respond(s); });
-  }
+  enum Event { kAccepted, kRead, kForwarded, kFinished };
+  struct Tag {
+    ProxyCall* call;
+    Event event;
+  };
 
-  void OnCancel() override { client_.TryCancel(); }
-  void OnDone() override { delete this; }
+  /// A completion-queue event for this call.
+  void on(Event event, bool ok) {
+    switch (event) {
+      case kAccepted:
+        if (!ok) {  // shutting down: no call was accepted
+          delete this;
+          return;
+        }
+        new ProxyCall(proxy_);  // ready for the next one
+        started_ = std::chrono::steady_clock::now();
+        stream_.Read(&request_, tag(kRead));
+        return;
+      case kRead:
+        if (!ok) {
+          finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message received"));
+          return;
+        }
+        if (server_.method() == kStage || server_.method() == kPublish) {
+          guarded_ = true;
+          proxy_->submit([this] { before(); });
+        } else {
+          forward();
+        }
+        return;
+      case kForwarded:
+        if (guarded_) {
+          proxy_->submit([this] { after(); });
+        } else {
+          respond(status_);
+        }
+        return;
+      case kFinished:
+        delete this;
+        return;
+    }
+  }
 
  private:
-  void prepareClientContext() {
-    client_.set_deadline(ctx_->deadline());
-    for (const auto& [key, value] : ctx_->client_metadata()) {
-      if (reservedKey(key)) continue;
-      client_.AddMetadata(toString(key), toString(value));
+  void* tag(Event e) {
+    tags_[e] = Tag{this, e};
+    return &tags_[e];
+  }
+
+  void forward() {
+    client_.set_deadline(server_.deadline());
+    for (const auto& [key, value] : server_.client_metadata()) {
+      if (!reservedKey(key)) client_.AddMetadata(toString(key), toString(value));
     }
-  }
-
-  template <typename Done>
-  void forward(Done done) {
-    prepareClientContext();
-    proxy_->stub().UnaryCall(&client_, ctx_->method(), grpc::StubOptions(), &request_, &response_,
-                             std::move(done));
-  }
-
-  grpc::Status forwardAndWait() {
-    std::promise<grpc::Status> promise;
-    auto result = promise.get_future();
-    forward([&promise](const grpc::Status& s) { promise.set_value(s); });
-    return result.get();
+    reader_ =
+        proxy_->stub_->PrepareUnaryCall(&client_, server_.method(), request_, proxy_->cq_.get());
+    reader_->StartCall();
+    reader_->Finish(&response_, &status_, tag(kForwarded));
   }
 
   /// Answers with the driver's response, metadata and status.
   void respond(const grpc::Status& status) {
     for (const auto& [key, value] : client_.GetServerInitialMetadata()) {
-      if (!reservedKey(key)) ctx_->AddInitialMetadata(toString(key), toString(value));
+      if (!reservedKey(key)) server_.AddInitialMetadata(toString(key), toString(value));
     }
     for (const auto& [key, value] : client_.GetServerTrailingMetadata()) {
-      if (!reservedKey(key)) ctx_->AddTrailingMetadata(toString(key), toString(value));
+      if (!reservedKey(key)) server_.AddTrailingMetadata(toString(key), toString(value));
     }
     observe(status.error_code());
     if (status.ok()) {
-      StartWriteAndFinish(&response_, grpc::WriteOptions(), status);
+      stream_.WriteAndFinish(response_, grpc::WriteOptions(), status, tag(kFinished));
     } else {
-      Finish(status);
+      stream_.Finish(status, tag(kFinished));
     }
   }
 
   /// Answers with a status of the sidecar's own (refusal, bad request).
   void finish(const grpc::Status& status) {
     observe(status.error_code());
-    Finish(status);
+    stream_.Finish(status, tag(kFinished));
   }
 
   void observe(grpc::StatusCode code) {
-    if (!proxy_->metrics()) return;
+    if (!proxy_->metrics_) return;
     double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
-    proxy_->metrics()->observe(proxy_->guard()->driverName(), ctx_->method(),
-                               static_cast<int>(code), seconds);
+    proxy_->metrics_->observe(proxy_->guard_->driverName(), server_.method(),
+                              static_cast<int>(code), seconds);
   }
 
-  void guarded() {
-    GuardCall call;
-    const bool stage = ctx_->method() == kStage;
-    call.method = stage ? "NodeStageVolume" : "NodePublishVolume";
+  /// On a guard worker: parse, judge, and forward only what the guard allows.
+  void before() {
+    const bool stage = server_.method() == kStage;
+    call_.method = stage ? "NodeStageVolume" : "NodePublishVolume";
     if (stage) {
       ::csi::v1::NodeStageVolumeRequest req;
       if (!parseBuffer(request_, req)) {
         return finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                    "stateguard: cannot parse NodeStageVolumeRequest"));
       }
-      call.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
-      call.targetPath = req.staging_target_path();
-      call.mount = !req.volume_capability().has_block();
-      call.sharedAccess = multiNode(req.volume_capability());
-      call.fullCheck = true;
+      call_.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
+      call_.targetPath = req.staging_target_path();
+      call_.mount = !req.volume_capability().has_block();
+      call_.sharedAccess = multiNode(req.volume_capability());
+      call_.fullCheck = true;
     } else {
       ::csi::v1::NodePublishVolumeRequest req;
       if (!parseBuffer(request_, req)) {
         return finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                    "stateguard: cannot parse NodePublishVolumeRequest"));
       }
-      call.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
-      call.targetPath = req.target_path();
-      call.mount = !req.volume_capability().has_block();
-      call.sharedAccess = multiNode(req.volume_capability());
-      call.fullCheck = proxy_->publishIsFirstUse();
+      call_.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
+      call_.targetPath = req.target_path();
+      call_.mount = !req.volume_capability().has_block();
+      call_.sharedAccess = multiNode(req.volume_capability());
+      call_.fullCheck = proxy_->publishIsFirstUse();
     }
-    Guard* guard = proxy_->guard();
-    std::shared_ptr<std::mutex> volumeLock = guard->volumeLock(call.inputs.volumeId);
-    std::unique_lock lock(*volumeLock);
-    GuardState state = guard->before(call);
-    if (!state.decision.allow) {
-      lock.unlock();
-      return finish(grpc::Status(static_cast<grpc::StatusCode>(state.decision.grpcCode),
-                                 state.decision.message));
+    Guard* guard = proxy_->guard_;
+    if (!guard->tryAcquire(call_.inputs.volumeId)) {
+      // The CSI spec's answer when an operation on the volume is already pending.
+      return finish(grpc::Status(grpc::StatusCode::ABORTED,
+                                 "stateguard: another " + call_.method + " of volume " +
+                                     call_.inputs.volumeId + " is being judged; retry"));
     }
-    grpc::Status status = forwardAndWait();
-    if (status.ok()) {
-      if (auto refusal = guard->after(call, state)) {
-        lock.unlock();
-        return finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, *refusal));
-      }
+    state_ = guard->before(call_);
+    if (!state_.decision.allow) {
+      guard->release(call_.inputs.volumeId);
+      return finish(grpc::Status(static_cast<grpc::StatusCode>(state_.decision.grpcCode),
+                                 state_.decision.message));
     }
-    lock.unlock();
-    respond(status);
+    forward();
+  }
+
+  /// On a guard worker, once the driver answered: the post-stage check.
+  void after() {
+    Guard* guard = proxy_->guard_;
+    std::optional<std::string> refusal;
+    if (status_.ok()) refusal = guard->after(call_, state_);
+    guard->release(call_.inputs.volumeId);
+    if (refusal) return finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, *refusal));
+    respond(status_);
   }
 
   CsiProxy* proxy_;
-  grpc::GenericCallbackServerContext* ctx_;
-  std::chrono::steady_clock::time_point started_;
+  grpc::GenericServerContext server_;
+  grpc::GenericServerAsyncReaderWriter stream_;
   grpc::ClientContext client_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<grpc::ByteBuffer>> reader_;
   grpc::ByteBuffer request_;
   grpc::ByteBuffer response_;
-};
-
-class CsiProxy::Service : public grpc::CallbackGenericService {
- public:
-  explicit Service(CsiProxy* proxy) : proxy_(proxy) {}
-  grpc::ServerGenericBidiReactor* CreateReactor(grpc::GenericCallbackServerContext* ctx) override {
-    return new ProxyReactor(proxy_, ctx);
-  }
-
- private:
-  CsiProxy* proxy_;
+  grpc::Status status_;
+  std::chrono::steady_clock::time_point started_;
+  bool guarded_ = false;
+  GuardCall call_;
+  GuardState state_;
+  Tag tags_[4];
 };
 
 CsiProxy::CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metrics)
@@ -207,7 +225,6 @@ CsiProxy::CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metr
   args.SetMaxSendMessageSize(-1);
   channel_ = grpc::CreateCustomChannel(driverAddress_, grpc::InsecureChannelCredentials(), args);
   stub_ = std::make_unique<grpc::GenericStub>(channel_);
-  service_ = std::make_unique<Service>(this);
 }
 
 CsiProxy::~CsiProxy() { shutdown(); }
@@ -226,18 +243,76 @@ Status CsiProxy::start(const std::string& address) {
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
   builder.SetMaxReceiveMessageSize(-1);
   builder.SetMaxSendMessageSize(-1);
-  builder.RegisterCallbackGenericService(service_.get());
+  builder.RegisterAsyncGenericService(&service_);
+  cq_ = builder.AddCompletionQueue();
   server_ = builder.BuildAndStart();
   if (!server_) return makeError("cannot serve gRPC on " + address);
+  new ProxyCall(this);
+  queueThread_ = std::thread([this] { runQueue(); });
+  for (size_t i = 0; i < kGuardWorkers; ++i) workers_.emplace_back([this] { runWorker(); });
+  std::lock_guard lock(lifecycleMu_);
+  started_ = true;
   return Ok{};
 }
 
+void CsiProxy::runQueue() {
+  void* raw = nullptr;
+  bool ok = false;
+  while (cq_->Next(&raw, &ok)) {
+    auto* t = static_cast<ProxyCall::Tag*>(raw);
+    t->call->on(t->event, ok);
+  }
+}
+
+void CsiProxy::runWorker() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(jobsMu_);
+      jobsCv_.wait(lock, [this] { return stopWorkers_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, and nothing left to do
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+    }
+    job();
+  }
+}
+
+void CsiProxy::submit(std::function<void()> job) {
+  {
+    std::lock_guard lock(jobsMu_);
+    if (!stopWorkers_) {
+      jobs_.push_back(std::move(job));
+      jobsCv_.notify_one();
+      return;
+    }
+  }
+  job();  // shutting down, the workers are gone: finish the call here
+}
+
 void CsiProxy::shutdown() {
-  if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  {
+    std::lock_guard lock(lifecycleMu_);
+    if (!started_ || stopped_) return;
+    stopped_ = true;
+  }
+  // Calls in flight get 5 s; then their pending operations complete as cancelled. The queue
+  // thread keeps draining meanwhile, so workers can still finish their calls.
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  {
+    std::lock_guard lock(jobsMu_);
+    stopWorkers_ = true;
+  }
+  jobsCv_.notify_all();
+  for (auto& w : workers_) w.join();
+  cq_->Shutdown();
+  queueThread_.join();
+  lifecycleCv_.notify_all();
 }
 
 void CsiProxy::wait() {
-  if (server_) server_->Wait();
+  std::unique_lock lock(lifecycleMu_);
+  lifecycleCv_.wait(lock, [this] { return !started_ || stopped_; });
 }
 
 bool CsiProxy::learnDriver(std::chrono::milliseconds timeout) {

@@ -4,15 +4,27 @@
 // with kubelet's metadata and deadline, and the driver's answer, metadata and status come back
 // unchanged. NodeStageVolume and NodePublishVolume pass through the Guard first.
 //
+// One completion queue and one thread drive every call, server side and client side: a
+// forwarded call costs two hand-offs between threads, not the callback API's six or more
+// (bench/RESULTS.md, "CSI proxy overhead"). Guarded calls probe devices, which blocks: they run
+// on a small pool of worker threads.
+//
 // Not yet: streaming methods. CSI v1 has none; a future streaming method would be forwarded as
 // its first request message only.
 
+#include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "csi-sidecar/guard.h"
 #include "csi-sidecar/sidecar_metrics.h"
@@ -25,9 +37,12 @@ class CsiProxy {
   CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metrics);
   ~CsiProxy();
 
-  /// Listens on `address` (a stale socket file from an earlier run is removed first).
+  /// Listens on `address` (a stale socket file from an earlier run is removed first) and starts
+  /// the completion-queue thread and the guard workers.
   Status start(const std::string& address);
+  /// Stops serving: in-flight calls get up to 5 s, then everything is joined. Idempotent.
   void shutdown();
+  /// Blocks until shutdown() has completed.
   void wait();
 
   /// Asks the driver for its name and node capabilities (GetPluginInfo, NodeGetCapabilities);
@@ -38,19 +53,34 @@ class CsiProxy {
   /// its capabilities are not known yet).
   bool publishIsFirstUse() const { return !stageUnstageKnown_ || !hasStageUnstage_; }
 
-  grpc::GenericStub& stub() { return *stub_; }
-  Guard* guard() { return guard_; }
-  SidecarMetrics* metrics() { return metrics_; }
-
  private:
-  class Service;
+  friend class ProxyCall;
+  void runQueue();
+  void runWorker();
+  /// Runs `job` on a guard worker (guarded calls block on device reads).
+  void submit(std::function<void()> job);
+
   std::string driverAddress_;
   Guard* guard_;
   SidecarMetrics* metrics_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<grpc::GenericStub> stub_;
-  std::unique_ptr<Service> service_;
+  grpc::AsyncGenericService service_;
+  std::unique_ptr<grpc::ServerCompletionQueue> cq_;
   std::unique_ptr<grpc::Server> server_;
+  std::thread queueThread_;
+  std::vector<std::thread> workers_;
+
+  std::mutex jobsMu_;
+  std::condition_variable jobsCv_;
+  std::deque<std::function<void()>> jobs_;
+  bool stopWorkers_ = false;
+
+  std::mutex lifecycleMu_;
+  std::condition_variable lifecycleCv_;
+  bool started_ = false;
+  bool stopped_ = false;
+
   std::atomic<bool> driverKnown_{false};
   std::atomic<bool> stageUnstageKnown_{false};
   std::atomic<bool> hasStageUnstage_{false};

@@ -567,6 +567,27 @@ TEST_F(CsiSidecarTest, DriverWithoutStagingIsGuardedAtPublish) {
   EXPECT_EQ(entry.value()->current()->uuid, blkidUuid(blank));
 }
 
+TEST_F(CsiSidecarTest, ConcurrentStageOfTheSameVolumeIsAbortedNotInterleaved) {
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  std::string img = dataVolume(rig, "pvc-c1");
+  std::string other = dataVolume(rig, "pvc-c2");
+  // The driver takes a while inside the first stage; kubelet's retry arrives meanwhile.
+  rig.setHook("pvc-c1", "before-probe", "sleep 1");
+  grpc::Status first;
+  std::thread slow([&] { first = rig.stage("pvc-c1"); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  grpc::Status second = rig.stage("pvc-c1");
+  EXPECT_EQ(second.error_code(), grpc::StatusCode::ABORTED) << second.error_message();
+  grpc::Status unrelated = rig.stage("pvc-c2");  // another volume is not held up
+  EXPECT_TRUE(unrelated.ok()) << unrelated.error_message();
+  slow.join();
+  EXPECT_TRUE(first.ok()) << first.error_message();
+  EXPECT_TRUE(rig.stage("pvc-c1").ok()) << "free again once the first call is done";
+  EXPECT_EQ(ext4DataFile(img), kMarker);
+  EXPECT_EQ(ext4DataFile(other), kMarker);
+}
+
 TEST_F(CsiSidecarTest, SharedAccessVolumesHaveNoLocalDeviceToGuard) {
   // Longhorn's RWX volumes are NFS exports: no /dev/longhorn/<volume> on the consuming node.
   CsiRig rig(dir_, {});
