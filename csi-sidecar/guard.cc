@@ -97,10 +97,7 @@ GuardState Guard::before(const GuardCall& call) {
   };
   if (call.inputs.volumeId.empty()) {
     return refuse("bad-request",
-                  "stateguard refused " + call.method +
-                      ": the request has no "
-                      "volume_id",
-                  3);
+                  "stateguard refused " + call.method + ": the request has no volume_id", 3);
   }
   auto history = loadHistory(st.ref);
   if (!history) {
