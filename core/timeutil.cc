@@ -1,7 +1,10 @@
 #include "core/timeutil.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <limits>
+#include <string_view>
 
 namespace stateguard {
 
@@ -99,6 +102,77 @@ std::string formatDuration(std::chrono::seconds d) {
   if (minutes && !days) out += std::to_string(minutes) + "m";
   if ((secs && !days && !hours) || out.empty()) out += std::to_string(secs) + "s";
   return out;
+}
+
+std::optional<std::chrono::nanoseconds> parseGoDuration(const std::string& text) {
+  // Go's time.ParseDuration: [-+]?([0-9]*(\.[0-9]*)?[a-z]+)+, or "0"; at most 2^63-1 ns.
+  constexpr uint64_t kLimit = uint64_t{1} << 63;  // one past the largest positive value
+  struct Unit {
+    const char* name;
+    uint64_t ns;
+  };
+  static constexpr Unit kUnits[] = {
+      {"ns", 1},
+      {"us", 1000},
+      {"\u00b5s", 1000},
+      {"\u03bcs", 1000},
+      {"ms", 1000000},
+      {"s", 1000000000},
+      {"m", 60 * uint64_t{1000000000}},
+      {"h", 3600 * uint64_t{1000000000}},
+  };
+  std::string_view s = text;
+  bool negative = false;
+  if (!s.empty() && (s.front() == '-' || s.front() == '+')) {
+    negative = s.front() == '-';
+    s.remove_prefix(1);
+  }
+  if (s == "0") return std::chrono::nanoseconds(0);
+  if (s.empty()) return std::nullopt;
+  auto isDigit = [](char c) { return c >= '0' && c <= '9'; };
+  uint64_t total = 0;
+  while (!s.empty()) {
+    size_t i = 0;
+    uint64_t whole = 0;
+    bool digits = false;
+    for (; i < s.size() && isDigit(s[i]); ++i, digits = true) {
+      const auto d = static_cast<uint64_t>(s[i] - '0');
+      if (whole > (kLimit - d) / 10) return std::nullopt;
+      whole = whole * 10 + d;
+    }
+    uint64_t fraction = 0;
+    double scale = 1;
+    if (i < s.size() && s[i] == '.') {
+      for (++i; i < s.size() && isDigit(s[i]); ++i, digits = true) {
+        if (fraction > (kLimit - 1) / 10) continue;  // further digits are below a nanosecond
+        fraction = fraction * 10 + static_cast<uint64_t>(s[i] - '0');
+        scale *= 10;
+      }
+    }
+    if (!digits) return std::nullopt;
+    size_t j = i;
+    while (j < s.size() && s[j] != '.' && !isDigit(s[j])) ++j;
+    const std::string_view unitName = s.substr(i, j - i);
+    const Unit* unit = nullptr;
+    for (const auto& u : kUnits) {
+      if (unitName == u.name) unit = &u;
+    }
+    if (unit == nullptr) return std::nullopt;
+    if (whole > kLimit / unit->ns) return std::nullopt;
+    uint64_t value = whole * unit->ns;
+    if (fraction > 0) {
+      value += static_cast<uint64_t>(static_cast<double>(fraction) *
+                                     (static_cast<double>(unit->ns) / scale));
+      if (value > kLimit) return std::nullopt;
+    }
+    if (value > kLimit - total) return std::nullopt;
+    total += value;
+    s.remove_prefix(j);
+  }
+  if (!negative && total == kLimit) return std::nullopt;
+  const auto count = total == kLimit ? std::numeric_limits<int64_t>::min()
+                                     : static_cast<int64_t>(total) * (negative ? -1 : 1);
+  return std::chrono::nanoseconds(count);
 }
 
 }  // namespace stateguard

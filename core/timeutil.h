@@ -19,5 +19,8 @@ std::string formatRfc3339(Clock::time_point t);
 std::optional<std::chrono::seconds> parseDuration(const std::string& text);
 /// "3d4h", "2h15m", "45s".
 std::string formatDuration(std::chrono::seconds d);
+/// Parses a Go duration as Go's time.ParseDuration does ("720h0m0s", "1h30m", "1.5h", "300ms",
+/// "-2m", "0"; units ns, us, µs, ms, s, m, h); nullopt for anything else or on overflow.
+std::optional<std::chrono::nanoseconds> parseGoDuration(const std::string& text);
 
 }  // namespace stateguard

@@ -16,6 +16,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeStatefulSetRecreate());
     r.push_back(rules::makeBreakGlassAnnotation());
     r.push_back(rules::makeSelfProtection());
+    r.push_back(rules::makeBackupRetention());
     return r;
   }();
   return kRules;

@@ -912,7 +912,8 @@ TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
       (std::set<std::string>{"pv-delete", "pvc-delete", "namespace-delete", "protection-finalizer",
                              "reclaim-policy", "statefulset-claims"}));
   EXPECT_EQ(strings(groups["groups"][1]["rules"]),
-            (std::set<std::string>{"statefulset-recreate", "break-glass-annotation"}));
+            (std::set<std::string>{"statefulset-recreate", "break-glass-annotation",
+                                   "backup-retention"}));
   EXPECT_EQ(strings(groups["groups"][2]["rules"]), (std::set<std::string>{"self-protection"}));
   // The self entry: stateguard's Deployment (and its scale) and ConfigMap; not the webhook
   // configuration, which kube-apiserver never sends.

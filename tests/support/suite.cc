@@ -28,6 +28,8 @@ constexpr KindInfo kKinds[] = {
     {"Deployment", "apps", "v1", "deployments"},
     {"ValidatingWebhookConfiguration", "admissionregistration.k8s.io", "v1",
      "validatingwebhookconfigurations"},
+    {"RecurringJob", "longhorn.io", "v1beta2", "recurringjobs"},
+    {"Schedule", "velero.io", "v1", "schedules"},
 };
 
 const KindInfo& kindInfo(const std::string& kind) {
@@ -90,8 +92,16 @@ json makeReview(const std::string& uid, const std::string& operation, const json
     req["resource"] = {{"group", "apps"}, {"version", "v1"}, {"resource", "statefulsets"}};
   } else {
     const KindInfo& k = kindInfo(kind);
-    req["kind"] = {{"group", k.group}, {"version", k.version}, {"kind", k.kind}};
-    req["resource"] = {{"group", k.group}, {"version", k.version}, {"resource", k.resource}};
+    // The object's own version when it names the kind's group (longhorn.io/v1beta1).
+    std::string version = k.version;
+    const std::string apiVersion = current.value("apiVersion", "");
+    const std::string prefix = std::string(k.group).empty() ? "" : std::string(k.group) + "/";
+    if (kindOverride.empty() && apiVersion.size() > prefix.size() &&
+        apiVersion.rfind(prefix, 0) == 0 &&
+        apiVersion.find('/', prefix.size()) == std::string::npos)
+      version = apiVersion.substr(prefix.size());
+    req["kind"] = {{"group", k.group}, {"version", version}, {"kind", k.kind}};
+    req["resource"] = {{"group", k.group}, {"version", version}, {"resource", k.resource}};
   }
   req["requestKind"] = req["kind"];
   req["requestResource"] = req["resource"];

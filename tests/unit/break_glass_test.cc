@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
+
 namespace stateguard {
 namespace {
 
@@ -39,6 +41,56 @@ TEST(Rfc3339, OffsetsFractionsAndGarbage) {
   }
   EXPECT_EQ(formatDuration(std::chrono::seconds(90061)), "1d1h");
   EXPECT_EQ(formatDuration(std::chrono::seconds(45)), "45s");
+}
+
+TEST(GoDuration, ReadsWhatGoTimeParseDurationReads) {
+  using std::chrono::hours;
+  using std::chrono::minutes;
+  using std::chrono::nanoseconds;
+  using std::chrono::seconds;
+  EXPECT_EQ(parseGoDuration("720h0m0s"), nanoseconds(hours(720)));
+  EXPECT_EQ(parseGoDuration("24h"), nanoseconds(hours(24)));
+  EXPECT_EQ(parseGoDuration("30m"), nanoseconds(minutes(30)));
+  EXPECT_EQ(parseGoDuration("1h30m"), nanoseconds(minutes(90)));
+  EXPECT_EQ(parseGoDuration("1.5h"), nanoseconds(minutes(90)));
+  EXPECT_EQ(parseGoDuration(".5s"), nanoseconds(500000000));
+  EXPECT_EQ(parseGoDuration("1m30.25s"), nanoseconds(90250000000));
+  EXPECT_EQ(parseGoDuration("300ms"), nanoseconds(300000000));
+  EXPECT_EQ(parseGoDuration("2us"), nanoseconds(2000));
+  EXPECT_EQ(parseGoDuration("2\u00b5s"), nanoseconds(2000));
+  EXPECT_EQ(parseGoDuration("2\u03bcs"), nanoseconds(2000));
+  EXPECT_EQ(parseGoDuration("7ns"), nanoseconds(7));
+  EXPECT_EQ(parseGoDuration("1h1m1s1ms1us1ns"), nanoseconds(3661001001001));
+  EXPECT_EQ(parseGoDuration("0"), nanoseconds(0));
+  EXPECT_EQ(parseGoDuration("0s"), nanoseconds(0));
+  EXPECT_EQ(parseGoDuration("-2m"), nanoseconds(minutes(-2)));
+  EXPECT_EQ(parseGoDuration("+2m"), nanoseconds(minutes(2)));
+  EXPECT_EQ(parseGoDuration("2562047h47m16.854775807s"),
+            nanoseconds(std::numeric_limits<int64_t>::max()));
+  EXPECT_EQ(parseGoDuration("-2562047h47m16.854775808s"),
+            nanoseconds(std::numeric_limits<int64_t>::min()));
+  for (const char* bad : {"",
+                          "-",
+                          "+",
+                          "h",
+                          "30",
+                          "1h30",
+                          "7d",
+                          "7days",
+                          "1H",
+                          "1.h.",
+                          "..5s",
+                          "1 h",
+                          " 1h",
+                          "1h ",
+                          "1e3s",
+                          "2562047h47m16.854775808s",
+                          "9999999999h",
+                          "99999999999999999999ns",
+                          "1hh",
+                          "0x10s"}) {
+    EXPECT_FALSE(parseGoDuration(bad)) << bad;
+  }
 }
 
 AdmissionRequest deleteWith(const std::string& annotation, std::vector<std::string> groups) {

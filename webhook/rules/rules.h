@@ -14,5 +14,6 @@ RulePtr makeStatefulSetClaims();
 RulePtr makeStatefulSetRecreate();
 RulePtr makeBreakGlassAnnotation();
 RulePtr makeSelfProtection();
+RulePtr makeBackupRetention();
 
 }  // namespace stateguard::rules
