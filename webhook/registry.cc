@@ -17,6 +17,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeBreakGlassAnnotation());
     r.push_back(rules::makeSelfProtection());
     r.push_back(rules::makeBackupRetention());
+    r.push_back(rules::makeBackupLifecycle());
     return r;
   }();
   return kRules;

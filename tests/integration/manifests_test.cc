@@ -910,7 +910,7 @@ TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
   EXPECT_EQ(
       strings(groups["groups"][0]["rules"]),
       (std::set<std::string>{"pv-delete", "pvc-delete", "namespace-delete", "protection-finalizer",
-                             "reclaim-policy", "statefulset-claims"}));
+                             "reclaim-policy", "statefulset-claims", "backup-lifecycle"}));
   EXPECT_EQ(strings(groups["groups"][1]["rules"]),
             (std::set<std::string>{"statefulset-recreate", "break-glass-annotation",
                                    "backup-retention"}));

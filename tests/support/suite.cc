@@ -30,9 +30,19 @@ constexpr KindInfo kKinds[] = {
      "validatingwebhookconfigurations"},
     {"RecurringJob", "longhorn.io", "v1beta2", "recurringjobs"},
     {"Schedule", "velero.io", "v1", "schedules"},
+    {"Bucket", "s3.services.k8s.aws", "v1alpha1", "buckets"},
+    {"Bucket", "s3.aws.crossplane.io", "v1beta1", "buckets"},
+    {"BucketLifecycleConfiguration", "s3.aws.upbound.io", "v1beta1",
+     "bucketlifecycleconfigurations"},
 };
 
-const KindInfo& kindInfo(const std::string& kind) {
+/// The kind's API mapping; a kind in several groups (Bucket) by the object's apiVersion group.
+const KindInfo& kindInfo(const std::string& kind, const std::string& apiVersion = "") {
+  for (const auto& k : kKinds) {
+    if (kind == k.kind && !std::string(k.group).empty() &&
+        apiVersion.rfind(std::string(k.group) + "/", 0) == 0)
+      return k;
+  }
   for (const auto& k : kKinds) {
     if (kind == k.kind) return k;
   }
@@ -91,7 +101,7 @@ json makeReview(const std::string& uid, const std::string& operation, const json
     req["kind"] = {{"group", "autoscaling"}, {"version", "v1"}, {"kind", "Scale"}};
     req["resource"] = {{"group", "apps"}, {"version", "v1"}, {"resource", "statefulsets"}};
   } else {
-    const KindInfo& k = kindInfo(kind);
+    const KindInfo& k = kindInfo(kind, current.value("apiVersion", ""));
     // The object's own version when it names the kind's group (longhorn.io/v1beta1).
     std::string version = k.version;
     const std::string apiVersion = current.value("apiVersion", "");

@@ -15,5 +15,6 @@ RulePtr makeStatefulSetRecreate();
 RulePtr makeBreakGlassAnnotation();
 RulePtr makeSelfProtection();
 RulePtr makeBackupRetention();
+RulePtr makeBackupLifecycle();
 
 }  // namespace stateguard::rules
