@@ -18,6 +18,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeSelfProtection());
     r.push_back(rules::makeBackupRetention());
     r.push_back(rules::makeBackupLifecycle());
+    r.push_back(rules::makeBackupFreshness());
     return r;
   }();
   return kRules;

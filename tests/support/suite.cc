@@ -34,6 +34,7 @@ constexpr KindInfo kKinds[] = {
     {"Bucket", "s3.aws.crossplane.io", "v1beta1", "buckets"},
     {"BucketLifecycleConfiguration", "s3.aws.upbound.io", "v1beta1",
      "bucketlifecycleconfigurations"},
+    {"Plan", "upgrade.cattle.io", "v1", "plans"},
 };
 
 /// The kind's API mapping; a kind in several groups (Bucket) by the object's apiVersion group.

@@ -16,5 +16,6 @@ RulePtr makeBreakGlassAnnotation();
 RulePtr makeSelfProtection();
 RulePtr makeBackupRetention();
 RulePtr makeBackupLifecycle();
+RulePtr makeBackupFreshness();
 
 }  // namespace stateguard::rules
