@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/json_writer.h"
 #include "core/k8s.h"
 
 namespace stateguard {
@@ -187,7 +188,31 @@ json reviewResponseJson(const std::string& uid, const AdmissionResponse& respons
 }
 
 std::string encodeReviewResponse(const std::string& uid, const AdmissionResponse& response) {
-  return reviewResponseJson(uid, response).dump(-1, ' ', false, json::error_handler_t::replace);
+  // Hand-written for speed; the same bytes as reviewResponseJson(...).dump() (keys in the sorted
+  // order nlohmann's objects keep), which the tests check.
+  std::string out;
+  out.reserve(128 + uid.size() + response.message.size() + 128 * response.warnings.size());
+  out += R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"allowed":)";
+  out += response.allowed ? "true" : "false";
+  if (!response.allowed) {
+    out += R"(,"status":{"code":)";
+    out += std::to_string(response.code == 0 ? 403 : response.code);
+    out += R"(,"message":)";
+    appendJsonString(out, response.message);
+    out += R"(,"reason":"Forbidden"})";
+  }
+  out += R"(,"uid":)";
+  appendJsonString(out, uid);
+  if (!response.warnings.empty()) {
+    out += R"(,"warnings":[)";
+    for (size_t i = 0; i < response.warnings.size(); ++i) {
+      if (i) out.push_back(',');
+      appendJsonString(out, response.warnings[i]);
+    }
+    out.push_back(']');
+  }
+  out += "}}";
+  return out;
 }
 
 }  // namespace stateguard

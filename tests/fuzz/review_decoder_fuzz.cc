@@ -18,6 +18,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/audit.h"
 #include "core/cluster_state.h"
 #include "core/log.h"
 #include "core/policy.h"
@@ -76,9 +77,13 @@ void judge(const AdmissionRequest& request, const Policy& policy) {
     check(response["status"].value("code", 0) == 403, "a denial is not code 403");
     check(!decision.response.message.empty(), "a denial has no message");
   }
-  const std::string audit =
-      auditRecord(request, decision).dump(-1, ' ', false, json::error_handler_t::replace);
-  check(!audit.empty(), "empty audit record");
+  check(encoded == reviewResponseJson(request.uid, decision.response)
+                       .dump(-1, ' ', false, json::error_handler_t::replace),
+        "the hand-written response differs from the json one");
+  const std::string time = "2026-11-21T10:00:00.000Z";
+  const std::string audit = auditLine(request, decision, time);
+  check(audit == auditLine(auditRecord(request, decision, time)),
+        "the hand-written audit line differs from the json one");
 }
 
 }  // namespace
