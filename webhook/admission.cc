@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/json_fast.h"
 #include "core/json_writer.h"
 #include "core/k8s.h"
 
@@ -71,10 +72,13 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
                      std::to_string(kMaxNestingDepth));
   }
   json doc;
-  try {
-    doc = json::parse(body);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
-    return makeError(std::string("body is not valid JSON: ") + e.what());
+  // simdjson first (twice as fast); what it refuses, json::parse judges and explains.
+  if (!parseJsonFast(body, doc, kMaxNestingDepth)) {
+    try {
+      doc = json::parse(body);
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
+      return makeError(std::string("body is not valid JSON: ") + e.what());
+    }
   }
   if (!doc.is_object()) return makeError("body must be a JSON object (an AdmissionReview)");
   auto apiVersion = stringField(doc, "apiVersion", "AdmissionReview", true);

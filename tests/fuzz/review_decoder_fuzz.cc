@@ -20,6 +20,7 @@
 
 #include "core/audit.h"
 #include "core/cluster_state.h"
+#include "core/json_fast.h"
 #include "core/log.h"
 #include "core/policy.h"
 #include "core/timeutil.h"
@@ -96,6 +97,15 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body(reinterpret_cast<const char*>(data), size);
+  // The fast reader must agree with json::parse on everything it accepts.
+  if (size <= kMaxReviewBytes) {
+    json fast;
+    if (parseJsonFast(body, fast, kMaxNestingDepth)) {
+      json slow = json::parse(body, nullptr, /*allow_exceptions=*/false);
+      check(!slow.is_discarded(), "simdjson accepted what json::parse refuses");
+      check(fast == slow, "simdjson and json::parse read different documents");
+    }
+  }
   auto request = decodeReview(body);
   if (!request.ok()) {
     check(!request.error().empty(), "a decode error without a message");
