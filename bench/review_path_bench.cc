@@ -3,7 +3,7 @@
 // It shows where the CPU per request goes (bench/RESULTS.md); the side-by-side throughput against
 // nginx is bench/run-bench.sh.
 //
-// usage: review-path-bench CLUSTER_STATE REVIEW.json [ITERATIONS]
+// usage: review-path-bench CLUSTER_STATE REVIEW.json [ITERATIONS [POLICY]]
 
 #include <chrono>
 #include <cstdio>
@@ -22,7 +22,7 @@ using Steady = std::chrono::steady_clock;
 
 int main(int argc, char** argv) {
   if (argc < 3) {
-    std::cerr << "usage: review-path-bench CLUSTER_STATE REVIEW.json [ITERATIONS]\n";
+    std::cerr << "usage: review-path-bench CLUSTER_STATE REVIEW.json [ITERATIONS [POLICY]]\n";
     return 2;
   }
   auto state = loadClusterStateFile(argv[1]);
@@ -33,7 +33,17 @@ int main(int argc, char** argv) {
   }
   const long n = argc > 3 ? std::atol(argv[3]) : 200000;
   Engine engine(allRules());
-  const Policy policy = defaultPolicy(ruleDefaults());
+  Policy policy = defaultPolicy(ruleDefaults());
+  if (argc > 4) {
+    auto text = readFile(argv[4]);
+    auto parsed = text.ok() ? parsePolicy(text.value(), argv[4], ruleDefaults())
+                            : Result<Policy>(makeError(text.error()));
+    if (!parsed.ok()) {
+      std::cerr << parsed.error() << "\n";
+      return 2;
+    }
+    policy = parsed.value();
+  }
   double decodeNs = 0, judgeNs = 0, auditNs = 0, encodeNs = 0;
   size_t bytes = 0;
   for (long i = 0; i < n; ++i) {

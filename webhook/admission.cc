@@ -67,13 +67,14 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
     return makeError("AdmissionReview is " + std::to_string(body.size()) + " bytes, over the " +
                      std::to_string(kMaxReviewBytes) + "-byte limit");
   }
-  if (size_t depth = nestingDepth(body); depth > kMaxNestingDepth) {
-    return makeError("body nests " + std::to_string(depth) + " levels deep, over the limit of " +
-                     std::to_string(kMaxNestingDepth));
-  }
   json doc;
-  // simdjson first (twice as fast); what it refuses, json::parse judges and explains.
+  // simdjson first (twice as fast, and it bounds the depth itself); what it refuses, the depth
+  // check and json::parse judge and explain.
   if (!parseJsonFast(body, doc, kMaxNestingDepth)) {
+    if (size_t depth = nestingDepth(body); depth > kMaxNestingDepth) {
+      return makeError("body nests " + std::to_string(depth) + " levels deep, over the limit of " +
+                       std::to_string(kMaxNestingDepth));
+    }
     try {
       doc = json::parse(body);
     } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
