@@ -9,11 +9,13 @@
 
 namespace stateguard {
 
-/// Appends JSON lines; thread-safe; each line is flushed before write() returns.
 /// One audit record as the line written to the log (compact JSON and a newline; invalid UTF-8
 /// replaced).
 std::string auditLine(const json& record);
 
+/// Appends JSON lines to a file (O_APPEND) or stdout. Thread-safe: each line is one write(2), which
+/// the kernel appends whole to a regular file, so writers to a file take no lock; lines to
+/// stdout (a pipe or terminal) are serialised. Each line is in the kernel when write() returns.
 class AuditLog {
  public:
   static Result<std::unique_ptr<AuditLog>> open(const std::string& path);
@@ -26,10 +28,11 @@ class AuditLog {
   void writeLine(const std::string& line);
 
  private:
-  AuditLog(std::FILE* file, bool owned) : file_(file), owned_(owned) {}
-  std::mutex mu_;
-  std::FILE* file_;
+  AuditLog(int fd, bool owned, bool regular) : fd_(fd), owned_(owned), regular_(regular) {}
+  std::mutex mu_;  ///< only for non-regular files
+  int fd_;
   bool owned_;
+  bool regular_;
 };
 
 }  // namespace stateguard

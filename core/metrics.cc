@@ -20,8 +20,13 @@ std::string escapeLabel(const std::string& v) {
 
 void Metrics::countDecision(const std::string& rule, const std::string& verdict,
                             const std::string& operation) {
+  const std::tuple<std::string_view, std::string_view, std::string_view> key{rule, verdict,
+                                                                             operation};
   std::lock_guard lock(mu_);
-  ++decisions_[{rule, verdict, operation}];
+  auto it = decisions_.find(key);
+  if (it == decisions_.end())
+    it = decisions_.emplace(std::tuple(rule, verdict, operation), 0).first;
+  ++it->second;
 }
 
 void Metrics::countRejected(int httpStatus) {
@@ -30,12 +35,13 @@ void Metrics::countRejected(int httpStatus) {
 }
 
 void Metrics::observeLatency(double seconds) {
-  std::lock_guard lock(mu_);
+  // The count first and render() reads it last (sequentially consistent), so a scrape never
+  // sees a bucket above the +Inf count.
+  latencyCount_.fetch_add(1);
+  latencySumNanos_.fetch_add(static_cast<uint64_t>(seconds * 1e9));
   for (size_t i = 0; i < kBuckets.size(); ++i) {
-    if (seconds <= kBuckets[i]) ++bucketCounts_[i];
+    if (seconds <= kBuckets[i]) bucketCounts_[i].fetch_add(1);
   }
-  ++latencyCount_;
-  latencySum_ += seconds;
 }
 
 void Metrics::addGauge(std::string name, std::string help, std::function<double()> read,
@@ -71,11 +77,13 @@ std::string Metrics::render() const {
          "# TYPE stateguard_admission_duration_seconds histogram\n";
   for (size_t i = 0; i < kBuckets.size(); ++i) {
     out << "stateguard_admission_duration_seconds_bucket{le=\"" << kBuckets[i] << "\"} "
-        << bucketCounts_[i] << "\n";
+        << bucketCounts_[i].load() << "\n";
   }
-  out << "stateguard_admission_duration_seconds_bucket{le=\"+Inf\"} " << latencyCount_ << "\n"
-      << "stateguard_admission_duration_seconds_sum " << latencySum_ << "\n"
-      << "stateguard_admission_duration_seconds_count " << latencyCount_ << "\n";
+  const uint64_t count = latencyCount_.load();
+  out << "stateguard_admission_duration_seconds_bucket{le=\"+Inf\"} " << count << "\n"
+      << "stateguard_admission_duration_seconds_sum "
+      << static_cast<double>(latencySumNanos_.load()) / 1e9 << "\n"
+      << "stateguard_admission_duration_seconds_count " << count << "\n";
   for (const auto& g : gauges_) {
     out << "# HELP " << g.name << " " << g.help << "\n# TYPE " << g.name << " " << g.type << "\n"
         << g.name << " " << g.read() << "\n";

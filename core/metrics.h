@@ -2,6 +2,7 @@
 // Prometheus text-format metrics: labelled counters, one latency histogram, gauges.
 
 #include <array>
+#include <atomic>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -33,11 +34,13 @@ class Metrics {
 
  private:
   mutable std::mutex mu_;
-  std::map<std::tuple<std::string, std::string, std::string>, uint64_t> decisions_;
+  // Transparent comparator: counting looks the key up without building strings.
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t, std::less<>> decisions_;
   std::map<int, uint64_t> rejected_;
-  std::array<uint64_t, kBuckets.size()> bucketCounts_{};
-  uint64_t latencyCount_ = 0;
-  double latencySum_ = 0;
+  // The histogram is lock-free: every request observes, and the workers must not queue on it.
+  std::array<std::atomic<uint64_t>, kBuckets.size()> bucketCounts_{};
+  std::atomic<uint64_t> latencyCount_{0};
+  std::atomic<uint64_t> latencySumNanos_{0};
   struct Gauge {
     std::string name, help, type;
     std::function<double()> read;
