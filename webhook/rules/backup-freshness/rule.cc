@@ -34,10 +34,12 @@ struct AtRisk {
   std::string what;  ///< "claim shop/data-db-0 (PV pvc-123, 10Gi)"
 };
 
-bool guarded(const RuleContext& ctx, const std::string& op) {
-  const json& ops = ctx.params.value("guardedOperations", json());
-  if (!ops.is_array()) return true;
-  return std::find(ops.begin(), ops.end(), json(op)) != ops.end();
+bool guarded(const RuleContext& ctx, std::string_view op) {
+  const auto it = ctx.params.find("guardedOperations");
+  if (it == ctx.params.end() || !it->is_array()) return true;
+  return std::any_of(it->begin(), it->end(), [&](const json& v) {
+    return v.is_string() && v.get_ref<const std::string&>() == op;
+  });
 }
 
 /// A claim for the backup lookup: the state's object when it has one, else what the PV says.
@@ -104,7 +106,10 @@ class BackupFreshness : public Rule {
 
   std::vector<Finding> evaluate(const RuleContext& ctx) const override {
     const AdmissionRequest& req = ctx.request;
-    const auto maxAge = parseDuration(ctx.params.value("maxAge", kDefaultMaxAge));
+    const auto maxAgeIt = ctx.params.find("maxAge");
+    const auto maxAge = parseDuration(maxAgeIt != ctx.params.end() && maxAgeIt->is_string()
+                                          ? maxAgeIt->get_ref<const std::string&>()
+                                          : kDefaultMaxAge);
     const auto limit = maxAge.value_or(std::chrono::hours(24));
     const std::string limitText = formatDuration(limit);
 
@@ -182,16 +187,24 @@ class BackupFreshness : public Rule {
         std::to_string(stale.size()) + (stale.size() == 1 ? " volume has" : " volumes have");
     std::string warning = "no backup newer than " + limitText + ": " + joinCapped(brief, 3);
     if (warning.size() > 119) warning = warning.substr(0, 116) + "...";
-    return {violation(
-        action + ", but " + count + " no successful backup newer than " + limitText +
-            " (policy maxAge): " + joinCapped(stale, 5) +
-            ". If this goes wrong, the data is gone or only as recent as that. Take a backup "
-            "now and wait until it completes (Velero: velero backup create --include-namespaces "
-            "<ns> --wait; Longhorn: create a backup of the volume; or a VolumeSnapshot), then "
-            "retry. stateguard looked at Velero Backups, Longhorn Backups and VolumeSnapshots; "
-            "`stateguardctl backups` lists what it sees. " +
-            breakGlassHint(ctx, kId),
-        warning)};
+    // Built in one buffer: this runs on every guarded deletion the webhook sees.
+    std::string message;
+    message.reserve(1200);
+    message += action;
+    message += ", but ";
+    message += count;
+    message += " no successful backup newer than ";
+    message += limitText;
+    message += " (policy maxAge): ";
+    message += joinCapped(stale, 5);
+    message +=
+        ". If this goes wrong, the data is gone or only as recent as that. Take a backup now and "
+        "wait until it completes (Velero: velero backup create --include-namespaces <ns> --wait; "
+        "Longhorn: create a backup of the volume; or a VolumeSnapshot), then retry. stateguard "
+        "looked at Velero Backups, Longhorn Backups and VolumeSnapshots; `stateguardctl backups` "
+        "lists what it sees. ";
+    message += breakGlassHint(ctx, kId);
+    return {violation(std::move(message), std::move(warning))};
   }
 
  private:
