@@ -243,28 +243,14 @@ int runBackups(int argc, char** argv) {
   std::vector<ResourceKind> kinds = watchedKinds();
   for (const auto& k : backupScheduleKinds()) kinds.push_back(k);
   std::shared_ptr<const ClusterState> state;
-  std::shared_ptr<WatchCache> cache;
-  if (f.has("cluster-state")) {
-    auto loaded = loadClusterStateFile(f.get("cluster-state"), kinds);
-    if (!loaded.ok()) return usageError(kUsage, loaded.error());
-    state = loaded.value();
-  } else if (f.has("kubeconfig")) {
-    auto config = loadKubeconfig(f.get("kubeconfig"));
-    if (!config.ok()) return usageError(kUsage, config.error());
-    WatchCacheOptions options;
-    options.kinds = kinds;
-    auto started = startWatchCache(std::move(config).value(), options);
-    if (!started.ok()) return usageError(kUsage, started.error());
-    cache = started.value();
-    if (!cache->waitReady(std::chrono::seconds(30))) {
-      std::cerr << "stateguardctl backups: could not list the cluster within 30 s";
-      for (const auto& [kind, s] : cache->allStats())
-        if (!s.lastError.empty()) std::cerr << "; " << kind << ": " << s.lastError;
-      std::cerr << "\n";
-      cache->stop();
-      return 2;
-    }
-    state = cache;
+  WatchCachePtr cache;
+  ClusterSource source;
+  if (f.has("cluster-state") || f.has("kubeconfig")) {
+    auto opened = openClusterSource(f, kinds);
+    if (!opened.ok()) return usageError(kUsage, opened.error());
+    source = opened.value();
+    state = source.state;
+    cache = source.cache;
   }
 
   const auto now = Clock::now();
@@ -302,7 +288,7 @@ int runBackups(int argc, char** argv) {
         etcd["newerFailure"] = copyJson(snaps.front(), now);
     }
   }
-  if (cache) cache->stop();
+  source.stop();
 
   json storeRows = json::array();
   for (const auto& dir : stores) {

@@ -29,6 +29,30 @@ Result<ObjectStorePtr> loadStateFlag(const Flags& flags) {
   return loadClusterStateFile(flags.get("cluster-state"));
 }
 
+Result<ClusterSource> openClusterSource(const Flags& flags,
+                                        const std::vector<ResourceKind>& kinds) {
+  if (flags.has("cluster-state")) {
+    auto loaded = loadClusterStateFile(flags.get("cluster-state"), kinds);
+    if (!loaded.ok()) return makeError(loaded.error());
+    return ClusterSource{loaded.value(), nullptr};
+  }
+  auto config = loadKubeconfig(flags.get("kubeconfig"));
+  if (!config.ok()) return makeError(config.error());
+  WatchCacheOptions options;
+  options.kinds = kinds;
+  auto started = startWatchCache(std::move(config).value(), options);
+  if (!started.ok()) return makeError(started.error());
+  WatchCachePtr cache = started.value();
+  if (!cache->waitReady(std::chrono::seconds(30))) {
+    std::string why = "could not list the cluster within 30 s";
+    for (const auto& [kind, st] : cache->allStats())
+      if (!st.lastError.empty()) why += "; " + kind + ": " + st.lastError;
+    cache->stop();
+    return makeError(why);
+  }
+  return ClusterSource{cache, cache};
+}
+
 bool wantsHelp(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];

@@ -167,29 +167,9 @@ int runOrphans(int argc, char** argv) {
   if (!availableFor)
     return usageError(kUsage, "--available-for must be a duration like 30m, 12h or 7d");
 
-  std::shared_ptr<const ClusterState> state;
-  std::shared_ptr<WatchCache> cache;
-  if (f.has("cluster-state")) {
-    auto loaded = loadClusterStateFile(f.get("cluster-state"));
-    if (!loaded.ok()) return usageError(kUsage, loaded.error());
-    state = loaded.value();
-  } else {
-    auto config = loadKubeconfig(f.get("kubeconfig"));
-    if (!config.ok()) return usageError(kUsage, config.error());
-    auto started = startWatchCache(std::move(config).value());
-    if (!started.ok()) return usageError(kUsage, started.error());
-    cache = started.value();
-    if (!cache->waitReady(std::chrono::seconds(30))) {
-      std::cerr << "stateguardctl orphans: could not list the cluster within 30 s";
-      for (const auto& [kind, s] : cache->allStats()) {
-        if (!s.lastError.empty()) std::cerr << "; " << kind << ": " << s.lastError;
-      }
-      std::cerr << "\n";
-      cache->stop();
-      return 2;
-    }
-    state = cache;
-  }
+  auto source = openClusterSource(f);
+  if (!source.ok()) return usageError(kUsage, source.error());
+  const std::shared_ptr<const ClusterState> state = source->state;
   std::vector<std::string> backend;
   if (f.has("backend-volumes")) {
     auto read = readBackendVolumes(f.get("backend-volumes"));
@@ -247,7 +227,7 @@ int runOrphans(int argc, char** argv) {
       }
     }
   }
-  if (cache) cache->stop();
+  source->stop();
 
   const size_t findings = pvs.size() + claims.size() + volumes.size() + provisioners.size();
   if (format == "json") {

@@ -60,6 +60,24 @@ void newestFirst(std::vector<Copy>& copies) {
   });
 }
 
+/// A VolumeSnapshot or ETCDSnapshotFile: both say status.readyToUse, status.creationTime and
+/// status.error.message.
+Copy snapshotCopy(const char* source, const json& s) {
+  const bool ready = k8s::at(s, "/status/readyToUse") == json(true);
+  Copy c{
+      source, k8s::ref(s), ready ? "ready" : "not ready", false, timeAt(s, "/status/creationTime"),
+      ""};
+  if (!ready) {
+    const std::string err = k8s::str(s, "/status/error/message");
+    c.note = err.empty() ? "not readyToUse" : "failed: " + err;
+  } else if (!c.time) {
+    c.note = "no status.creationTime";
+  } else {
+    c.good = true;
+  }
+  return c;
+}
+
 }  // namespace
 
 const Copy* newestGood(const std::vector<Copy>& copies) {
@@ -141,22 +159,7 @@ ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
 
   for (const ObjectPtr& s : state.list("VolumeSnapshot", ns)) {
     if (k8s::str(*s, "/spec/source/persistentVolumeClaimName") != claimName) continue;
-    const bool ready = k8s::at(*s, "/status/readyToUse") == json(true);
-    Copy c{"VolumeSnapshot",
-           k8s::ref(*s),
-           ready ? "ready" : "not ready",
-           false,
-           timeAt(*s, "/status/creationTime"),
-           ""};
-    if (!ready) {
-      const std::string err = k8s::str(*s, "/status/error/message");
-      c.note = err.empty() ? "not readyToUse" : "failed: " + err;
-    } else if (!c.time) {
-      c.note = "no status.creationTime";
-    } else {
-      c.good = true;
-    }
-    out.copies.push_back(std::move(c));
+    out.copies.push_back(snapshotCopy("VolumeSnapshot", *s));
   }
   newestFirst(out.copies);
   return out;
@@ -165,22 +168,7 @@ ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
 std::vector<Copy> etcdSnapshots(const ClusterState& state) {
   std::vector<Copy> out;
   for (const ObjectPtr& s : state.list("ETCDSnapshotFile")) {
-    const bool ready = k8s::at(*s, "/status/readyToUse") == json(true);
-    Copy c{"ETCDSnapshotFile",
-           k8s::ref(*s),
-           ready ? "ready" : "not ready",
-           false,
-           timeAt(*s, "/status/creationTime"),
-           ""};
-    if (!ready) {
-      const std::string err = k8s::str(*s, "/status/error/message");
-      c.note = err.empty() ? "not readyToUse" : "failed: " + err;
-    } else if (!c.time) {
-      c.note = "no status.creationTime";
-    } else {
-      c.good = true;
-    }
-    out.push_back(std::move(c));
+    out.push_back(snapshotCopy("ETCDSnapshotFile", *s));
   }
   newestFirst(out);
   return out;
