@@ -34,6 +34,11 @@ constexpr KindInfo kKinds[] = {
     {"Bucket", "s3.aws.crossplane.io", "v1beta1", "buckets"},
     {"BucketLifecycleConfiguration", "s3.aws.upbound.io", "v1beta1",
      "bucketlifecycleconfigurations"},
+    {"Secret", "", "v1", "secrets"},
+    {"TalosConfig", "bootstrap.cluster.x-k8s.io", "v1alpha3", "talosconfigs"},
+    {"TalosConfigTemplate", "bootstrap.cluster.x-k8s.io", "v1alpha3", "talosconfigtemplates"},
+    {"TalosControlPlane", "controlplane.cluster.x-k8s.io", "v1alpha3", "taloscontrolplanes"},
+    {"Cluster", "provisioning.cattle.io", "v1", "clusters"},
 };
 
 /// The kind's API mapping; a kind in several groups (Bucket) by the object's apiVersion group.

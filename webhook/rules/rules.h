@@ -16,5 +16,8 @@ RulePtr makeBreakGlassAnnotation();
 RulePtr makeSelfProtection();
 RulePtr makeBackupRetention();
 RulePtr makeBackupLifecycle();
+RulePtr makeRegistryNoFallback();
+RulePtr makeRegistryBrokenFallback();
+RulePtr makeRegistryClusterDns();
 
 }  // namespace stateguard::rules
