@@ -19,6 +19,12 @@ std::string lower(std::string s) {
   return s;
 }
 
+/// A string field, "" when absent or not a string (input from outside: any type may be there).
+std::string textAt(const json& obj, const char* key) {
+  const auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 bool boolAt(const json& obj, const char* key) {
   const auto it = obj.find(key);
   return it != obj.end() && it->is_boolean() && it->get<bool>();
@@ -71,7 +77,7 @@ Mirror talosLegacy(const std::string& name, const json& m, const std::string& so
 Mirror talosMirrorDoc(const json& doc, const std::string& source, size_t line) {
   Mirror out;
   out.format = Format::Talos;
-  out.registry = doc.value("name", "");
+  out.registry = textAt(doc, "name");
   out.where = "RegistryMirrorConfig " + out.registry;
   out.source = source;
   out.line = line;
@@ -219,7 +225,7 @@ std::vector<Mirror> fromTalosDocuments(const std::vector<json>& docs,
     const json& doc = docs[i];
     const size_t line = i < lines.size() ? lines[i] : 0;
     if (!doc.is_object()) continue;
-    if (doc.value("kind", "") == "RegistryMirrorConfig") {
+    if (textAt(doc, "kind") == "RegistryMirrorConfig") {
       documents.push_back(talosMirrorDoc(doc, source, line));
       continue;
     }
