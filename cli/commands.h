@@ -11,5 +11,6 @@ int runAudit(int argc, char** argv);    ///< cli/audit.cc
 int runDqlite(int argc, char** argv);   ///< cli/dqlite.cc
 int runOrphans(int argc, char** argv);  ///< cli/orphans.cc
 int runCsi(int argc, char** argv);      ///< cli/csi.cc
+int runBackups(int argc, char** argv);  ///< cli/backups.cc
 
 }  // namespace stateguard::cli

@@ -14,6 +14,7 @@
 #include "core/k8s.h"
 #include "webhook/engine.h"
 #include "webhook/registry.h"
+#include "webhook/rules/backup-lifecycle/lifecycle.h"
 
 namespace stateguard::cli {
 namespace {
@@ -28,6 +29,14 @@ Registry mirror configurations get the registry-* rules: Talos machine configs, 
 hosts.toml (hosts.d/<host>/hosts.toml trees), k3s/RKE2 registries.yaml, CRI-O registries.conf.
 Each object is judged as its creation, or as an update of the object of the same kind and name
 in --cluster-state. Objects without a namespace are placed in --namespace (default "default").
+
+Also read, beside Kubernetes objects:
+  - S3 lifecycle configurations as JSON or YAML, as given to or printed by
+    `aws s3api put-bucket-lifecycle-configuration` / `get-bucket-lifecycle-configuration`
+    (`{"Rules": [...]}`, or `{"Bucket": ..., "LifecycleConfiguration": {"Rules": [...]}}`),
+    judged by rule backup-lifecycle;
+  - kops Cluster specs (kops.k8s.io): their etcd-manager backup stores' control/ paths are added
+    to backup-lifecycle's protected paths for every lifecycle rule in the same run.
 
 Exit 0 clean (warnings allowed), 1 a denial, 2 unreadable input.
 Example: kustomize build overlays/prod | stateguardctl lint --cluster-state live.json -o sarif -
@@ -108,6 +117,55 @@ AdmissionRequest requestFor(const json& obj, ObjectPtr existing, const UserInfo&
   return r;
 }
 
+/// The `Rules` of an AWS lifecycle configuration document, or nullptr when `doc` is not one.
+const json* awsLifecycleRules(const json& doc) {
+  if (!doc.is_object() || doc.contains("apiVersion") || doc.contains("kind")) return nullptr;
+  const json* cfg = &doc;
+  if (doc.contains("LifecycleConfiguration")) cfg = &doc["LifecycleConfiguration"];
+  if (!cfg->is_object()) return nullptr;
+  auto it = cfg->find("Rules");
+  return it != cfg->end() && it->is_array() ? &*it : nullptr;
+}
+
+/// Adds the control paths of every kops Cluster in the input to backup-lifecycle's
+/// protectedPrefixes.
+void addKopsControlPaths(
+    const std::vector<std::pair<std::string, std::vector<SourcedObject>>>& inputs, Policy& policy) {
+  auto it = policy.rules.find("backup-lifecycle");
+  if (it == policy.rules.end()) return;
+  json& prefixes = it->second.params["protectedPrefixes"];
+  if (!prefixes.is_array()) prefixes = json::array();
+  for (const auto& [file, docs] : inputs) {
+    for (const auto& so : docs) {
+      if (k8s::kind(so.object) != "Cluster" ||
+          k8s::str(so.object, "/apiVersion").rfind("kops.k8s.io/", 0) != 0)
+        continue;
+      for (const auto& p : rules::lifecycle::kopsControlPaths(so.object)) {
+        if (std::find(prefixes.begin(), prefixes.end(), json(p)) == prefixes.end())
+          prefixes.push_back(p);
+      }
+    }
+  }
+}
+
+/// Rule backup-lifecycle on an AWS lifecycle configuration document.
+std::vector<LintFinding> lintAwsLifecycle(const json& rules, const std::string& file,
+                                          const SourcedObject& so, const Policy& policy) {
+  const Mode mode = policy.modeOf("backup-lifecycle");
+  if (mode == Mode::Off || mode == Mode::Audit) return {};
+  const std::string name = file == "-" ? "stdin" : file;
+  const std::string what = "S3 lifecycle configuration " + name;
+  std::vector<LintFinding> out;
+  for (const auto& f : rules::lifecycle::judge(
+           rules::lifecycle::fromAwsJson(rules), json(), {what, "Rules", name},
+           rules::lifecycle::protectedPaths(policy.paramsOf("backup-lifecycle")),
+           "This is checked before the configuration reaches the bucket; change the file.")) {
+    out.push_back({file, so.document, so.line, what, "backup-lifecycle",
+                   mode == Mode::Enforce ? "error" : "warning", f.message});
+  }
+  return out;
+}
+
 std::string sarifLevel(const std::string& level) { return level == "error" ? "error" : "warning"; }
 
 json toSarif(const std::vector<LintFinding>& findings) {
@@ -174,6 +232,9 @@ int runLint(int argc, char** argv) {
   size_t objects = 0;
   bool unreadable = false;
   bool denied = false;
+  // Read everything first: kops Cluster specs anywhere in the input name the store paths that
+  // every lifecycle rule in the input is judged against.
+  std::vector<std::pair<std::string, std::vector<SourcedObject>>> inputs;
   for (const auto& file : files) {
     auto text = readFile(file);
     if (!text.ok()) {
@@ -201,9 +262,23 @@ int runLint(int argc, char** argv) {
       unreadable = true;
       continue;
     }
-    for (const auto& so : parsed.value()) {
+    inputs.emplace_back(file, std::move(parsed).value());
+  }
+  Policy lintPolicy = policy.value();
+  addKopsControlPaths(inputs, lintPolicy);
+
+  for (const auto& [file, docs] : inputs) {
+    for (const auto& so : docs) {
       const json& obj = so.object;
       const std::string where = (file == "-" ? "stdin" : file) + ":" + std::to_string(so.line);
+      if (const json* rules = awsLifecycleRules(obj)) {
+        ++objects;
+        for (auto& x : lintAwsLifecycle(*rules, file, so, lintPolicy)) {
+          denied |= x.level == "error";
+          findings.push_back(std::move(x));
+        }
+        continue;
+      }
       if (k8s::kind(obj).empty() || k8s::str(obj, "/apiVersion").empty()) {
         std::cerr << "stateguardctl lint: " << where << ": document " << so.document
                   << " is not a Kubernetes object (no apiVersion or kind)\n";
@@ -221,7 +296,7 @@ int runLint(int argc, char** argv) {
       ObjectPtr existing = state.value()->get(k8s::kind(obj), ns, k8s::name(obj));
       if (!existing) existing = state.value()->get(k8s::kind(obj), "", k8s::name(obj));
       AdmissionRequest req = requestFor(obj, existing, user, defaultNamespace, objects);
-      Decision d = engine.review(req, *state.value(), policy.value(), now);
+      Decision d = engine.review(req, *state.value(), lintPolicy, now);
       for (const auto& v : d.verdicts) {
         if (v.verdict == "audit") continue;
         const bool error = v.verdict == "deny";

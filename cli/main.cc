@@ -21,6 +21,7 @@ commands:
   dqlite    inspect, plan and verify a MicroK8s dqlite recovery
   orphans   find PVs, claims and backend volumes nothing uses
   csi       the CSI sidecar's ledger: list, show, clear a quarantine, forget a volume
+  backups   newest good backup per claim and for etcd (cluster, state file, etcd-manager store)
 
 Exit codes: 0 fine, 1 a finding (denial, stale, difference), 2 unusable input or usage.
 )";
@@ -34,7 +35,7 @@ int main(int argc, char** argv) {
       {"review", stateguard::cli::runReview}, {"rules", stateguard::cli::runRules},
       {"lint", stateguard::cli::runLint},     {"audit", stateguard::cli::runAudit},
       {"dqlite", stateguard::cli::runDqlite}, {"orphans", stateguard::cli::runOrphans},
-      {"csi", stateguard::cli::runCsi},
+      {"csi", stateguard::cli::runCsi},       {"backups", stateguard::cli::runBackups},
   };
   if (argc < 2) {
     std::cerr << "stateguardctl: no command given\n\n" << kUsage;

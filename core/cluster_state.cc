@@ -14,8 +14,52 @@ const std::vector<ResourceKind>& watchedKinds() {
       {"StatefulSet", "/apis/apps/v1/statefulsets", true},
       {"Pod", "/api/v1/pods", true},
       {"StorageClass", "/apis/storage.k8s.io/v1/storageclasses", false},
+      {"Backup", "/apis/velero.io/v1/backups", true, kVeleroBackup, true},
+      {"Backup", "/apis/longhorn.io/v1beta2/backups", true, kLonghornBackup, true},
+      {"VolumeSnapshot", "/apis/snapshot.storage.k8s.io/v1/volumesnapshots", true, nullptr, true},
+      {"ETCDSnapshotFile", "/apis/k3s.cattle.io/v1/etcdsnapshotfiles", false, nullptr, true},
   };
   return kKinds;
+}
+
+std::string ResourceKind::apiVersion() const {
+  // "/api/v1/pods" -> "v1", "/apis/apps/v1/statefulsets" -> "apps/v1".
+  const std::string path = apiPath;
+  const std::string prefix = path.substr(0, path.rfind('/'));
+  if (prefix.rfind("/apis/", 0) == 0) return prefix.substr(6);
+  if (prefix.rfind("/api/", 0) == 0) return prefix.substr(5);
+  return "v1";
+}
+
+std::string ResourceKind::group() const {
+  const std::string v = apiVersion();
+  const auto slash = v.find('/');
+  return slash == std::string::npos ? "" : v.substr(0, slash);
+}
+
+const std::vector<ResourceKind>& backupScheduleKinds() {
+  static const std::vector<ResourceKind> kKinds = {
+      {"RecurringJob", "/apis/longhorn.io/v1beta2/recurringjobs", true, nullptr, true},
+      {"Schedule", "/apis/velero.io/v1/schedules", true, nullptr, true},
+  };
+  return kKinds;
+}
+
+const ResourceKind* watchedKindOf(const json& object, const std::vector<ResourceKind>& kinds) {
+  const std::string kind = k8s::kind(object);
+  const std::string apiVersion = k8s::str(object, "/apiVersion");
+  const auto slash = apiVersion.find('/');
+  const std::string group = slash == std::string::npos ? "" : apiVersion.substr(0, slash);
+  const ResourceKind* byKindOnly = nullptr;
+  int sameKind = 0;
+  for (const auto& rk : kinds) {
+    if (kind != rk.kind) continue;
+    if (!apiVersion.empty() && group == rk.group()) return &rk;
+    byKindOnly = &rk;
+    ++sameKind;
+  }
+  // Without an apiVersion (hand-written state files) the kind decides when it is unambiguous.
+  return apiVersion.empty() && sameKind == 1 ? byKindOnly : nullptr;
 }
 
 bool ObjectStore::ready() const {
@@ -84,7 +128,8 @@ size_t ObjectStore::size(const std::string& kind) const {
   return k == byKind_.end() ? 0 : k->second.size();
 }
 
-Result<ObjectStorePtr> loadClusterStateText(std::string_view text, const std::string& source) {
+Result<ObjectStorePtr> loadClusterStateText(std::string_view text, const std::string& source,
+                                            const std::vector<ResourceKind>& kinds) {
   auto objects = parseObjects(text, source);
   if (!objects.ok()) return makeError(objects.error());
   auto store = std::make_shared<ObjectStore>();
@@ -94,21 +139,18 @@ Result<ObjectStorePtr> loadClusterStateText(std::string_view text, const std::st
       return makeError(source + ": document " + std::to_string(so.document) + " item " +
                        std::to_string(so.item) + " has no kind or metadata.name");
     }
-    for (const auto& rk : watchedKinds()) {
-      if (kind == rk.kind) {
-        store->upsert(kind, std::move(so.object));
-        break;
-      }
-    }
+    if (const ResourceKind* rk = watchedKindOf(so.object, kinds))
+      store->upsert(rk->storeKey(), std::move(so.object));
   }
   store->setReady(true);
   return store;
 }
 
-Result<ObjectStorePtr> loadClusterStateFile(const std::string& path) {
+Result<ObjectStorePtr> loadClusterStateFile(const std::string& path,
+                                            const std::vector<ResourceKind>& kinds) {
   auto text = readFile(path);
   if (!text.ok()) return makeError("cluster state: " + text.error());
-  return loadClusterStateText(text.value(), path);
+  return loadClusterStateText(text.value(), path, kinds);
 }
 
 }  // namespace stateguard

@@ -19,9 +19,33 @@ struct ResourceKind {
   const char* kind;     ///< "PersistentVolume"
   const char* apiPath;  ///< "/api/v1/persistentvolumes" (cluster-wide list/watch path)
   bool namespaced;
+  /// The name the store keeps these objects under when `kind` alone is ambiguous
+  /// ("Backup.velero.io" beside "Backup.longhorn.io"); nullptr means `kind`.
+  const char* key = nullptr;
+  /// Served by a CRD that may not be installed: a 404 counts as "synced, none" and the list is
+  /// retried now and then, so the cache gets ready without it.
+  bool optional = false;
+
+  std::string storeKey() const { return key != nullptr ? key : kind; }
+  /// "" for the core group, "apps", "velero.io" (from apiPath).
+  std::string group() const;
+  /// "v1", "apps/v1", "velero.io/v1" (from apiPath).
+  std::string apiVersion() const;
 };
-/// PersistentVolume, PersistentVolumeClaim, Namespace, StatefulSet, Pod, StorageClass.
+/// PersistentVolume, PersistentVolumeClaim, Namespace, StatefulSet, Pod, StorageClass, and the
+/// optional backup kinds (Velero and Longhorn Backups, VolumeSnapshots, k3s ETCDSnapshotFiles)
+/// that the backup-freshness rule reads.
 const std::vector<ResourceKind>& watchedKinds();
+/// The kind in `kinds` an object belongs to (by kind and the group of its apiVersion), or nullptr.
+const ResourceKind* watchedKindOf(const json& object,
+                                  const std::vector<ResourceKind>& kinds = watchedKinds());
+/// Optional kinds that say which backups are kept and for how long (Longhorn RecurringJob,
+/// Velero Schedule): not watched by the webhook, read by `stateguardctl backups`.
+const std::vector<ResourceKind>& backupScheduleKinds();
+
+/// Store keys of the optional backup kinds.
+inline constexpr const char* kVeleroBackup = "Backup.velero.io";
+inline constexpr const char* kLonghornBackup = "Backup.longhorn.io";
 
 /// Read-only cluster state. Implementations are thread-safe.
 class ClusterState {
@@ -65,7 +89,11 @@ using ObjectStorePtr = std::shared_ptr<ObjectStore>;
 
 /// Loads a `kubectl get -o json` List, a JSON object, or multi-document YAML into a ready store.
 /// Objects of kinds the webhook does not use are ignored.
-Result<ObjectStorePtr> loadClusterStateFile(const std::string& path);
-Result<ObjectStorePtr> loadClusterStateText(std::string_view text, const std::string& source);
+/// `kinds` says which objects to keep (the others are ignored).
+Result<ObjectStorePtr> loadClusterStateFile(
+    const std::string& path, const std::vector<ResourceKind>& kinds = watchedKinds());
+Result<ObjectStorePtr> loadClusterStateText(
+    std::string_view text, const std::string& source,
+    const std::vector<ResourceKind>& kinds = watchedKinds());
 
 }  // namespace stateguard

@@ -44,7 +44,7 @@ WatchCache::WatchCache(KubeClientPtr client, WatchCacheOptions options)
     : client_(std::move(client)),
       options_(std::move(options)),
       store_(std::make_shared<ObjectStore>()) {
-  for (const auto& kind : options_.kinds) stats_[kind.kind];
+  for (const auto& kind : options_.kinds) stats_[kind.storeKey()];
 }
 
 WatchCache::~WatchCache() { stop(); }
@@ -142,7 +142,7 @@ void WatchCache::markSynced(const std::string& kind) {
 }
 
 Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
-  const std::string kind = rk.kind;
+  const std::string kind = rk.storeKey();
   for (int attempt = 1;; ++attempt) {
     std::vector<json> items;
     std::string continueToken;
@@ -154,6 +154,15 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
       if (page.status == 410 && !continueToken.empty()) {
         expired = true;
         break;
+      }
+      // An optional kind the server does not serve (CRD not installed) or does not let us read:
+      // hold none rather than keep the whole cache unready.
+      if ((page.status == 404 || page.status == 403) && rk.optional && continueToken.empty()) {
+        log::info("watch cache: " + kind + ": " + std::string(rk.apiPath) + " answered " +
+                  std::to_string(page.status) +
+                  (page.status == 404 ? " (CRD not installed)" : " (no RBAC permission)") +
+                  "; holding none, looking again in " + millis(options_.absentRecheck));
+        return std::string();
       }
       if (!page.ok()) return makeError(page.error);
       json& body = page.body;
@@ -171,7 +180,7 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
             log::warn("watch cache: " + kind + ": list item without metadata.name ignored");
             continue;
           }
-          item["kind"] = kind;
+          item["kind"] = rk.kind;
           if (!item.contains("apiVersion") && !apiVersion.empty()) item["apiVersion"] = apiVersion;
           items.push_back(std::move(item));
         }
@@ -206,7 +215,7 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
 }
 
 void WatchCache::runReflector(const ResourceKind& rk) {
-  const std::string kind = rk.kind;
+  const std::string kind = rk.storeKey();
   const std::string tag = "watch cache: " + kind + ": ";
   Backoff backoff(options_);
   std::string resourceVersion;
@@ -232,7 +241,7 @@ void WatchCache::runReflector(const ResourceKind& rk) {
     if (type == "DELETED") {
       store_->remove(kind, k8s::namespaceOf(object), name);
     } else {
-      object["kind"] = kind;
+      object["kind"] = rk.kind;
       store_->upsert(kind, std::move(object));
     }
     if (!rv.empty()) resourceVersion = rv;
@@ -257,9 +266,19 @@ void WatchCache::runReflector(const ResourceKind& rk) {
         sleepFor(delay);
         continue;
       }
+      backoff.reset();
+      if (listed.value().empty()) {
+        // An optional kind whose CRD is not installed (404): nothing to hold. Ready without it,
+        // and look again later in case it gets installed.
+        store_->replaceAll(kind, {});
+        update(kind, [](WatchStats& s) { s.absent = true; });
+        markSynced(kind);
+        sleepFor(options_.absentRecheck);
+        continue;
+      }
+      update(kind, [](WatchStats& s) { s.absent = false; });
       resourceVersion = listed.value();
       needList = false;
-      backoff.reset();
       markSynced(kind);
     }
 

@@ -20,16 +20,19 @@ namespace stateguard {
 
 /// Tuning of the reflectors; the defaults suit production, tests shorten the timings.
 struct WatchCacheOptions {
-  int64_t pageLimit = 500;                           ///< objects per list page
-  int watchTimeoutSeconds = 300;                     ///< server ends each watch; we re-watch
-  std::chrono::milliseconds initialBackoff{200};     ///< after a failed request
-  std::chrono::milliseconds maxBackoff{10000};       ///< backoff doubles up to this
+  int64_t pageLimit = 500;                        ///< objects per list page
+  int watchTimeoutSeconds = 300;                  ///< server ends each watch; we re-watch
+  std::chrono::milliseconds initialBackoff{200};  ///< after a failed request
+  std::chrono::milliseconds maxBackoff{10000};    ///< backoff doubles up to this
+  /// How often an optional kind whose CRD is not installed (404) is looked for again.
+  std::chrono::milliseconds absentRecheck{std::chrono::minutes(5)};
   std::vector<ResourceKind> kinds = watchedKinds();  ///< what to list and watch
 };
 
 /// Counters of one kind's reflector (for tests and /metrics).
 struct WatchStats {
   bool synced = false;            ///< first list completed
+  bool absent = false;            ///< an optional kind the server does not serve (404)
   uint64_t lists = 0;             ///< completed lists (initial, after 410, after errors)
   uint64_t relistsAfterGone = 0;  ///< lists forced by 410 Gone (HTTP or ERROR event)
   uint64_t watchRestarts = 0;     ///< watches re-opened after they ended, dropped or failed

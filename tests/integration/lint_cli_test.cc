@@ -10,6 +10,9 @@ namespace stateguard::testing {
 namespace {
 
 std::string fixture(const std::string& name) { return sourcePath("tests/fixtures/lint/" + name); }
+std::string lifecycleFixture(const std::string& name) {
+  return sourcePath("tests/fixtures/lifecycle/" + name);
+}
 
 CommandResult lint(std::vector<std::string> args, const std::string& in = "") {
   args.insert(args.begin(), "lint");
@@ -126,6 +129,72 @@ TEST(LintCli, UnreadableInputExitsTwoAndSaysWhere) {
   auto usage = lint({"-o", "xml", "-"});
   EXPECT_EQ(usage.exitCode, 2);
   EXPECT_NE(usage.err.find("usage: stateguardctl lint"), std::string::npos);
+}
+
+// Raw S3 lifecycle configurations (aws s3api JSON, also as YAML) and kops Cluster specs.
+TEST(LintCli, SeedLifecycleJsonIsDeniedWithTheFix) {
+  auto r = lint({lifecycleFixture("seed-lifecycle.json")});
+  EXPECT_EQ(r.exitCode, 1) << r.out << r.err;
+  for (const char* want :
+       {"seed-lifecycle.json:1 (document 0) S3 lifecycle configuration",
+        "DENIED by backup-lifecycle",
+        "lifecycle rule \"expire-old-etcd-backups\" (Rules[0]) has prefix "
+        "\"prod.k8s.local/backups/etcd/main\" and expires objects after 90 days",
+        "prod.k8s.local/backups/etcd/main/control/", "seeds a brand-new empty etcd cluster",
+        "spec.etcdClusters[].manager.backupRetentionDays", "1 denied"}) {
+    EXPECT_NE(r.out.find(want), std::string::npos) << want << "\n" << r.out;
+  }
+}
+
+TEST(LintCli, LifecycleRulesThatCannotReachControlFilesPass) {
+  // A snapshot-date prefix, a tag filter, a disabled rule, an upload cleanup.
+  auto r = lint({lifecycleFixture("snapshots-only.json")});
+  EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("1 object(s) in 1 file(s): 0 denied"), std::string::npos) << r.out;
+}
+
+TEST(LintCli, CliInputJsonWithLegacyEmptyPrefixCoversTheWholeBucket) {
+  auto r = lint({"-o", "json", lifecycleFixture("cli-input.json")});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  json out = json::parse(r.out);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0]["rule"], "backup-lifecycle");
+  EXPECT_NE(out[0]["message"].get<std::string>().find(
+                "has no prefix, so it applies to every object in the bucket"),
+            std::string::npos);
+}
+
+TEST(LintCli, KopsClusterSpecAddsItsStorePathsToTheProtectedOnes) {
+  // Alone, a rule on the cluster's folder names no store, and "cilium" is not etcd-manager's
+  // default main/events: nothing to deny.
+  auto alone = lint({lifecycleFixture("cluster-folder.yaml")});
+  EXPECT_EQ(alone.exitCode, 0) << alone.out << alone.err;
+  // With the kops Cluster spec in the same run, its stores (configBase and a custom
+  // backupStore) are known: both rules reach control files.
+  auto r = lint({"-o", "json", lifecycleFixture("kops-cluster.yaml"),
+                 lifecycleFixture("cluster-folder.yaml")});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  json out = json::parse(r.out);
+  ASSERT_EQ(out.size(), 2u) << out.dump(2);
+  const std::string folder = out[0]["message"];
+  EXPECT_NE(folder.find("\"expire-cluster-folder\""), std::string::npos) << folder;
+  EXPECT_NE(folder.find("prod.k8s.local/backups/etcd/main/control/, "
+                        "prod.k8s.local/backups/etcd/events/control/ and "
+                        "prod.k8s.local/backups/etcd/cilium/control/"),
+            std::string::npos)
+      << folder;
+  const std::string cilium = out[1]["message"];
+  EXPECT_NE(cilium.find("expires noncurrent versions after 7 days"), std::string::npos) << cilium;
+  EXPECT_EQ(out[1]["line"], 4) << "the line where the document starts";
+
+  // A policy in warn mode reports without failing the build.
+  auto dir = makeTempDir("sg-lint-policy");
+  writeText(dir + "/policy.yaml",
+            "apiVersion: stateguard.io/v1alpha1\nkind: Policy\nrules:\n  backup-lifecycle: warn\n");
+  auto warned = lint({"--policy", dir + "/policy.yaml", lifecycleFixture("seed-lifecycle.json")});
+  EXPECT_EQ(warned.exitCode, 0) << warned.out << warned.err;
+  EXPECT_NE(warned.out.find("warning by backup-lifecycle"), std::string::npos) << warned.out;
+  removeTree(dir);
 }
 
 }  // namespace

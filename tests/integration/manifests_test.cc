@@ -915,7 +915,7 @@ TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
                              "reclaim-policy", "statefulset-claims", "backup-lifecycle"}));
   EXPECT_EQ(strings(groups["groups"][1]["rules"]),
             (std::set<std::string>{"statefulset-recreate", "break-glass-annotation",
-                                   "backup-retention", "registry-no-fallback",
+                                   "backup-retention", "backup-freshness", "registry-no-fallback",
                                    "registry-broken-fallback", "registry-cluster-dns"}));
   EXPECT_EQ(strings(groups["groups"][2]["rules"]), (std::set<std::string>{"self-protection"}));
   // The self entry: stateguard's Deployment (and its scale) and ConfigMap; not the webhook

@@ -6,6 +6,9 @@
 
 #include <thread>
 
+#include "core/cluster_state.h"
+#include "core/timeutil.h"
+#include "tests/support/process.h"
 #include "tests/support/suite.h"
 #include "tests/support/test_apiserver.h"
 #include "tests/support/tls_material.h"
@@ -160,6 +163,70 @@ TEST_F(WebhookWatchTest, DenialsBecomeRateLimitedEventsButDryRunsDoNot) {
   for (const auto& r : webhook.auditRecords())
     sawDryRun |= r["uid"] == "dry-1" && r["dryRun"] == true;
   EXPECT_TRUE(sawDryRun);
+}
+
+json veleroBackup(const std::string& name, const std::string& phase, Clock::time_point done) {
+  return {{"apiVersion", "velero.io/v1"},
+          {"kind", "Backup"},
+          {"metadata", {{"name", name}, {"namespace", "velero"}}},
+          {"spec", {{"includedNamespaces", {"db"}}}},
+          {"status", {{"phase", phase}, {"completionTimestamp", formatRfc3339(done)}}}};
+}
+
+// Rule backup-freshness reads backups from the watch cache: Velero backups of different ages and
+// states arrive by watch events and change the verdict, with no API request per admission; a
+// kind whose CRD is not installed (Longhorn here) does not keep the webhook unready.
+TEST_F(WebhookWatchTest, BackupFreshnessFollowsBackupsFromTheWatchCache) {
+  using std::chrono::hours;
+  const auto now = Clock::now();
+  api_->add("PersistentVolume", boundPv("pv-a", "Delete"));
+  api_->add("PersistentVolumeClaim", claim("data-pv-a", "pv-a"));
+  api_->add(kVeleroBackup, veleroBackup("old-good", "Completed", now - hours(72)));
+  api_->add(kVeleroBackup, veleroBackup("recent-failed", "Failed", now - hours(2)));
+  api_->add(kVeleroBackup, veleroBackup("recent-partial", "PartiallyFailed", now - hours(1)));
+  api_->failRequests(kLonghornBackup, 404);
+  writeText(dir_ + "/policy.yaml", R"(apiVersion: stateguard.io/v1alpha1
+kind: Policy
+rules:
+  pvc-delete: "off"
+  backup-freshness: {mode: enforce, params: {maxAge: 24h}}
+)");
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"},
+                         {"--policy", dir_ + "/policy.yaml"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  const json pvc = claim("data-pv-a", "pv-a");
+  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, pvc, false)) << webhook.process().stderrText();
+  EXPECT_EQ(webhook.get("/readyz").first, 200) << "an absent CRD must not hold readiness";
+
+  json review = makeReview("fresh-1", "DELETE", nullptr, pvc, nullptr, false, nullptr);
+  const json denied = json::parse(webhook.post(review.dump()).second)["response"];
+  const std::string message = denied["status"]["message"].get<std::string>();
+  EXPECT_NE(message.find("Velero Backup velero/old-good"), std::string::npos) << message;
+  EXPECT_NE(message.find("(3d old)"), std::string::npos) << message;
+  EXPECT_NE(message.find("a newer Velero Backup velero/recent-partial did not count "
+                         "(PartiallyFailed"),
+            std::string::npos)
+      << message;
+
+  // Admissions are answered from the cache: many reviews, no further list or watch request.
+  const size_t lists = api_->listRequests(kVeleroBackup);
+  const size_t watches = api_->watchRequests(kVeleroBackup);
+  for (int i = 0; i < 20; ++i) {
+    json r =
+        makeReview("again-" + std::to_string(i), "DELETE", nullptr, pvc, nullptr, false, nullptr);
+    ASSERT_EQ(webhook.post(r.dump()).first, 200);
+  }
+  EXPECT_EQ(api_->listRequests(kVeleroBackup), lists);
+  EXPECT_EQ(api_->watchRequests(kVeleroBackup), watches);
+
+  // A backup that completes now arrives by a watch event: the deletion is allowed.
+  api_->add(kVeleroBackup, veleroBackup("just-now", "Completed", Clock::now()));
+  EXPECT_TRUE(eventuallyClaimDeleteAllowed(webhook, pvc, true));
+  // And when it is deleted (expired), the verdict goes back.
+  api_->remove(kVeleroBackup, "velero", "just-now");
+  EXPECT_TRUE(eventuallyClaimDeleteAllowed(webhook, pvc, false));
+  EXPECT_NE(webhook.process().stderrText().find("CRD not installed"), std::string::npos)
+      << webhook.process().stderrText();
 }
 
 TEST_F(WebhookWatchTest, NotReadyWhileTheApiRefusesIt) {

@@ -34,6 +34,7 @@ constexpr KindInfo kKinds[] = {
     {"Bucket", "s3.aws.crossplane.io", "v1beta1", "buckets"},
     {"BucketLifecycleConfiguration", "s3.aws.upbound.io", "v1beta1",
      "bucketlifecycleconfigurations"},
+    {"Plan", "upgrade.cattle.io", "v1", "plans"},
     {"Secret", "", "v1", "secrets"},
     {"TalosConfig", "bootstrap.cluster.x-k8s.io", "v1alpha3", "talosconfigs"},
     {"TalosConfigTemplate", "bootstrap.cluster.x-k8s.io", "v1alpha3", "talosconfigtemplates"},

@@ -18,20 +18,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-const ResourceKind* findKind(const std::string& kind) {
+/// A watched kind by its store key ("Pod", "Backup.velero.io").
+const ResourceKind* findKind(const std::string& key) {
   for (const auto& rk : watchedKinds()) {
-    if (kind == rk.kind) return &rk;
+    if (key == rk.storeKey()) return &rk;
   }
   return nullptr;
-}
-
-/// "/api/v1/pods" -> "v1", "/apis/apps/v1/statefulsets" -> "apps/v1".
-std::string apiVersionOf(const ResourceKind& rk) {
-  std::string path = rk.apiPath;
-  std::string prefix = path.substr(0, path.rfind('/'));
-  if (prefix.rfind("/api/", 0) == 0) return prefix.substr(5);
-  if (prefix.rfind("/apis/", 0) == 0) return prefix.substr(6);
-  return "v1";
 }
 
 json statusObject(int code, const std::string& reason, const std::string& message) {
@@ -225,8 +217,8 @@ KubeConfig TestApiServer::kubeConfig() const {
 
 json TestApiServer::withKind(const std::string& kind, json object) const {
   const ResourceKind* rk = findKind(kind);
-  object["kind"] = kind;
-  object["apiVersion"] = rk != nullptr ? apiVersionOf(*rk) : "v1";
+  object["kind"] = rk != nullptr ? rk->kind : kind;
+  object["apiVersion"] = rk != nullptr ? rk->apiVersion() : "v1";
   return object;
 }
 
@@ -441,17 +433,20 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
       int fail = 0;
       {
         std::lock_guard lock(mu_);
-        ++(isWatch ? watchCount_ : listCount_)[rk.kind];
-        auto f = failStatus_.find(rk.kind);
+        ++(isWatch ? watchCount_ : listCount_)[rk.storeKey()];
+        auto f = failStatus_.find(rk.storeKey());
         if (f != failStatus_.end()) fail = f->second;
       }
       if (fail != 0) {
-        sendStatus(res, fail, fail == 403 ? "Forbidden" : "InternalError",
+        sendStatus(res, fail,
+                   fail == 403   ? "Forbidden"
+                   : fail == 404 ? "NotFound"
+                                 : "InternalError",
                    "injected failure for " + apiPath);
       } else if (isWatch) {
-        handleWatch(rk.kind, req, res);
+        handleWatch(rk.storeKey(), req, res);
       } else {
-        handleList(rk.kind, req, res);
+        handleList(rk.storeKey(), req, res);
       }
       return;
     }
@@ -472,7 +467,7 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
       continue;
     }
     if (name.empty() || name.find('/') != std::string::npos) continue;
-    json obj = object(rk.kind, ns, name);
+    json obj = object(rk.storeKey(), ns, name);
     if (obj.is_null()) {
       sendStatus(res, 404, "NotFound", resource + " \"" + name + "\" not found");
     } else {
@@ -517,8 +512,8 @@ void TestApiServer::handleList(const std::string& kind, const httplib::Request& 
   const size_t n = limit > 0 ? std::min<size_t>(static_cast<size_t>(limit), remaining) : remaining;
   json items = json::array();
   for (size_t i = snap.offset; i < snap.offset + n; ++i) items.push_back(snap.items[i]);
-  json body = {{"kind", kind + "List"},
-               {"apiVersion", apiVersionOf(*rk)},
+  json body = {{"kind", std::string(rk->kind) + "List"},
+               {"apiVersion", rk->apiVersion()},
                {"metadata", {{"resourceVersion", std::to_string(snap.rv)}}},
                {"items", std::move(items)}};
   if (n < remaining) {

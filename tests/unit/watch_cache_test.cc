@@ -138,7 +138,7 @@ class WatchCacheTest : public ::testing::Test {
 
   std::map<std::string, size_t> listCounts() {
     std::map<std::string, size_t> counts;
-    for (const auto& k : watchedKinds()) counts[k.kind] = server_->listRequests(k.kind);
+    for (const auto& k : watchedKinds()) counts[k.storeKey()] = server_->listRequests(k.storeKey());
     return counts;
   }
 
@@ -174,11 +174,11 @@ TEST_F(WatchCacheTest, InitialListSyncsAllKindsAndReadyFlips) {
   EXPECT_TRUE(cache->ready());
   EXPECT_TRUE(cache->store()->ready());
   for (const auto& k : watchedKinds()) {
-    WatchStats s = cache->stats(k.kind);
-    EXPECT_TRUE(s.synced) << k.kind;
-    EXPECT_EQ(s.lists, 1u) << k.kind;
-    EXPECT_EQ(s.errors, 0u) << k.kind << ": " << s.lastError;
-    EXPECT_EQ(server_->listRequests(k.kind), 1u) << k.kind;
+    WatchStats s = cache->stats(k.storeKey());
+    EXPECT_TRUE(s.synced) << k.storeKey();
+    EXPECT_EQ(s.lists, 1u) << k.storeKey();
+    EXPECT_EQ(s.errors, 0u) << k.storeKey() << ": " << s.lastError;
+    EXPECT_EQ(server_->listRequests(k.storeKey()), 1u) << k.storeKey();
   }
   EXPECT_EQ(cache->list("PersistentVolume").size(), 2u);
   EXPECT_EQ(cache->list("Pod").size(), 2u);
@@ -216,6 +216,69 @@ TEST_F(WatchCacheTest, ReadyWaitsForEveryKind) {
   server_->failRequests("StorageClass", 0);
   EXPECT_TRUE(cache->waitReady(10s));
   EXPECT_NE(cache->get("StorageClass", "", "longhorn"), nullptr);
+}
+
+TEST_F(WatchCacheTest, OptionalKindWithoutItsCrdDoesNotHoldReadinessAndIsPickedUpLater) {
+  seed(*server_);
+  json backup = meta("velero", "nightly-1");
+  backup["status"] = {{"phase", "Completed"}, {"completionTimestamp", "2026-11-20T02:00:00Z"}};
+  server_->add(kVeleroBackup, backup);
+  json lhBackup = meta("longhorn-system", "backup-1");
+  server_->add(kLonghornBackup, lhBackup);
+  // Velero is not installed (404); the cluster has no RBAC for VolumeSnapshots (403).
+  server_->failRequests(kVeleroBackup, 404);
+  server_->failRequests("VolumeSnapshot", 403);
+  WatchCacheOptions options = fast();
+  options.absentRecheck = 100ms;
+  auto cache = startReady(options);
+  ASSERT_NE(cache, nullptr);
+  EXPECT_TRUE(cache->stats(kVeleroBackup).absent);
+  EXPECT_TRUE(cache->stats("VolumeSnapshot").absent);
+  EXPECT_FALSE(cache->stats(kLonghornBackup).absent);
+  EXPECT_EQ(cache->list(kVeleroBackup).size(), 0u);
+  // Same kind name, other group: kept apart by store key, each stamped with its own apiVersion.
+  auto lh = cache->get(kLonghornBackup, "longhorn-system", "backup-1");
+  ASSERT_NE(lh, nullptr);
+  EXPECT_EQ((*lh)["kind"], "Backup");
+  EXPECT_EQ((*lh)["apiVersion"], "longhorn.io/v1beta2");
+
+  // Velero gets installed: the next look finds it, lists and watches it.
+  server_->failRequests(kVeleroBackup, 0);
+  ASSERT_TRUE(
+      eventually([&] { return cache->get(kVeleroBackup, "velero", "nightly-1") != nullptr; }));
+  EXPECT_FALSE(cache->stats(kVeleroBackup).absent);
+  EXPECT_EQ((*cache->get(kVeleroBackup, "velero", "nightly-1"))["apiVersion"], "velero.io/v1");
+  json second = meta("velero", "nightly-2");
+  server_->add(kVeleroBackup, second);
+  EXPECT_TRUE(eventually([&] { return cache->list(kVeleroBackup, "velero").size() == 2; }));
+  EXPECT_TRUE(cache->ready());
+}
+
+TEST(ClusterStateFile, BackupKindsAreToldApartByTheirApiGroup) {
+  auto store = loadClusterStateText(R"(
+apiVersion: velero.io/v1
+kind: Backup
+metadata: {name: nightly, namespace: velero}
+---
+apiVersion: longhorn.io/v1beta2
+kind: Backup
+metadata: {name: backup-1, namespace: longhorn-system}
+---
+apiVersion: example.com/v1
+kind: Backup
+metadata: {name: unrelated, namespace: x}
+---
+kind: Pod
+metadata: {name: no-api-version, namespace: default}
+)",
+                                    "state.yaml");
+  ASSERT_TRUE(store.ok()) << store.error();
+  EXPECT_NE(store.value()->get(kVeleroBackup, "velero", "nightly"), nullptr);
+  EXPECT_NE(store.value()->get(kLonghornBackup, "longhorn-system", "backup-1"), nullptr);
+  EXPECT_EQ(store.value()->size(kVeleroBackup), 1u);
+  EXPECT_EQ(store.value()->size(kLonghornBackup), 1u);
+  EXPECT_EQ(store.value()->size("Backup"), 0u);
+  EXPECT_NE(store.value()->get("Pod", "default", "no-api-version"), nullptr);
 }
 
 TEST_F(WatchCacheTest, PaginatedListDeliversEveryObject) {
@@ -326,8 +389,8 @@ TEST_F(WatchCacheTest, DroppedWatchResumesFromLastResourceVersionWithoutRelist) 
   }));
   EXPECT_EQ(listCounts(), lists);  // resumed from the resourceVersion: no re-list
   for (const auto& k : watchedKinds()) {
-    EXPECT_GE(cache->stats(k.kind).watchRestarts, 1u) << k.kind;
-    EXPECT_EQ(cache->stats(k.kind).relistsAfterGone, 0u) << k.kind;
+    EXPECT_GE(cache->stats(k.storeKey()).watchRestarts, 1u) << k.storeKey();
+    EXPECT_EQ(cache->stats(k.storeKey()).relistsAfterGone, 0u) << k.storeKey();
   }
 
   // A plain drop, with a change right behind it.

@@ -16,6 +16,7 @@ RulePtr makeBreakGlassAnnotation();
 RulePtr makeSelfProtection();
 RulePtr makeBackupRetention();
 RulePtr makeBackupLifecycle();
+RulePtr makeBackupFreshness();
 RulePtr makeRegistryNoFallback();
 RulePtr makeRegistryBrokenFallback();
 RulePtr makeRegistryClusterDns();

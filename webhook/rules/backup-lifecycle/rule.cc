@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/k8s.h"
+#include "webhook/rules/backup-lifecycle/lifecycle.h"
 #include "webhook/rules/common.h"
 #include "webhook/rules/rules.h"
 
@@ -74,11 +75,156 @@ std::optional<std::string> covers(const std::string& prefix, const std::string& 
   return std::nullopt;
 }
 
-struct Source {
-  std::string what;     ///< "ACK Bucket etcd/kops-state"
-  std::string field;    ///< "spec.lifecycle.rules"
+/// Where an object kind keeps its lifecycle rules.
+struct Place {
+  lifecycle::Source source;
   const char* pointer;  ///< "/spec/lifecycle/rules"
 };
+
+/// AWS API key ("NoncurrentDays", "ID") in the Kubernetes objects' spelling ("noncurrentDays",
+/// "id").
+std::string camel(const std::string& key) {
+  if (key == "ID") return "id";
+  std::string out = key;
+  if (!out.empty()) out[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[0])));
+  return out;
+}
+
+json camelKeys(const json& v) {
+  if (v.is_array()) {
+    json out = json::array();
+    for (const auto& item : v) out.push_back(camelKeys(item));
+    return out;
+  }
+  if (!v.is_object()) return v;
+  json out = json::object();
+  for (const auto& [key, value] : v.items()) out[camel(key)] = camelKeys(value);
+  return out;
+}
+
+/// "s3://bucket/a/b" -> "a/b" (the key prefix inside the bucket); "" when not an s3:// URL.
+std::string keyPath(const std::string& url) {
+  if (url.rfind("s3://", 0) != 0) return "";
+  const auto slash = url.find('/', 5);
+  if (slash == std::string::npos) return "";
+  std::string path = url.substr(slash + 1);
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  return path;
+}
+
+}  // namespace
+
+namespace lifecycle {
+
+std::vector<std::string> protectedPaths(const json& params) {
+  std::vector<std::string> out;
+  const json& param =
+      params.contains("protectedPrefixes") ? params["protectedPrefixes"] : json(kDefaultProtected);
+  if (param.is_array()) {
+    for (const auto& p : param)
+      if (p.is_string()) out.push_back(p.get<std::string>());
+  }
+  return out;
+}
+
+json fromAwsJson(const json& rules) { return camelKeys(rules); }
+
+std::vector<std::string> kopsControlPaths(const json& cluster) {
+  std::vector<std::string> out;
+  const std::string base = keyPath(k8s::str(cluster, "/spec/configBase"));
+  const json& etcds = k8s::at(cluster, "/spec/etcdClusters");
+  if (!etcds.is_array()) return out;
+  for (const auto& e : etcds) {
+    const std::string name = e.value("name", "");
+    std::string store = keyPath(k8s::str(e, "/backups/backupStore"));
+    if (store.empty() && !base.empty() && !name.empty()) store = base + "/backups/etcd/" + name;
+    if (!store.empty()) out.push_back(store + "/control/");
+  }
+  return out;
+}
+
+std::vector<Finding> judge(const json& rules, const json& oldRules, const Source& src,
+                           const std::vector<std::string>& protectedPaths,
+                           const std::string& hint) {
+  if (!rules.is_array()) return {};
+  std::vector<Finding> out;
+  for (size_t idx = 0; idx < rules.size(); ++idx) {
+    const json& r = rules[idx];
+    if (!r.is_object() || text(r, "status") != "Enabled") continue;
+    if (oldRules.is_array() && std::find(oldRules.begin(), oldRules.end(), r) != oldRules.end())
+      continue;
+
+    // What it deletes: current objects (Expiration with days or date), or old versions.
+    const json exp = one(r.value("expiration", json()));
+    const json nve = one(r.value("noncurrentVersionExpiration", json()));
+    std::string action;
+    if (exp.is_object() && exp.contains("days") && !exp["days"].is_null()) {
+      action =
+          "expires objects after " + exp["days"].dump() + (exp["days"] == 1 ? " day" : " days");
+    } else if (exp.is_object() && !text(exp, "date").empty()) {
+      action = "expires objects on " + text(exp, "date");
+    } else if (nve.is_object() && !nve.empty()) {
+      action = "expires noncurrent versions" +
+               (nve.contains("noncurrentDays") ? " after " + nve["noncurrentDays"].dump() +
+                                                     (nve["noncurrentDays"] == 1 ? " day" : " days")
+                                               : std::string());
+    } else {
+      continue;
+    }
+
+    // Which keys: filter.prefix, filter.and.prefix, or the legacy top-level prefix.
+    const json filter = one(r.value("filter", json()));
+    const json andBlock = filter.is_object() ? one(filter.value("and", json())) : json();
+    // A tag condition limits it to tagged objects; etcd-manager writes its files untagged.
+    if (filter.is_object() && (nonEmpty(filter.value("tag", json())) ||
+                               (andBlock.is_object() && nonEmpty(andBlock.value("tags", json())))))
+      continue;
+    std::string prefix;
+    if (filter.is_object() && !text(filter, "prefix").empty()) {
+      prefix = text(filter, "prefix");
+    } else if (andBlock.is_object() && !text(andBlock, "prefix").empty()) {
+      prefix = text(andBlock, "prefix");
+    } else {
+      prefix = text(r, "prefix");
+    }
+
+    std::vector<std::string> hits;
+    for (const auto& p : protectedPaths) {
+      if (auto path = covers(prefix, p)) hits.push_back(*path);
+    }
+    if (hits.empty()) continue;
+
+    const std::string name =
+        "lifecycle rule " + (!text(r, "id").empty() ? "\"" + text(r, "id") + "\" (" + src.field +
+                                                          "[" + std::to_string(idx) + "])"
+                                                    : src.field + "[" + std::to_string(idx) + "]");
+    const std::string scope = prefix.empty()
+                                  ? "has no prefix, so it applies to every object in the bucket"
+                                  : "has prefix \"" + prefix + "\"";
+    std::string control;
+    for (size_t h = 0; h < hits.size(); ++h)
+      control += (h == 0 ? "" : h + 1 == hits.size() ? " and " : ", ") + hits[h];
+    out.push_back(violation(
+        src.what + ": " + name + " " + scope + " and " + action +
+            "; that covers etcd-manager's control files under " + control +
+            " (etcd-cluster-spec, etcd-cluster-created), which live beside the backups. Once "
+            "they expire, etcd-manager silently stops taking backups, and its next restart "
+            "finds no control files and seeds a brand-new empty etcd cluster (a kops cluster "
+            "lost its etcd this way to a rule meant to expire old snapshots). Fix: give the "
+            "rule a prefix that cannot reach control/ (no lifecycle rule on the backups "
+            "folder itself; S3 prefixes cannot exclude a subfolder), or drop it and let "
+            "etcd-manager prune its own backups with kops "
+            "spec.etcdClusters[].manager.backupRetentionDays. " +
+            hint,
+        // Warnings stay under 120 characters: the object, the rule, what it expires.
+        src.ref + ": rule " + (!text(r, "id").empty() ? text(r, "id") : "#" + std::to_string(idx)) +
+            " expires etcd-manager control/ files"));
+  }
+  return out;
+}
+
+}  // namespace lifecycle
+namespace {
 
 /// Rule backup-lifecycle (see file comment).
 class BackupLifecycle : public Rule {
@@ -113,113 +259,30 @@ class BackupLifecycle : public Rule {
 
   std::vector<Finding> evaluate(const RuleContext& ctx) const override {
     const json& obj = ctx.request.object;
-    Source src;
+    Place place;
     if (ctx.request.group == "s3.services.k8s.aws") {
-      src = {"ACK Bucket " + k8s::ref(obj), "spec.lifecycle.rules", "/spec/lifecycle/rules"};
+      place = {{"ACK Bucket " + k8s::ref(obj), "spec.lifecycle.rules", k8s::ref(obj)},
+               "/spec/lifecycle/rules"};
     } else if (ctx.request.group == "s3.aws.upbound.io") {
-      src = {"Crossplane BucketLifecycleConfiguration " + k8s::ref(obj), "spec.forProvider.rule",
-             "/spec/forProvider/rule"};
+      place = {{"Crossplane BucketLifecycleConfiguration " + k8s::ref(obj), "spec.forProvider.rule",
+                k8s::ref(obj)},
+               "/spec/forProvider/rule"};
     } else if (ctx.request.group == "s3.aws.crossplane.io") {
-      src = {"Crossplane Bucket " + k8s::ref(obj), "spec.forProvider.lifecycleConfiguration.rules",
-             "/spec/forProvider/lifecycleConfiguration/rules"};
+      place = {{"Crossplane Bucket " + k8s::ref(obj),
+                "spec.forProvider.lifecycleConfiguration.rules", k8s::ref(obj)},
+               "/spec/forProvider/lifecycleConfiguration/rules"};
     } else {
       return {};
     }
-    const json& rules = k8s::at(obj, src.pointer);
-    if (!rules.is_array()) return {};
+    const json& rules = k8s::at(obj, place.pointer);
     // On UPDATE only new or changed lifecycle rules count: the controllers (ACK, Crossplane)
     // update their objects' metadata all the time, and must not be wedged by a rule that was
     // already there (which this rule, or stateguardctl lint, flagged when it was added).
     const json& oldRules = ctx.request.oldObject.is_object()
-                               ? k8s::at(ctx.request.oldObject, src.pointer)
+                               ? k8s::at(ctx.request.oldObject, place.pointer)
                                : ctx.request.oldObject;
-
-    std::vector<std::string> protectedPaths;
-    const json& param = ctx.params.contains("protectedPrefixes") ? ctx.params["protectedPrefixes"]
-                                                                 : json(kDefaultProtected);
-    if (param.is_array()) {
-      for (const auto& p : param)
-        if (p.is_string()) protectedPaths.push_back(p.get<std::string>());
-    }
-
-    std::vector<Finding> out;
-    for (size_t idx = 0; idx < rules.size(); ++idx) {
-      const json& r = rules[idx];
-      if (!r.is_object() || text(r, "status") != "Enabled") continue;
-      if (oldRules.is_array() && std::find(oldRules.begin(), oldRules.end(), r) != oldRules.end())
-        continue;
-
-      // What it deletes: current objects (Expiration with days or date), or old versions.
-      const json exp = one(r.value("expiration", json()));
-      const json nve = one(r.value("noncurrentVersionExpiration", json()));
-      std::string action;
-      if (exp.is_object() && exp.contains("days") && !exp["days"].is_null()) {
-        action =
-            "expires objects after " + exp["days"].dump() + (exp["days"] == 1 ? " day" : " days");
-      } else if (exp.is_object() && !text(exp, "date").empty()) {
-        action = "expires objects on " + text(exp, "date");
-      } else if (nve.is_object() && !nve.empty()) {
-        action =
-            "expires noncurrent versions" +
-            (nve.contains("noncurrentDays") ? " after " + nve["noncurrentDays"].dump() +
-                                                  (nve["noncurrentDays"] == 1 ? " day" : " days")
-                                            : std::string());
-      } else {
-        continue;
-      }
-
-      // Which keys: filter.prefix, filter.and.prefix, or the legacy top-level prefix.
-      const json filter = one(r.value("filter", json()));
-      const json andBlock = filter.is_object() ? one(filter.value("and", json())) : json();
-      // A tag condition limits it to tagged objects; etcd-manager writes its files untagged.
-      if (filter.is_object() &&
-          (nonEmpty(filter.value("tag", json())) ||
-           (andBlock.is_object() && nonEmpty(andBlock.value("tags", json())))))
-        continue;
-      std::string prefix;
-      if (filter.is_object() && !text(filter, "prefix").empty()) {
-        prefix = text(filter, "prefix");
-      } else if (andBlock.is_object() && !text(andBlock, "prefix").empty()) {
-        prefix = text(andBlock, "prefix");
-      } else {
-        prefix = text(r, "prefix");
-      }
-
-      std::vector<std::string> hits;
-      for (const auto& p : protectedPaths) {
-        if (auto path = covers(prefix, p)) hits.push_back(*path);
-      }
-      if (hits.empty()) continue;
-
-      const std::string name =
-          "lifecycle rule " +
-          (!text(r, "id").empty()
-               ? "\"" + text(r, "id") + "\" (" + src.field + "[" + std::to_string(idx) + "])"
-               : src.field + "[" + std::to_string(idx) + "]");
-      const std::string scope = prefix.empty()
-                                    ? "has no prefix, so it applies to every object in the bucket"
-                                    : "has prefix \"" + prefix + "\"";
-      std::string control;
-      for (size_t h = 0; h < hits.size(); ++h)
-        control += (h == 0 ? "" : h + 1 == hits.size() ? " and " : ", ") + hits[h];
-      out.push_back(violation(
-          src.what + ": " + name + " " + scope + " and " + action +
-              "; that covers etcd-manager's control files under " + control +
-              " (etcd-cluster-spec, etcd-cluster-created), which live beside the backups. Once "
-              "they expire, etcd-manager silently stops taking backups, and its next restart "
-              "finds no control files and seeds a brand-new empty etcd cluster (a kops cluster "
-              "lost its etcd this way to a rule meant to expire old snapshots). Fix: give the "
-              "rule a prefix that cannot reach control/ (no lifecycle rule on the backups "
-              "folder itself; S3 prefixes cannot exclude a subfolder), or drop it and let "
-              "etcd-manager prune its own backups with kops "
-              "spec.etcdClusters[].manager.backupRetentionDays. " +
-              breakGlassHint(ctx, kId),
-          // Warnings stay under 120 characters: the object, the rule, what it expires.
-          k8s::ref(obj) + ": rule " +
-              (!text(r, "id").empty() ? text(r, "id") : "#" + std::to_string(idx)) +
-              " expires etcd-manager control/ files"));
-    }
-    return out;
+    return lifecycle::judge(rules, oldRules, place.source, lifecycle::protectedPaths(ctx.params),
+                            breakGlassHint(ctx, kId));
   }
 };
 

@@ -1,0 +1,247 @@
+#include "core/backups.h"
+
+#include <algorithm>
+
+#include "core/k8s.h"
+
+namespace stateguard::backups {
+namespace {
+
+constexpr const char* kLonghornDriver = "driver.longhorn.io";
+
+std::optional<Clock::time_point> timeAt(const json& obj, const char* pointer) {
+  const std::string text = k8s::str(obj, pointer);
+  if (text.empty()) return std::nullopt;
+  return parseRfc3339(text);
+}
+
+bool contains(const json& list, const std::string& value) {
+  if (!list.is_array()) return false;
+  return std::any_of(list.begin(), list.end(),
+                     [&](const json& v) { return v.is_string() && v.get<std::string>() == value; });
+}
+
+bool emptyList(const json& v) { return !v.is_array() || v.empty(); }
+
+/// A Velero include/exclude list names claims ("persistentvolumeclaims", "pvc", with or
+/// without a group, or "*").
+bool namesClaims(const json& list) {
+  return contains(list, "*") || contains(list, "persistentvolumeclaims") || contains(list, "pvc") ||
+         contains(list, "persistentvolumes") || contains(list, "pv");
+}
+
+/// Whether a Velero Backup (or a Schedule's template) takes `pvc`: its namespace is included
+/// and not excluded, claims are not filtered out, and spec.labelSelector.matchLabels match.
+/// (matchExpressions and orLabelSelectors are not evaluated: such a backup is taken to cover.)
+bool veleroCovers(const json& spec, const json& pvc) {
+  const std::string ns = k8s::namespaceOf(pvc);
+  const json& included = spec.value("includedNamespaces", json());
+  if (!emptyList(included) && !contains(included, "*") && !contains(included, ns)) return false;
+  if (contains(spec.value("excludedNamespaces", json()), ns)) return false;
+  const json& resources = spec.value("includedResources", json());
+  if (!emptyList(resources) && !namesClaims(resources)) return false;
+  if (namesClaims(spec.value("excludedResources", json()))) return false;
+  const json& match = k8s::at(spec, "/labelSelector/matchLabels");
+  if (match.is_object()) {
+    for (const auto& [key, value] : match.items()) {
+      auto have = k8s::label(pvc, key);
+      if (!have || !value.is_string() || *have != value.get<std::string>()) return false;
+    }
+  }
+  return true;
+}
+
+void newestFirst(std::vector<Copy>& copies) {
+  std::stable_sort(copies.begin(), copies.end(), [](const Copy& a, const Copy& b) {
+    if (a.time.has_value() != b.time.has_value()) return a.time.has_value();
+    return a.time.has_value() && *a.time > *b.time;
+  });
+}
+
+}  // namespace
+
+const Copy* newestGood(const std::vector<Copy>& copies) {
+  for (const auto& c : copies)
+    if (c.good) return &c;
+  return nullptr;
+}
+
+const Copy* ClaimBackups::newestGood() const { return backups::newestGood(copies); }
+
+const Copy* ClaimBackups::newerFailure() const {
+  if (copies.empty() || copies.front().good) return nullptr;
+  const Copy* good = newestGood();
+  if (good == nullptr || !copies.front().time) return &copies.front();
+  return (good->time && *copies.front().time > *good->time) ? &copies.front() : nullptr;
+}
+
+ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
+  ClaimBackups out;
+  out.claim = k8s::ref(pvc);
+  const std::string ns = k8s::namespaceOf(pvc);
+  const std::string claimName = k8s::name(pvc);
+  out.pv = k8s::str(pvc, "/spec/volumeName");
+  if (!out.pv.empty()) {
+    if (ObjectPtr pv = state.get("PersistentVolume", "", out.pv)) {
+      if (k8s::str(*pv, "/spec/csi/driver") == kLonghornDriver)
+        out.longhornVolume = k8s::str(*pv, "/spec/csi/volumeHandle");
+    }
+  }
+
+  for (const ObjectPtr& b : state.list(kVeleroBackup)) {
+    if (!veleroCovers(b->value("spec", json::object()), pvc)) continue;
+    Copy c{"Velero Backup",
+           k8s::ref(*b),
+           k8s::str(*b, "/status/phase"),
+           false,
+           timeAt(*b, "/status/completionTimestamp"),
+           ""};
+    if (c.state.empty()) c.state = "New";
+    const json& spec = b->value("spec", json::object());
+    const bool objectsOnly = spec.value("snapshotVolumes", json(true)) == json(false) &&
+                             spec.value("defaultVolumesToFsBackup", json(false)) != json(true);
+    if (c.state != "Completed") {
+      c.note = c.state == "PartiallyFailed" ? "some items failed: not a trusted copy"
+                                            : "did not complete";
+    } else if (objectsOnly) {
+      c.note = "objects only: snapshotVolumes is false and defaultVolumesToFsBackup is not set";
+    } else if (!c.time) {
+      c.note = "no status.completionTimestamp";
+    } else {
+      c.good = true;
+    }
+    if (!c.time) c.time = timeAt(*b, "/status/startTimestamp");
+    out.copies.push_back(std::move(c));
+  }
+
+  if (!out.longhornVolume.empty()) {
+    for (const ObjectPtr& b : state.list(kLonghornBackup)) {
+      std::string volume = k8s::str(*b, "/status/volumeName");
+      if (volume.empty()) volume = k8s::label(*b, "backup-volume").value_or("");
+      if (volume != out.longhornVolume) continue;
+      Copy c{"Longhorn Backup",
+             k8s::ref(*b),
+             k8s::str(*b, "/status/state"),
+             false,
+             timeAt(*b, "/status/backupCreatedAt"),
+             ""};
+      if (c.state.empty()) c.state = "New";
+      if (c.state != "Completed") {
+        c.note = c.state == "Error" ? "failed: " + k8s::str(*b, "/status/error") : "not finished";
+      } else if (!c.time) {
+        c.note = "no status.backupCreatedAt";
+      } else {
+        c.good = true;
+      }
+      out.copies.push_back(std::move(c));
+    }
+  }
+
+  for (const ObjectPtr& s : state.list("VolumeSnapshot", ns)) {
+    if (k8s::str(*s, "/spec/source/persistentVolumeClaimName") != claimName) continue;
+    const bool ready = k8s::at(*s, "/status/readyToUse") == json(true);
+    Copy c{"VolumeSnapshot",
+           k8s::ref(*s),
+           ready ? "ready" : "not ready",
+           false,
+           timeAt(*s, "/status/creationTime"),
+           ""};
+    if (!ready) {
+      const std::string err = k8s::str(*s, "/status/error/message");
+      c.note = err.empty() ? "not readyToUse" : "failed: " + err;
+    } else if (!c.time) {
+      c.note = "no status.creationTime";
+    } else {
+      c.good = true;
+    }
+    out.copies.push_back(std::move(c));
+  }
+  newestFirst(out.copies);
+  return out;
+}
+
+std::vector<Copy> etcdSnapshots(const ClusterState& state) {
+  std::vector<Copy> out;
+  for (const ObjectPtr& s : state.list("ETCDSnapshotFile")) {
+    const bool ready = k8s::at(*s, "/status/readyToUse") == json(true);
+    Copy c{"ETCDSnapshotFile",
+           k8s::ref(*s),
+           ready ? "ready" : "not ready",
+           false,
+           timeAt(*s, "/status/creationTime"),
+           ""};
+    if (!ready) {
+      const std::string err = k8s::str(*s, "/status/error/message");
+      c.note = err.empty() ? "not readyToUse" : "failed: " + err;
+    } else if (!c.time) {
+      c.note = "no status.creationTime";
+    } else {
+      c.good = true;
+    }
+    out.push_back(std::move(c));
+  }
+  newestFirst(out);
+  return out;
+}
+
+std::vector<std::string> retentionFor(const ClusterState& state, const json& pvc) {
+  std::vector<std::string> out;
+  // Longhorn applies a RecurringJob to a volume named by a job label, through a group label, or
+  // through the "default" group when the volume has no recurring-job labels at all; the
+  // labels are set on the Longhorn volume or, synced from it, on the claim.
+  bool anyLabel = false;
+  const json& labels = k8s::at(pvc, "/metadata/labels");
+  if (labels.is_object()) {
+    for (const auto& [key, value] : labels.items()) {
+      if (key.rfind("recurring-job.longhorn.io/", 0) == 0 ||
+          key.rfind("recurring-job-group.longhorn.io/", 0) == 0)
+        anyLabel = true;
+    }
+  }
+  ObjectPtr pv;
+  const std::string pvName = k8s::str(pvc, "/spec/volumeName");
+  if (!pvName.empty()) pv = state.get("PersistentVolume", "", pvName);
+  const bool longhorn = pv && k8s::str(*pv, "/spec/csi/driver") == kLonghornDriver;
+  if (longhorn) {
+    for (const ObjectPtr& job : state.list("RecurringJob")) {
+      const std::string task = k8s::str(*job, "/spec/task");
+      if (task != "backup" && task != "snapshot" && task != "backup-force-create" &&
+          task != "snapshot-force-create")
+        continue;
+      const std::string jobName = k8s::name(*job);
+      bool applies = k8s::label(pvc, "recurring-job.longhorn.io/" + jobName) == "enabled";
+      const json& groups = k8s::at(*job, "/spec/groups");
+      if (groups.is_array()) {
+        for (const auto& g : groups) {
+          if (!g.is_string()) continue;
+          const std::string group = g.get<std::string>();
+          if (k8s::label(pvc, "recurring-job-group.longhorn.io/" + group) == "enabled" ||
+              (group == "default" && !anyLabel))
+            applies = true;
+        }
+      }
+      if (!applies) continue;
+      const json& retain = k8s::at(*job, "/spec/retain");
+      out.push_back("Longhorn RecurringJob " + k8s::ref(*job) + " (" + task + ", " +
+                    k8s::str(*job, "/spec/cron") + ", keeps " +
+                    (retain.is_number() ? retain.dump() : "?") + ")");
+    }
+  }
+  for (const ObjectPtr& sched : state.list("Schedule")) {
+    const json& tmpl = k8s::at(*sched, "/spec/template");
+    if (!tmpl.is_object() || !veleroCovers(tmpl, pvc)) continue;
+    const std::string ttl = k8s::str(*sched, "/spec/template/ttl");
+    const bool paused = k8s::at(*sched, "/spec/paused") == json(true);
+    out.push_back("Velero Schedule " + k8s::ref(*sched) + " (" +
+                  k8s::str(*sched, "/spec/schedule") + ", ttl " + (ttl.empty() ? "default" : ttl) +
+                  (paused ? ", PAUSED" : "") + ")");
+  }
+  return out;
+}
+
+std::string age(Clock::time_point t, Clock::time_point now) {
+  if (t > now) return "in the future";
+  return formatDuration(std::chrono::duration_cast<std::chrono::seconds>(now - t)) + " old";
+}
+
+}  // namespace stateguard::backups
