@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/k8s.h"
+
 namespace stateguard::registry {
 namespace {
 
@@ -332,6 +334,153 @@ std::vector<MirrorFinding> checkClusterDns(const std::vector<Mirror>& mirrors) {
         f.warning = m.registry + ": node cannot resolve a *.svc endpoint";
       out.push_back(std::move(f));
     }
+  }
+  return out;
+}
+
+bool hasWorkingFallback(const Mirror& m, const CheckOptions& opts) {
+  bool fallback = m.upstreamLast;
+  for (const auto& e : m.endpoints) {
+    if (isUpstream(m, e)) {
+      if (!brokenPath(m, e).empty()) return false;  // the seed: it 404s instead
+      if (e.resolve) fallback = true;
+    } else if (inClusterReason(e.host, opts).empty()) {
+      fallback = true;  // a registry outside the cluster still serves
+    }
+  }
+  return fallback;
+}
+
+std::string imageRegistry(const std::string& image) {
+  const auto slash = image.find('/');
+  if (slash == std::string::npos) return "docker.io";
+  const std::string first = image.substr(0, slash);
+  if (first.find('.') != std::string::npos || first.find(':') != std::string::npos ||
+      first == "localhost")
+    return first == "index.docker.io" || first == "registry-1.docker.io" ? "docker.io" : first;
+  return "docker.io";
+}
+
+namespace {
+
+std::string textOf(const json& obj, const char* pointer) { return k8s::str(obj, pointer); }
+
+/// The Services an endpoint reaches: by ClusterIP (port unspecified or one of the Service's),
+/// by `<name>.<namespace>.svc...` name, or by NodePort on a loopback or node address.
+std::vector<const json*> servicesBehind(const Endpoint& e,
+                                        const std::vector<const json*>& services) {
+  // Named copies, not structured bindings: the lambda below uses them (clang 14 cannot capture
+  // bindings).
+  const auto hp = hostAndPort(e.host);
+  const std::string host = hp.first;
+  const long port = hp.second;
+  std::vector<const json*> out;
+  for (const json* svcPtr : services) {
+    const json& svc = *svcPtr;
+    const std::string name = textOf(svc, "/metadata/name");
+    const std::string ns = textOf(svc, "/metadata/namespace");
+    const json& ports = svc.contains("spec") && svc["spec"].is_object() &&
+                                svc["spec"].contains("ports") && svc["spec"]["ports"].is_array()
+                            ? svc["spec"]["ports"]
+                            : json::array();
+    const auto hasPort = [&](const char* key) {
+      for (const auto& p : ports)
+        if (p.is_object() && p.contains(key) && p[key].is_number_integer() &&
+            p[key].get<long>() == port)
+          return true;
+      return false;
+    };
+    bool match = false;
+    if (!name.empty() && (host.rfind(name + "." + ns + ".svc", 0) == 0)) {
+      match = true;
+    } else if (!host.empty() && host == textOf(svc, "/spec/clusterIP")) {
+      match = port < 0 || hasPort("port");
+    } else if (port >= 30000 && port <= 32767 &&
+               (host == "localhost" || inCidr(host, "127.0.0.0/8") || privateIp(host))) {
+      match = hasPort("nodePort");
+    }
+    if (match) out.push_back(svcPtr);
+  }
+  return out;
+}
+
+bool selects(const json& selector, const json& pod) {
+  if (!selector.is_object() || selector.empty()) return false;
+  const json& labels =
+      pod.contains("metadata") && pod["metadata"].is_object() && pod["metadata"].contains("labels")
+          ? pod["metadata"]["labels"]
+          : json::object();
+  for (const auto& [k, v] : selector.items())
+    if (!labels.is_object() || !labels.contains(k) || labels[k] != v) return false;
+  return true;
+}
+
+std::vector<std::string> imagesOf(const json& pod) {
+  std::vector<std::string> out;
+  if (!pod.contains("spec") || !pod["spec"].is_object()) return out;
+  for (const char* list : {"initContainers", "containers"}) {
+    const json& cs = pod["spec"].value(list, json::array());
+    if (!cs.is_array()) continue;
+    for (const auto& c : cs)
+      if (c.is_object() && c.contains("image") && c["image"].is_string())
+        out.push_back(c["image"].get<std::string>());
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<MirrorFinding> checkSelfPull(const std::vector<Mirror>& mirrors,
+                                         const std::vector<const json*>& services,
+                                         const std::vector<const json*>& pods,
+                                         const CheckOptions& opts) {
+  std::vector<MirrorFinding> out;
+  for (const auto& m : mirrors) {
+    if (hasWorkingFallback(m, opts)) continue;
+    std::vector<std::string> hits;
+    std::string endpoint;
+    for (const auto& e : m.endpoints) {
+      if (isUpstream(m, e)) continue;
+      for (const json* svc : servicesBehind(e, services)) {
+        const std::string ns = textOf(*svc, "/metadata/namespace");
+        const json selector = svc->contains("spec") && (*svc)["spec"].is_object()
+                                  ? (*svc)["spec"].value("selector", json::object())
+                                  : json::object();
+        for (const json* podPtr : pods) {
+          const json& pod = *podPtr;
+          if (textOf(pod, "/metadata/namespace") != ns || !selects(selector, pod)) continue;
+          for (const auto& image : imagesOf(pod)) {
+            const std::string reg = imageRegistry(image);
+            if (m.registry != "*" && m.registry != "_default" && reg != m.registry) continue;
+            if (endpoint.empty())
+              endpoint = e.url + " (Service " + ns + "/" + textOf(*svc, "/metadata/name") + ")";
+            hits.push_back("Pod " + ns + "/" + textOf(pod, "/metadata/name") + " runs " + image);
+            break;
+          }
+        }
+      }
+    }
+    if (hits.empty()) continue;
+    std::string list;
+    const size_t shown = std::min<size_t>(hits.size(), 5);
+    for (size_t i = 0; i < shown; ++i) list += (i == 0 ? "" : "; ") + hits[i];
+    if (hits.size() > shown) list += "; and " + std::to_string(hits.size() - shown) + " more";
+    MirrorFinding f;
+    f.check = "self-pull";
+    f.source = m.source;
+    f.line = m.line;
+    f.message = describe(m) + ": endpoint " + endpoint + " is served by Pods whose own images " +
+                "come from " + m.registry + " through this same mirror (" + list + "), and " +
+                "the mirror has no working fallback (" +
+                (m.noFallbackBecause.empty() ? "the upstream endpoint listed cannot serve"
+                                             : m.noFallbackBecause) +
+                "). Once those Pods are down (a drained node, an upgrade), a node that must pull " +
+                "their images can only ask the registry that is down: it cannot start again, " +
+                "and nothing else pulls from " + m.registry + " either. Fix: keep a working " +
+                "fallback (" + fixNoFallback(m) + "), or pull the registry's own images from " +
+                "elsewhere (another registry, or images preloaded on the nodes).";
+    f.warning = m.registry + " mirror: its registry's own Pods pull through it, no fallback";
+    out.push_back(std::move(f));
   }
   return out;
 }

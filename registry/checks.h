@@ -43,4 +43,21 @@ std::vector<MirrorFinding> checkBrokenFallback(const std::vector<Mirror>& mirror
 /// Check 3: a `*.svc.cluster.local` (or `*.svc`) endpoint the node's resolver cannot look up.
 std::vector<MirrorFinding> checkClusterDns(const std::vector<Mirror>& mirrors);
 
+/// True when the runtime has somewhere to go once every in-cluster endpoint is down: the upstream
+/// tried last or listed (and reachable: no path that 404s, can resolve tags), or an endpoint
+/// outside the cluster; and no upstream endpoint is listed with a broken path.
+bool hasWorkingFallback(const Mirror& m, const CheckOptions& opts);
+
+/// The registry an image reference is pulled from ("goharbor/harbor-core:v2" -> "docker.io").
+std::string imageRegistry(const std::string& image);
+
+/// Check 4: the registry a mirror points at pulls its own images through that mirror, with no
+/// working fallback. `services` and `pods` are the cluster's Services and Pods; an endpoint is
+/// matched to a Service by ClusterIP (and port), `<name>.<namespace>.svc[...]` name, or NodePort
+/// on a loopback/node address, and the Service to its Pods by selector.
+std::vector<MirrorFinding> checkSelfPull(const std::vector<Mirror>& mirrors,
+                                         const std::vector<const json*>& services,
+                                         const std::vector<const json*>& pods,
+                                         const CheckOptions& opts);
+
 }  // namespace stateguard::registry

@@ -22,6 +22,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeRegistryNoFallback());
     r.push_back(rules::makeRegistryBrokenFallback());
     r.push_back(rules::makeRegistryClusterDns());
+    r.push_back(rules::makeRegistrySelfPull());
     return r;
   }();
   return kRules;

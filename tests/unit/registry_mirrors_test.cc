@@ -184,6 +184,26 @@ TEST(RegistryChecks, InClusterHosts) {
   EXPECT_EQ(inClusterReason("registry.example.com", opts), "");
 }
 
+TEST(RegistryChecks, ImageRegistries) {
+  EXPECT_EQ(imageRegistry("nginx"), "docker.io");
+  EXPECT_EQ(imageRegistry("goharbor/harbor-core:v2.11.1"), "docker.io");
+  EXPECT_EQ(imageRegistry("docker.io/library/busybox:1.36"), "docker.io");
+  EXPECT_EQ(imageRegistry("index.docker.io/library/busybox"), "docker.io");
+  EXPECT_EQ(imageRegistry("ghcr.io/spegel-org/spegel:v0.0.28"), "ghcr.io");
+  EXPECT_EQ(imageRegistry("localhost:5000/x"), "localhost:5000");
+  EXPECT_EQ(imageRegistry("localhost/x"), "localhost");
+}
+
+TEST(RegistryChecks, WorkingFallback) {
+  const CheckOptions opts = optionsFromParams(json::object());
+  EXPECT_FALSE(hasWorkingFallback(parse("talos/seed-controlplane.yaml")[0], opts))
+      << "the seed's upstream endpoint 404s";
+  EXPECT_TRUE(hasWorkingFallback(parse("talos/fixed-controlplane.yaml")[0], opts));
+  EXPECT_FALSE(hasWorkingFallback(parse("talos/no-fallback-worker.yaml")[0], opts));
+  EXPECT_TRUE(hasWorkingFallback(
+      parse("containerd/dragonfly/hosts.d/docker.io/hosts.toml", "docker.io")[0], opts));
+}
+
 TEST(RegistryKube, UnrelatedConfigMapsAreNotParsed) {
   json cm = {{"apiVersion", "v1"},
              {"kind", "ConfigMap"},

@@ -20,5 +20,6 @@ RulePtr makeBackupFreshness();
 RulePtr makeRegistryNoFallback();
 RulePtr makeRegistryBrokenFallback();
 RulePtr makeRegistryClusterDns();
+RulePtr makeRegistrySelfPull();
 
 }  // namespace stateguard::rules
