@@ -1,3 +1,6 @@
+// stateguardctl lint on registry mirror configuration files (lint_mirrors.h): format by name or
+// content, the policy's modes for the registry-* rules, locations for YAML findings.
+
 #include "cli/lint_mirrors.h"
 
 #include <filesystem>

@@ -23,6 +23,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeRegistryBrokenFallback());
     r.push_back(rules::makeRegistryClusterDns());
     r.push_back(rules::makeRegistrySelfPull());
+    r.push_back(rules::makeRegistryProbe());
     return r;
   }();
   return kRules;

@@ -1,3 +1,6 @@
+// What the registry-mirror rules share (registry_mirrors.h): their targets, and findings from the
+// registry checks with break-glass hints, counting on UPDATE only what the old object lacked.
+
 #include "webhook/rules/registry_mirrors.h"
 
 #include <algorithm>

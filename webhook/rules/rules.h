@@ -21,5 +21,6 @@ RulePtr makeRegistryNoFallback();
 RulePtr makeRegistryBrokenFallback();
 RulePtr makeRegistryClusterDns();
 RulePtr makeRegistrySelfPull();
+RulePtr makeRegistryProbe();
 
 }  // namespace stateguard::rules
