@@ -34,16 +34,7 @@ bool siblingDisablesDefault(const std::string& path) {
   if (path == "-" || !std::filesystem::exists(config, ec)) return false;
   auto text = readFile(config.string());
   if (!text.ok()) return false;
-  auto docs = parseDocuments(text.value(), config.string());
-  if (!docs.ok()) return false;
-  for (const auto& d : docs.value()) {
-    if (!d.is_object()) continue;
-    const auto it = d.find("disable-default-registry-endpoint");
-    if (it != d.end() && ((it->is_boolean() && it->get<bool>()) ||
-                          (it->is_string() && it->get<std::string>() == "true")))
-      return true;
-  }
-  return false;
+  return registry::k3sDefaultEndpointDisabled(text.value());
 }
 
 /// 1-based line of the first line at or after `from` that contains `needle`, else `from`.

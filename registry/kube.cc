@@ -26,20 +26,6 @@ FileKind kindOfKey(const std::string& key, std::string& registry) {
   return FileKind::Unknown;
 }
 
-/// k3s `disable-default-registry-endpoint` in a config.yaml text (or false).
-bool k3sDefaultDisabled(const std::string& configYaml) {
-  auto docs = parseDocuments(configYaml, "config.yaml");
-  if (!docs.ok()) return false;
-  for (const auto& d : docs.value()) {
-    if (!d.is_object()) continue;
-    const auto it = d.find("disable-default-registry-endpoint");
-    if (it != d.end() && ((it->is_boolean() && it->get<bool>()) ||
-                          (it->is_string() && it->get<std::string>() == "true")))
-      return true;
-  }
-  return false;
-}
-
 void append(ObjectMirrors& out, Result<std::vector<Mirror>> r) {
   if (!r.ok()) {
     out.errors.push_back(r.error());
@@ -79,7 +65,7 @@ void fromDataObject(const json& obj, bool secret, const std::string& configLabel
   };
   collect(obj.value("data", json()), secret);
   if (secret) collect(obj.value("stringData", json()), false);
-  const bool disabled = !k3sConfig.empty() && k3sDefaultDisabled(k3sConfig);
+  const bool disabled = !k3sConfig.empty() && k3sDefaultEndpointDisabled(k3sConfig);
   for (const auto& [key, text] : keys) {
     std::string registry;
     FileKind kind = kindOfKey(key, registry);

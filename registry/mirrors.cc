@@ -357,6 +357,19 @@ Result<std::vector<Mirror>> parseK3sRegistries(std::string_view text, const std:
   return out;
 }
 
+bool k3sDefaultEndpointDisabled(std::string_view configYaml) {
+  auto docs = parseDocuments(configYaml, "config.yaml");
+  if (!docs.ok()) return false;
+  for (const auto& d : docs.value()) {
+    if (!d.is_object()) continue;
+    const auto it = d.find("disable-default-registry-endpoint");
+    if (it != d.end() && ((it->is_boolean() && it->get<bool>()) ||
+                          (it->is_string() && it->get<std::string>() == "true")))
+      return true;
+  }
+  return false;
+}
+
 Result<std::vector<Mirror>> parseCrioConf(std::string_view text, const std::string& source) {
   toml::table root;
   try {

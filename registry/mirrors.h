@@ -86,6 +86,10 @@ std::vector<Mirror> fromK3sRegistries(const json& doc, bool defaultEndpointDisab
 Result<std::vector<Mirror>> parseK3sRegistries(std::string_view text, const std::string& source,
                                                bool defaultEndpointDisabled);
 
+/// k3s/RKE2 `disable-default-registry-endpoint` (true or "true") in a config.yaml text; false when
+/// absent or unreadable.
+bool k3sDefaultEndpointDisabled(std::string_view configYaml);
+
 /// CRI-O / containers registries.conf (v2: `[[registry]]`, `[[registry.mirror]]`).
 Result<std::vector<Mirror>> parseCrioConf(std::string_view text, const std::string& source);
 

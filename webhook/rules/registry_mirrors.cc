@@ -22,15 +22,24 @@ std::vector<RuleTarget> registryMirrorTargets() {
       {"provisioning.cattle.io", "v1", "clusters", "Cluster", ops}};
 }
 
+json registryCheckParams() {
+  json params = registry::defaultCheckParams();
+  params["configLabel"] = registry::kDefaultConfigLabel;
+  return params;
+}
+
+std::string configLabelOf(const json& params) {
+  return params.is_object() && params.contains("configLabel") && params["configLabel"].is_string()
+             ? params["configLabel"].get<std::string>()
+             : std::string(registry::kDefaultConfigLabel);
+}
+
 std::vector<Finding> registryFindings(
     const RuleContext& ctx, const std::string& ruleId,
     const std::function<std::vector<registry::MirrorFinding>(const std::vector<registry::Mirror>&)>&
         check,
     bool reportErrors) {
-  const std::string label = ctx.params.is_object() && ctx.params.contains("configLabel") &&
-                                    ctx.params["configLabel"].is_string()
-                                ? ctx.params["configLabel"].get<std::string>()
-                                : std::string(registry::kDefaultConfigLabel);
+  const std::string label = configLabelOf(ctx.params);
   const registry::ObjectMirrors now =
       registry::mirrorsOfObject(ctx.request.object, ctx.request.group, label);
   if (!now.carriesConfig && now.errors.empty()) return {};

@@ -16,6 +16,12 @@ namespace stateguard::rules {
 /// provisioning.cattle.io/v1 Clusters, on CREATE and UPDATE.
 std::vector<RuleTarget> registryMirrorTargets();
 
+/// The parameters of the rules that judge endpoints as in or out of the cluster:
+/// inClusterHosts, serviceCidrs, configLabel.
+json registryCheckParams();
+/// The policy's configLabel, or stateguard.io/registry-config.
+std::string configLabelOf(const json& params);
+
 /// Runs `check` on the mirrors of the request's object. On UPDATE, findings the old object
 /// already had are dropped, so an unrelated edit of an existing object is never refused. Parse
 /// errors become notices when `reportErrors`. `severity` is the kind of finding each one gives.

@@ -18,12 +18,10 @@ class RegistryNoFallback : public Rule {
  public:
   const RuleInfo& info() const override {
     static const RuleInfo kInfo = [] {
-      json params = registry::defaultCheckParams();
-      params["configLabel"] = registry::kDefaultConfigLabel;
       return RuleInfo{kId,
                       "registry mirror served only from inside the cluster with no fallback to "
                       "the upstream registry",
-                      Mode::Enforce, params, registryMirrorTargets()};
+                      Mode::Enforce, registryCheckParams(), registryMirrorTargets()};
     }();
     return kInfo;
   }

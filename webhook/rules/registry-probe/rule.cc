@@ -44,10 +44,7 @@ class RegistryProbe : public Rule {
   }
 
   std::vector<Finding> evaluate(const RuleContext& ctx) const override {
-    const std::string label = ctx.params.is_object() && ctx.params.contains("configLabel") &&
-                                      ctx.params["configLabel"].is_string()
-                                  ? ctx.params["configLabel"].get<std::string>()
-                                  : std::string(registry::kDefaultConfigLabel);
+    const std::string label = configLabelOf(ctx.params);
     const auto now = registry::mirrorsOfObject(ctx.request.object, ctx.request.group, label);
     if (!now.carriesConfig || now.mirrors.empty()) return {};
     if (ctx.request.operation == "UPDATE" && ctx.request.oldObject.is_object()) {

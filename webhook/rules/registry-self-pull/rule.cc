@@ -18,12 +18,10 @@ class RegistrySelfPull : public Rule {
  public:
   const RuleInfo& info() const override {
     static const RuleInfo kInfo = [] {
-      json params = registry::defaultCheckParams();
-      params["configLabel"] = registry::kDefaultConfigLabel;
       return RuleInfo{kId,
                       "registry mirror whose in-cluster registry pulls its own images through it "
                       "with no working fallback",
-                      Mode::Enforce, params, registryMirrorTargets()};
+                      Mode::Enforce, registryCheckParams(), registryMirrorTargets()};
     }();
     return kInfo;
   }
