@@ -86,7 +86,7 @@ StoreReport inspectStore(const fs::path& base) {
     const json parsed = parseLoose(*spec);
     const json* obj = parsed.is_object() ? &parsed : nullptr;
     auto members = obj ? jsonInt(obj->value("memberCount", json())) : std::nullopt;
-    const std::string version = obj ? obj->value("etcdVersion", "") : "";
+    const std::string version = obj ? k8s::str(*obj, "/etcdVersion") : "";
     if (!members || version.empty()) {
       r.problems.push_back(
           specFile.string() +

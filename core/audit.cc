@@ -19,9 +19,15 @@ AuditLog::~AuditLog() {
   if (owned_ && file_ != nullptr) std::fclose(file_);
 }
 
-void AuditLog::write(const json& record) {
+std::string auditLine(const json& record) {
   std::string line = record.dump(-1, ' ', false, json::error_handler_t::replace);
   line.push_back('\n');
+  return line;
+}
+
+void AuditLog::write(const json& record) { writeLine(auditLine(record)); }
+
+void AuditLog::writeLine(const std::string& line) {
   std::lock_guard lock(mu_);
   std::fwrite(line.data(), 1, line.size(), file_);
   std::fflush(file_);

@@ -10,6 +10,10 @@
 namespace stateguard {
 
 /// Appends JSON lines; thread-safe; each line is flushed before write() returns.
+/// One audit record as the line written to the log (compact JSON and a newline; invalid UTF-8
+/// replaced).
+std::string auditLine(const json& record);
+
 class AuditLog {
  public:
   static Result<std::unique_ptr<AuditLog>> open(const std::string& path);
@@ -18,6 +22,8 @@ class AuditLog {
   AuditLog& operator=(const AuditLog&) = delete;
 
   void write(const json& record);
+  /// Appends a line that is already JSON and ends with a newline.
+  void writeLine(const std::string& line);
 
  private:
   AuditLog(std::FILE* file, bool owned) : file_(file), owned_(owned) {}

@@ -33,7 +33,9 @@ bool namesClaims(const json& list) {
 /// Whether a Velero Backup (or a Schedule's template) takes `pvc`: its namespace is included
 /// and not excluded, claims are not filtered out, and spec.labelSelector.matchLabels match.
 /// (matchExpressions and orLabelSelectors are not evaluated: such a backup is taken to cover.)
-bool veleroCovers(const json& spec, const json& pvc) {
+bool veleroCovers(const json& specIn, const json& pvc) {
+  static const json kEmpty = json::object();
+  const json& spec = specIn.is_object() ? specIn : kEmpty;
   const std::string ns = k8s::namespaceOf(pvc);
   const json& included = spec.value("includedNamespaces", json());
   if (!emptyList(included) && !contains(included, "*") && !contains(included, ns)) return false;
@@ -89,7 +91,8 @@ ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
   }
 
   for (const ObjectPtr& b : state.list(kVeleroBackup)) {
-    if (!veleroCovers(b->value("spec", json::object()), pvc)) continue;
+    const json& spec = k8s::at(*b, "/spec");
+    if (!veleroCovers(spec, pvc)) continue;
     Copy c{"Velero Backup",
            k8s::ref(*b),
            k8s::str(*b, "/status/phase"),
@@ -97,9 +100,8 @@ ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
            timeAt(*b, "/status/completionTimestamp"),
            ""};
     if (c.state.empty()) c.state = "New";
-    const json& spec = b->value("spec", json::object());
-    const bool objectsOnly = spec.value("snapshotVolumes", json(true)) == json(false) &&
-                             spec.value("defaultVolumesToFsBackup", json(false)) != json(true);
+    const bool objectsOnly = k8s::at(spec, "/snapshotVolumes") == json(false) &&
+                             k8s::at(spec, "/defaultVolumesToFsBackup") != json(true);
     if (c.state != "Completed") {
       c.note = c.state == "PartiallyFailed" ? "some items failed: not a trusted copy"
                                             : "did not complete";

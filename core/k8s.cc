@@ -16,7 +16,7 @@ const json& at(const json& obj, const char* pointer) {
     size_t end = p.find('/');
     std::string_view token = p.substr(0, end);
     if (!cur->is_object()) return kNull;
-    auto it = cur->find(std::string(token));
+    auto it = cur->find(token);  // heterogeneous lookup: no string built per segment
     if (it == cur->end()) return kNull;
     cur = &*it;
     if (end == std::string_view::npos) break;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "core/json_fast.h"
+#include "core/json_writer.h"
 #include "core/k8s.h"
 
 namespace stateguard {
@@ -65,15 +67,19 @@ Result<AdmissionRequest> decodeReview(std::string_view body) {
     return makeError("AdmissionReview is " + std::to_string(body.size()) + " bytes, over the " +
                      std::to_string(kMaxReviewBytes) + "-byte limit");
   }
-  if (size_t depth = nestingDepth(body); depth > kMaxNestingDepth) {
-    return makeError("body nests " + std::to_string(depth) + " levels deep, over the limit of " +
-                     std::to_string(kMaxNestingDepth));
-  }
   json doc;
-  try {
-    doc = json::parse(body);
-  } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
-    return makeError(std::string("body is not valid JSON: ") + e.what());
+  // simdjson first (twice as fast, and it bounds the depth itself); what it refuses, the depth
+  // check and json::parse judge and explain.
+  if (!parseJsonFast(body, doc, kMaxNestingDepth)) {
+    if (size_t depth = nestingDepth(body); depth > kMaxNestingDepth) {
+      return makeError("body nests " + std::to_string(depth) + " levels deep, over the limit of " +
+                       std::to_string(kMaxNestingDepth));
+    }
+    try {
+      doc = json::parse(body);
+    } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
+      return makeError(std::string("body is not valid JSON: ") + e.what());
+    }
   }
   if (!doc.is_object()) return makeError("body must be a JSON object (an AdmissionReview)");
   auto apiVersion = stringField(doc, "apiVersion", "AdmissionReview", true);
@@ -187,7 +193,31 @@ json reviewResponseJson(const std::string& uid, const AdmissionResponse& respons
 }
 
 std::string encodeReviewResponse(const std::string& uid, const AdmissionResponse& response) {
-  return reviewResponseJson(uid, response).dump(-1, ' ', false, json::error_handler_t::replace);
+  // Hand-written for speed; the same bytes as reviewResponseJson(...).dump() (keys in the sorted
+  // order nlohmann's objects keep), which the tests check.
+  std::string out;
+  out.reserve(128 + uid.size() + response.message.size() + 128 * response.warnings.size());
+  out += R"({"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","response":{"allowed":)";
+  out += response.allowed ? "true" : "false";
+  if (!response.allowed) {
+    out += R"(,"status":{"code":)";
+    out += std::to_string(response.code == 0 ? 403 : response.code);
+    out += R"(,"message":)";
+    appendJsonString(out, response.message);
+    out += R"(,"reason":"Forbidden"})";
+  }
+  out += R"(,"uid":)";
+  appendJsonString(out, uid);
+  if (!response.warnings.empty()) {
+    out += R"(,"warnings":[)";
+    for (size_t i = 0; i < response.warnings.size(); ++i) {
+      if (i) out.push_back(',');
+      appendJsonString(out, response.warnings[i]);
+    }
+    out.push_back(']');
+  }
+  out += "}}";
+  return out;
 }
 
 }  // namespace stateguard

@@ -1,5 +1,6 @@
 #include "webhook/engine.h"
 
+#include "core/json_writer.h"
 #include "core/timeutil.h"
 #include "webhook/break_glass.h"
 
@@ -81,13 +82,14 @@ Decision Engine::review(const AdmissionRequest& request, const ClusterState& sta
   return d;
 }
 
-json auditRecord(const AdmissionRequest& request, const Decision& decision) {
+json auditRecord(const AdmissionRequest& request, const Decision& decision,
+                 const std::string& time) {
   json rules = json::array();
   for (const auto& v : decision.verdicts) {
     rules.push_back({{"rule", v.rule}, {"verdict", v.verdict}, {"message", v.message}});
   }
   json record = {
-      {"time", nowRfc3339()},
+      {"time", time.empty() ? nowRfc3339() : time},
       {"component", "webhook"},
       {"uid", request.uid},
       {"user", request.user.username},
@@ -107,6 +109,64 @@ json auditRecord(const AdmissionRequest& request, const Decision& decision) {
   };
   if (!decision.breakGlassReason.empty()) record["breakGlassReason"] = decision.breakGlassReason;
   return record;
+}
+
+std::string auditLine(const AdmissionRequest& request, const Decision& decision,
+                      const std::string& time) {
+  // Hand-written for speed; the same bytes as auditLine(auditRecord(...)) (keys in the sorted
+  // order nlohmann's objects keep), which the tests check.
+  const std::string& message =
+      decision.response.allowed
+          ? (decision.verdicts.empty() ? std::string() : decision.verdicts.front().message)
+          : decision.response.message;
+  std::string out;
+  out.reserve(512 + 2 * message.size());
+  out += R"({"breakGlass":)";
+  out += decision.verdict == "break-glass" ? "true" : "false";
+  if (!decision.breakGlassReason.empty()) {
+    out += R"(,"breakGlassReason":)";
+    appendJsonString(out, decision.breakGlassReason);
+  }
+  out += R"(,"component":"webhook","dryRun":)";
+  out += request.dryRun ? "true" : "false";
+  out += R"(,"groups":[)";
+  for (size_t i = 0; i < request.user.groups.size(); ++i) {
+    if (i) out.push_back(',');
+    appendJsonString(out, request.user.groups[i]);
+  }
+  out += R"(],"kind":)";
+  appendJsonString(out, request.kind);
+  out += R"(,"message":)";
+  appendJsonString(out, message);
+  out += R"(,"name":)";
+  appendJsonString(out, request.name);
+  out += R"(,"namespace":)";
+  appendJsonString(out, request.ns);
+  out += R"(,"operation":)";
+  appendJsonString(out, request.operation);
+  out += R"(,"rule":)";
+  appendJsonString(out, decision.rule);
+  out += R"(,"rules":[)";
+  for (size_t i = 0; i < decision.verdicts.size(); ++i) {
+    const RuleVerdict& v = decision.verdicts[i];
+    out += i ? R"(,{"message":)" : R"({"message":)";
+    appendJsonString(out, v.message);
+    out += R"(,"rule":)";
+    appendJsonString(out, v.rule);
+    out += R"(,"verdict":)";
+    appendJsonString(out, v.verdict);
+    out.push_back('}');
+  }
+  out += R"(],"time":)";
+  appendJsonString(out, time);
+  out += R"(,"uid":)";
+  appendJsonString(out, request.uid);
+  out += R"(,"user":)";
+  appendJsonString(out, request.user.username);
+  out += R"(,"verdict":)";
+  appendJsonString(out, decision.verdict);
+  out += "}\n";
+  return out;
 }
 
 }  // namespace stateguard

@@ -37,8 +37,13 @@ class Engine {
   const std::vector<RulePtr>& rules_;
 };
 
-/// One audit-log line for a decision.
-json auditRecord(const AdmissionRequest& request, const Decision& decision);
+/// One audit-log record for a decision, as JSON (`time` "" means now).
+json auditRecord(const AdmissionRequest& request, const Decision& decision,
+                 const std::string& time = "");
+/// The same record as the line the audit log gets (JSON and a newline), written directly: what
+/// the webhook uses per request.
+std::string auditLine(const AdmissionRequest& request, const Decision& decision,
+                      const std::string& time);
 
 /// Keeps a warning under the apiserver's comfortable length (120 characters).
 std::string shortWarning(const std::string& text);

@@ -121,7 +121,7 @@ std::pair<int, std::string> WebhookServer::handleReview(const std::string& body)
   }
   PolicyPtr policy = deps_.policy->current();
   Decision decision = deps_.engine->review(request.value(), *deps_.state, *policy, Clock::now());
-  deps_.audit->write(auditRecord(request.value(), decision));
+  deps_.audit->writeLine(auditLine(request.value(), decision, nowRfc3339()));
   if (deps_.events != nullptr && !decision.response.allowed && !request->dryRun) {
     // Dry runs have no side effects; the recorder rate-limits and posts in the background.
     deps_.events->warn(request->current(), "StateguardDenied", decision.response.message);

@@ -18,7 +18,9 @@
 #include <string>
 #include <string_view>
 
+#include "core/audit.h"
 #include "core/cluster_state.h"
+#include "core/json_fast.h"
 #include "core/log.h"
 #include "core/policy.h"
 #include "core/timeutil.h"
@@ -76,9 +78,13 @@ void judge(const AdmissionRequest& request, const Policy& policy) {
     check(response["status"].value("code", 0) == 403, "a denial is not code 403");
     check(!decision.response.message.empty(), "a denial has no message");
   }
-  const std::string audit =
-      auditRecord(request, decision).dump(-1, ' ', false, json::error_handler_t::replace);
-  check(!audit.empty(), "empty audit record");
+  check(encoded == reviewResponseJson(request.uid, decision.response)
+                       .dump(-1, ' ', false, json::error_handler_t::replace),
+        "the hand-written response differs from the json one");
+  const std::string time = "2026-11-21T10:00:00.000Z";
+  const std::string audit = auditLine(request, decision, time);
+  check(audit == auditLine(auditRecord(request, decision, time)),
+        "the hand-written audit line differs from the json one");
 }
 
 }  // namespace
@@ -91,6 +97,15 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string_view body(reinterpret_cast<const char*>(data), size);
+  // The fast reader must agree with json::parse on everything it accepts.
+  if (size <= kMaxReviewBytes) {
+    json fast;
+    if (parseJsonFast(body, fast, kMaxNestingDepth)) {
+      json slow = json::parse(body, nullptr, /*allow_exceptions=*/false);
+      check(!slow.is_discarded(), "simdjson accepted what json::parse refuses");
+      check(fast == slow, "simdjson and json::parse read different documents");
+    }
+  }
   auto request = decodeReview(body);
   if (!request.ok()) {
     check(!request.error().empty(), "a decode error without a message");

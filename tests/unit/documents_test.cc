@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/cluster_state.h"
+#include "core/json_fast.h"
 #include "core/k8s.h"
 
 namespace stateguard {
@@ -85,6 +86,30 @@ TEST(ClusterStateFile, KeepsWatchedKindsAndRejectsNamelessObjects) {
   auto bad = loadClusterStateText("{kind: PersistentVolume, metadata: {}}", "s.yaml");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.error().find("has no kind or metadata.name"), std::string::npos);
+}
+
+TEST(JsonFast, ReadsWhatJsonParseReadsAndLeavesTheRestToIt) {
+  for (const std::string text :
+       {R"({"a":1,"b":[true,false,null],"c":{"d":"e"}})", R"({"dup":1,"dup":2})",
+        R"({"n":-0,"big":18446744073709551615,"neg":-9223372036854775808,"f":1.5e-300})",
+        R"({"s":"caf\u00e9 \ud83d\udcbe \"q\" \\ \n","utf8":"✓"})", R"([[[[[]]]]])", "\"x\"",
+        "12"}) {
+    json fast;
+    ASSERT_TRUE(parseJsonFast(text, fast, 512)) << text;
+    EXPECT_EQ(fast, json::parse(text)) << text;
+  }
+  // Later duplicates win, as with json::parse.
+  json dup;
+  ASSERT_TRUE(parseJsonFast(R"({"dup":1,"dup":2})", dup, 512));
+  EXPECT_EQ(dup["dup"], 2);
+  // What simdjson refuses is not read (json::parse then explains or, for a number beyond
+  // uint64, reads it as a double).
+  json untouched = "kept";
+  for (const std::string text : {"{\"a\":", "{\"a\":1} x", "\"\xff\"", "[1,]", ""}) {
+    EXPECT_FALSE(parseJsonFast(text, untouched, 512)) << text;
+    EXPECT_EQ(untouched, "kept");
+  }
+  EXPECT_FALSE(parseJsonFast("[[[1]]]", untouched, 2)) << "deeper than the limit";
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 
 #include <set>
 
+#include "core/audit.h"
+#include "core/json_writer.h"
 #include "tests/support/suite.h"
 #include "webhook/engine.h"
 #include "webhook/registry.h"
@@ -50,6 +52,13 @@ TEST_P(RuleSuiteTest, EngineGivesTheExpectedVerdict) {
   Engine engine(allRules());
   Decision d = engine.review(request.value(), *state.value(), policy, Clock::now());
   EXPECT_EQ(checkResponse(c, reviewResponseJson(request->uid, d.response)), "");
+  // The webhook writes the response and the audit line by hand: byte for byte what the json
+  // forms dump.
+  EXPECT_EQ(encodeReviewResponse(request->uid, d.response),
+            reviewResponseJson(request->uid, d.response)
+                .dump(-1, ' ', false, json::error_handler_t::replace));
+  EXPECT_EQ(auditLine(request.value(), d, "2026-11-21T10:00:00.000Z"),
+            auditLine(auditRecord(request.value(), d, "2026-11-21T10:00:00.000Z")));
   if (!c.expect.verdict.empty()) {
     EXPECT_EQ(d.verdict, c.expect.verdict);
   }
@@ -67,6 +76,25 @@ INSTANTIATE_TEST_SUITE_P(AllSuites, RuleSuiteTest, ::testing::ValuesIn(allCases(
                            }
                            return name;
                          });
+
+TEST(JsonWriter, EscapesLikeNlohmannForEveryByte) {
+  std::vector<std::string> samples = {"",
+                                      "plain",
+                                      "quote \" backslash \\ slash /",
+                                      "tab\tnewline\nreturn\rbell\x07 nul",
+                                      "\x7f del",
+                                      "caf\xc3\xa9 \xe2\x9c\x93 \xf0\x9f\x92\xbe",
+                                      "bad \xff\xfe utf-8 \xc3",
+                                      "\b\f\x1f"};
+  samples[4][0] = '\0';
+  samples.back() += std::string(1, '\0');
+  for (int c = 0; c < 256; ++c) samples.push_back(std::string("x") + static_cast<char>(c) + "y");
+  for (const auto& s : samples) {
+    std::string mine;
+    appendJsonString(mine, s);
+    EXPECT_EQ(mine, json(s).dump(-1, ' ', false, json::error_handler_t::replace)) << s;
+  }
+}
 
 TEST(RuleSuites, EveryRuleHasAllowedAndDeniedSamples) {
   std::set<std::string> withSuite;

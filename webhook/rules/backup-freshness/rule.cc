@@ -30,7 +30,7 @@ constexpr const char* kDefaultMaxAge = "24h";
 
 /// One volume the request puts at risk.
 struct AtRisk {
-  json claim;        ///< the claim (from the state, or built from a PV's claimRef)
+  ObjectPtr claim;   ///< the claim (from the state, or built from a PV's claimRef)
   std::string what;  ///< "claim shop/data-db-0 (PV pvc-123, 10Gi)"
 };
 
@@ -40,12 +40,19 @@ bool guarded(const RuleContext& ctx, const std::string& op) {
   return std::find(ops.begin(), ops.end(), json(op)) != ops.end();
 }
 
-/// A claim for the backup lookup: the state's copy when it has one, else what the PV says.
-json claimFor(const ClusterState& state, const std::string& ns, const std::string& name,
-              const std::string& pv) {
-  if (ObjectPtr c = state.get("PersistentVolumeClaim", ns, name)) return *c;
-  return {{"metadata", {{"namespace", ns}, {"name", name}}}, {"spec", {{"volumeName", pv}}}};
+/// A claim for the backup lookup: the state's object when it has one, else what the PV says.
+ObjectPtr claimFor(const ClusterState& state, const std::string& ns, const std::string& name,
+                   const std::string& pv) {
+  if (!name.empty()) {
+    if (ObjectPtr c = state.get("PersistentVolumeClaim", ns, name)) return c;
+  }
+  return std::make_shared<const json>(
+      json{{"metadata", {{"namespace", ns}, {"name", name.empty() ? "(no claim)" : name}}},
+           {"spec", {{"volumeName", pv}}}});
 }
+
+/// A pointer to an object the request owns, for as long as the request lives (no copy).
+ObjectPtr borrowed(const json& obj) { return ObjectPtr(ObjectPtr(), &obj); }
 
 std::string describeClaim(const json& pvc) {
   const std::string pv = k8s::str(pvc, "/spec/volumeName");
@@ -69,7 +76,7 @@ std::vector<AtRisk> boundStatefulSetClaims(const ClusterState& state, const json
   std::vector<AtRisk> out;
   for (const ObjectPtr& c :
        statefulSetClaims(state, k8s::namespaceOf(sts), k8s::name(sts), claimTemplateNames(sts))) {
-    if (claimBound(*c)) out.push_back({*c, describeClaim(*c)});
+    if (claimBound(*c)) out.push_back({c, describeClaim(*c)});
   }
   return out;
 }
@@ -115,9 +122,7 @@ class BackupFreshness : public Rule {
       if (!bound && k8s::pvReclaimPolicy(pv) != "Delete") return {};
       const std::string ns = k8s::str(pv, "/spec/claimRef/namespace");
       const std::string name = k8s::str(pv, "/spec/claimRef/name");
-      json claim = name.empty() ? json{{"metadata", {{"name", "(no claim)"}}},
-                                       {"spec", {{"volumeName", k8s::name(pv)}}}}
-                                : claimFor(ctx.state, ns, name, k8s::name(pv));
+      ObjectPtr claim = claimFor(ctx.state, ns, name, k8s::name(pv));
       action = "Deleting PersistentVolume " + k8s::name(pv) +
                (bound ? " (Bound)" : " (reclaim policy Delete: the backend volume is destroyed)");
       risky.push_back(
@@ -128,7 +133,7 @@ class BackupFreshness : public Rule {
       if (!lost) return {};
       action = "Deleting PersistentVolumeClaim " + lost->claim + " (" + lost->why +
                ": its volume is destroyed)";
-      risky.push_back({req.oldObject, describeClaim(req.oldObject)});
+      risky.push_back({borrowed(req.oldObject), describeClaim(req.oldObject)});
     } else if (req.kind == "StatefulSet" && req.operation == "DELETE") {
       if (!guarded(ctx, "statefulset-delete")) return {};
       const json& sts = req.oldObject;
@@ -153,17 +158,17 @@ class BackupFreshness : public Rule {
     std::vector<std::string> stale;  // for the message
     std::vector<std::string> brief;  // for the warning
     for (const AtRisk& r : risky) {
-      const backups::ClaimBackups found = backups::forClaim(ctx.state, r.claim);
+      const backups::ClaimBackups found = backups::forClaim(ctx.state, *r.claim);
       const backups::Copy* good = found.newestGood();
       if (good != nullptr && good->time && ctx.now - *good->time <= limit) continue;
       std::string line = r.what + ": ";
       if (good == nullptr) {
         line += "no successful backup found";
-        brief.push_back(k8s::name(r.claim) + " none");
+        brief.push_back(k8s::name(*r.claim) + " none");
       } else {
         line += "newest successful backup is " + good->label() + " from " +
                 formatRfc3339(*good->time) + " (" + backups::age(*good->time, ctx.now) + ")";
-        brief.push_back(k8s::name(r.claim) + " " + backups::age(*good->time, ctx.now));
+        brief.push_back(k8s::name(*r.claim) + " " + backups::age(*good->time, ctx.now));
       }
       if (const backups::Copy* failed = found.newerFailure()) {
         line += "; a newer " + failed->label() + " did not count (" + failed->state +

@@ -32,7 +32,6 @@ std::vector<std::string> kopsControlPaths(const json& cluster);
 /// One violation per Enabled, expiring rule in `rules` (not in `oldRules`) whose prefix covers a
 /// protected path. `hint` ends each message (how to override).
 std::vector<Finding> judge(const json& rules, const json& oldRules, const Source& src,
-                           const std::vector<std::string>& protectedPaths,
-                           const std::string& hint);
+                           const std::vector<std::string>& protectedPaths, const std::string& hint);
 
 }  // namespace stateguard::rules::lifecycle

@@ -135,7 +135,7 @@ std::vector<std::string> kopsControlPaths(const json& cluster) {
   const json& etcds = k8s::at(cluster, "/spec/etcdClusters");
   if (!etcds.is_array()) return out;
   for (const auto& e : etcds) {
-    const std::string name = e.value("name", "");
+    const std::string name = k8s::str(e, "/name");
     std::string store = keyPath(k8s::str(e, "/backups/backupStore"));
     if (store.empty() && !base.empty() && !name.empty()) store = base + "/backups/etcd/" + name;
     if (!store.empty()) out.push_back(store + "/control/");
