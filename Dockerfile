@@ -36,7 +36,8 @@ FROM debian:12-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libc6 libgcc-s1 libstdc++6 \
-      libssl3 libcpp-httplib0.11 libyaml-cpp0.7 libsimdjson14 libjemalloc2 libbrotli1 zlib1g \
+      libssl3 libcpp-httplib0.11 libyaml-cpp0.7 libsimdjson14 libjemalloc2 libtomlplusplus3 \
+      libbrotli1 zlib1g \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libre2-9 libc-ares2 libblkid1 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/bin/stateguard-webhook /build/bin/stateguardctl \

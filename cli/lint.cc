@@ -10,6 +10,7 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "cli/lint_mirrors.h"
 #include "core/k8s.h"
 #include "webhook/engine.h"
 #include "webhook/registry.h"
@@ -24,6 +25,8 @@ constexpr const char* kUsage =
 
 Applies every webhook rule to manifests: files, directories (*.yaml, *.yml, *.json, recursively),
 multi-document YAML, JSON Lists, or `kustomize build` / `helm template` output on stdin (-).
+Registry mirror configurations get the registry-* rules: Talos machine configs, containerd
+hosts.toml (hosts.d/<host>/hosts.toml trees), k3s/RKE2 registries.yaml, CRI-O registries.conf.
 Each object is judged as its creation, or as an update of the object of the same kind and name
 in --cluster-state. Objects without a namespace are placed in --namespace (default "default").
 
@@ -79,7 +82,8 @@ Status collectFiles(const std::string& path, std::vector<std::string>& out) {
     if (S_ISDIR(cst.st_mode)) {
       auto s = collectFiles(child, out);
       if (!s.ok()) return s;
-    } else if (n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json")) {
+    } else if (n.ends_with(".yaml") || n.ends_with(".yml") || n.ends_with(".json") ||
+               isMirrorFileName(n)) {
       out.push_back(child);
     }
   }
@@ -236,6 +240,20 @@ int runLint(int argc, char** argv) {
     if (!text.ok()) {
       std::cerr << "stateguardctl lint: " << text.error() << "\n";
       unreadable = true;
+      continue;
+    }
+    // Registry mirror configurations (Talos, hosts.toml, registries.yaml/.conf): lint_mirrors.cc.
+    if (auto mirrors = lintMirrorFile(file, text.value(), policy.value()); mirrors.handled) {
+      if (!mirrors.error.empty()) {
+        std::cerr << "stateguardctl lint: " << mirrors.error << "\n";
+        unreadable = true;
+        continue;
+      }
+      objects += mirrors.mirrors;
+      for (auto& m : mirrors.findings) {
+        denied |= m.level == "error";
+        findings.push_back({file, 0, m.line, m.object, m.rule, m.level, m.message});
+      }
       continue;
     }
     auto parsed = parseObjects(text.value(), file == "-" ? "stdin" : file);

@@ -18,6 +18,7 @@ const std::vector<ResourceKind>& watchedKinds() {
       {"Backup", "/apis/longhorn.io/v1beta2/backups", true, kLonghornBackup, true},
       {"VolumeSnapshot", "/apis/snapshot.storage.k8s.io/v1/volumesnapshots", true, nullptr, true},
       {"ETCDSnapshotFile", "/apis/k3s.cattle.io/v1/etcdsnapshotfiles", false, nullptr, true},
+      {"Service", "/api/v1/services", true},
   };
   return kKinds;
 }

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake pkg-config make git
   libssl-dev openssl
   libcpp-httplib-dev nlohmann-json3-dev libyaml-cpp-dev libsimdjson-dev libjemalloc-dev
+  libtomlplusplus-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libblkid-dev
   e2fsprogs xfsprogs btrfs-progs util-linux

@@ -19,6 +19,11 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeBackupRetention());
     r.push_back(rules::makeBackupLifecycle());
     r.push_back(rules::makeBackupFreshness());
+    r.push_back(rules::makeRegistryNoFallback());
+    r.push_back(rules::makeRegistryBrokenFallback());
+    r.push_back(rules::makeRegistryClusterDns());
+    r.push_back(rules::makeRegistrySelfPull());
+    r.push_back(rules::makeRegistryProbe());
     return r;
   }();
   return kRules;

@@ -6,7 +6,8 @@
 #   tests/fuzz/run-fuzzers.sh [SECONDS]      (default 60; `make fuzz` passes FUZZ_SECONDS)
 #
 # Environment: BUILD_DIR (default build-fuzz), JOBS (default nproc), FUZZ_TARGETS (default
-# "review_decoder_fuzz documents_fuzz policy_fuzz csi_inputs_fuzz"), FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing
+# every target: review_decoder_fuzz documents_fuzz policy_fuzz csi_inputs_fuzz registry_*_fuzz),
+# FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing
 # after a finding to collect every distinct one; still fails at the end). Crash inputs are kept
 # in $BUILD_DIR/artifacts/, full logs in $BUILD_DIR/logs/. Reproduce one with
 # `$BUILD_DIR/bin/<target> $BUILD_DIR/artifacts/<file>`.
@@ -22,7 +23,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
 case "$build" in /*) ;; *) build=$root/$build ;; esac
 jobs=${JOBS:-$(nproc)}
-read -r -a targets <<<"${FUZZ_TARGETS:-review_decoder_fuzz documents_fuzz policy_fuzz csi_inputs_fuzz}"
+read -r -a targets <<<"${FUZZ_TARGETS:-review_decoder_fuzz documents_fuzz policy_fuzz csi_inputs_fuzz registry_talos_fuzz registry_hosts_toml_fuzz registry_k3s_fuzz registry_crio_fuzz registry_objects_fuzz}"
 
 cc=${CC:-clang}
 cxx=${CXX:-clang++}
@@ -66,6 +67,11 @@ for target in "${targets[@]}"; do
     documents_fuzz) corpus=documents max_len=262144 ;;
     policy_fuzz) corpus=policy max_len=65536 ;;
     csi_inputs_fuzz) corpus=csi max_len=65536 ;;
+    registry_talos_fuzz) corpus=registry-talos max_len=65536 ;;
+    registry_hosts_toml_fuzz) corpus=registry-hosts-toml max_len=65536 ;;
+    registry_k3s_fuzz) corpus=registry-k3s max_len=65536 ;;
+    registry_crio_fuzz) corpus=registry-crio max_len=65536 ;;
+    registry_objects_fuzz) corpus=registry-objects max_len=262144 ;;
     *) echo "run-fuzzers.sh: unknown target $target" >&2; exit 2 ;;
   esac
   mkdir -p "$work/$corpus"

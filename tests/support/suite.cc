@@ -35,6 +35,11 @@ constexpr KindInfo kKinds[] = {
     {"BucketLifecycleConfiguration", "s3.aws.upbound.io", "v1beta1",
      "bucketlifecycleconfigurations"},
     {"Plan", "upgrade.cattle.io", "v1", "plans"},
+    {"Secret", "", "v1", "secrets"},
+    {"TalosConfig", "bootstrap.cluster.x-k8s.io", "v1alpha3", "talosconfigs"},
+    {"TalosConfigTemplate", "bootstrap.cluster.x-k8s.io", "v1alpha3", "talosconfigtemplates"},
+    {"TalosControlPlane", "controlplane.cluster.x-k8s.io", "v1alpha3", "taloscontrolplanes"},
+    {"Cluster", "provisioning.cattle.io", "v1", "clusters"},
 };
 
 /// The kind's API mapping; a kind in several groups (Bucket) by the object's apiVersion group.

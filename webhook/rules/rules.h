@@ -17,5 +17,10 @@ RulePtr makeSelfProtection();
 RulePtr makeBackupRetention();
 RulePtr makeBackupLifecycle();
 RulePtr makeBackupFreshness();
+RulePtr makeRegistryNoFallback();
+RulePtr makeRegistryBrokenFallback();
+RulePtr makeRegistryClusterDns();
+RulePtr makeRegistrySelfPull();
+RulePtr makeRegistryProbe();
 
 }  // namespace stateguard::rules
