@@ -25,15 +25,36 @@ int rank(const std::string& verdict) {
 }
 }  // namespace
 
+Engine::Engine(const std::vector<RulePtr>& rules) : rules_(rules) {
+  for (const auto& rule : rules_) {
+    for (const auto& t : rule->info().targets) {
+      auto& list = byKind_[t.group + "/" + t.kind];
+      if (list.empty() || list.back() != rule.get()) list.push_back(rule.get());
+    }
+  }
+}
+
+const std::vector<const Rule*>& Engine::candidates(const AdmissionRequest& request) const {
+  static const std::vector<const Rule*> kNone;
+  std::string key;
+  key.reserve(request.group.size() + 1 + request.kind.size());
+  key += request.group;
+  key += '/';
+  key += request.kind;
+  auto it = byKind_.find(key);
+  return it == byKind_.end() ? kNone : it->second;
+}
+
 Decision Engine::review(const AdmissionRequest& request, const ClusterState& state,
                         const Policy& policy, Clock::time_point now) const {
   Decision d;
   d.verdict = "allow";
   std::vector<std::string> denials;
-  for (const auto& rule : rules_) {
+  for (const Rule* rule : candidates(request)) {
+    if (!rule->appliesTo(request)) continue;
     const RuleInfo& info = rule->info();
     Mode mode = policy.modeOf(info.id);
-    if (mode == Mode::Off || !rule->appliesTo(request)) continue;
+    if (mode == Mode::Off) continue;
     RuleContext ctx{request, state, policy.paramsOf(info.id), policy, now};
     for (auto& finding : rule->evaluate(ctx)) {
       RuleVerdict v{info.id, "", finding.message};

@@ -3,6 +3,7 @@
 // break-glass, and turns findings into one admission decision plus an audit record.
 
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "webhook/rule.h"
@@ -28,13 +29,18 @@ struct Decision {
 /// Judges requests with a fixed set of rules; thread-safe (rules are pure).
 class Engine {
  public:
-  explicit Engine(const std::vector<RulePtr>& rules) : rules_(rules) {}
+  explicit Engine(const std::vector<RulePtr>& rules);
 
   Decision review(const AdmissionRequest& request, const ClusterState& state, const Policy& policy,
                   Clock::time_point now) const;
 
  private:
+  /// The rules with a target of this API group and kind, in registry order.
+  const std::vector<const Rule*>& candidates(const AdmissionRequest& request) const;
+
   const std::vector<RulePtr>& rules_;
+  /// "<group>/<kind>" -> rules that may apply: a request only meets the rules of its kind.
+  std::unordered_map<std::string, std::vector<const Rule*>> byKind_;
 };
 
 /// One audit-log record for a decision, as JSON (`time` "" means now).

@@ -254,7 +254,7 @@ class BadInputTest : public ::testing::Test {
         std::vector<std::string>{"--listen", "127.0.0.1:0", "--tls-cert", tls_->serverCertPath,
                                  "--tls-key", tls_->serverKeyPath, "--cluster-state",
                                  sourcePath("examples/cluster-state.yaml"), "--audit-log",
-                                 auditPath_},
+                                 auditPath_, "--audit-flush-ms", "0"},
         work_);
     ASSERT_TRUE(server_->waitForOutput("listening on https://", kStartTimeout))
         << "the webhook did not start:\n"

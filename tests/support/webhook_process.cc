@@ -17,8 +17,10 @@ WebhookProcess::WebhookProcess(const std::string& dir, const DevCerts& certs,
                                std::vector<std::string> sourceArgs,
                                std::vector<std::string> extraArgs)
     : certs_(certs), auditPath_(dir + "/audit.log") {
-  std::vector<std::string> args = {"--listen",  "127.0.0.1:0", "--tls-cert",  certs.tlsCert,
-                                   "--tls-key", certs.tlsKey,  "--audit-log", auditPath_};
+  // Audit lines written before each answer: the tests read the log right after a response.
+  std::vector<std::string> args = {
+      "--listen",   "127.0.0.1:0", "--tls-cert", certs.tlsCert,      "--tls-key",
+      certs.tlsKey, "--audit-log", auditPath_,   "--audit-flush-ms", "0"};
   args.insert(args.end(), sourceArgs.begin(), sourceArgs.end());
   args.insert(args.end(), extraArgs.begin(), extraArgs.end());
   process_ = std::make_unique<ChildProcess>(binaryPath("stateguard-webhook"), args, dir);
