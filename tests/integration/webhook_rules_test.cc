@@ -195,5 +195,34 @@ TEST_F(WebhookRulesTest, StateguardctlReviewMatchesTheWebhook) {
   EXPECT_NE(bad.err.find("apiVersion must be a string"), std::string::npos) << bad.err;
 }
 
+// By default the webhook writes audit lines in batches (--audit-flush-ms 5): under concurrent
+// load every decision is still in the log once the process has stopped, each line whole.
+TEST_F(WebhookRulesTest, BatchedAuditLinesAreAllWrittenByShutdown) {
+  WebhookProcess webhook(dir_, certs_,
+                         {"--cluster-state", sourcePath("examples/cluster-state.yaml")},
+                         {"--audit-flush-ms", "200"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  const std::string body = readText(sourcePath("examples/reviews/delete-bound-pv.json"));
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) EXPECT_EQ(webhook.post(body).first, 200);
+    });
+  }
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(webhook.process().stop(), 0);
+  const auto records = webhook.auditRecords();
+  EXPECT_EQ(records.size(), 100u) << "a batched line was lost at shutdown";
+  for (const auto& r : records) EXPECT_EQ(r["verdict"], "deny");
+
+  auto bad =
+      runCommand(binaryPath("stateguard-webhook"),
+                 {"--tls-cert", certs_.tlsCert, "--tls-key", certs_.tlsKey, "--cluster-state",
+                  sourcePath("examples/cluster-state.yaml"), "--audit-flush-ms", "soon"});
+  EXPECT_EQ(bad.exitCode, 2);
+  EXPECT_NE(bad.err.find("--audit-flush-ms must be a number of milliseconds"), std::string::npos)
+      << bad.err;
+}
+
 }  // namespace
 }  // namespace stateguard::testing
