@@ -158,10 +158,11 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
       // An optional kind the server does not serve (CRD not installed) or does not let us read:
       // hold none rather than keep the whole cache unready.
       if ((page.status == 404 || page.status == 403) && rk.optional && continueToken.empty()) {
-        log::info("watch cache: " + kind + ": " + std::string(rk.apiPath) + " answered " +
-                  std::to_string(page.status) +
-                  (page.status == 404 ? " (CRD not installed)" : " (no RBAC permission)") +
-                  "; holding none, looking again in " + millis(options_.absentRecheck));
+        if (!stats(kind).absent)  // said once, not at every look
+          log::info("watch cache: " + kind + ": " + std::string(rk.apiPath) + " answered " +
+                    std::to_string(page.status) +
+                    (page.status == 404 ? " (CRD not installed)" : " (no RBAC permission)") +
+                    "; holding none, looking again in " + millis(options_.absentRecheck));
         return std::string();
       }
       if (!page.ok()) return makeError(page.error);
