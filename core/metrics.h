@@ -7,6 +7,7 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <vector>
 
@@ -34,8 +35,20 @@ class Metrics {
 
  private:
   mutable std::mutex mu_;
-  // Transparent comparator: counting looks the key up without building strings.
-  std::map<std::tuple<std::string, std::string, std::string>, uint64_t, std::less<>> decisions_;
+  /// Orders (rule, verdict, operation) keys held as strings or string_views alike, so counting
+  /// looks a key up without building strings.
+  struct KeyLess {
+    using is_transparent = void;
+    template <class A, class B>
+    bool operator()(const A& a, const B& b) const {
+      return views(a) < views(b);
+    }
+    template <class T>
+    static std::tuple<std::string_view, std::string_view, std::string_view> views(const T& t) {
+      return {std::get<0>(t), std::get<1>(t), std::get<2>(t)};
+    }
+  };
+  std::map<std::tuple<std::string, std::string, std::string>, uint64_t, KeyLess> decisions_;
   std::map<int, uint64_t> rejected_;
   // The histogram is lock-free: every request observes, and the workers must not queue on it.
   std::array<std::atomic<uint64_t>, kBuckets.size()> bucketCounts_{};
