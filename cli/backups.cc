@@ -18,6 +18,7 @@
 #include "core/k8s.h"
 #include "core/kube_client.h"
 #include "core/watch_cache.h"
+#include "webhook/rules/common.h"
 
 namespace stateguard::cli {
 namespace {
@@ -47,6 +48,9 @@ Example: stateguardctl backups --kubeconfig ~/.kube/config --max-age 36h -o json
 /// One etcd-manager cluster folder (".../backups/etcd/main").
 struct StoreReport {
   std::string path;
+  /// "" when both control files are present and readable, else "CONTROL FILES MISSING" or
+  /// "CONTROL FILES UNREADABLE" (the cluster spec is there but etcd-manager cannot parse it).
+  std::string controlFault;
   std::vector<std::string> problems;  ///< control-file problems, each a full sentence
   std::string spec;                   ///< "3 members, etcd 3.5.9" when readable
   size_t backups = 0;                 ///< backups with a readable meta and data file
@@ -54,12 +58,6 @@ struct StoreReport {
   std::string newest;                 ///< folder name of the newest good backup
   std::optional<Clock::time_point> newestTime;
 };
-
-std::optional<std::string> readSmall(const fs::path& p) {
-  auto text = readFile(p.string());
-  if (!text.ok()) return std::nullopt;
-  return text.value();
-}
 
 /// JSON or a discarded value (never throws).
 json parseLoose(const std::string& text) { return json::parse(text, nullptr, false); }
@@ -69,7 +67,7 @@ std::optional<long long> jsonInt(const json& v) {
   if (v.is_number_integer()) return v.get<long long>();
   if (v.is_string()) {
     const std::string s = v.get<std::string>();
-    if (s.empty() || s.size() > 19 || !std::all_of(s.begin(), s.end(), ::isdigit))
+    if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos)
       return std::nullopt;
     return std::stoll(s);
   }
@@ -82,12 +80,13 @@ StoreReport inspectStore(const fs::path& base) {
   const fs::path control = base / "control";
   const fs::path specFile = control / "etcd-cluster-spec";
   const fs::path createdFile = control / "etcd-cluster-created";
-  if (auto spec = readSmall(specFile)) {
-    const json parsed = parseLoose(*spec);
+  if (auto spec = readFile(specFile.string()); spec.ok()) {
+    const json parsed = parseLoose(spec.value());
     const json* obj = parsed.is_object() ? &parsed : nullptr;
     auto members = obj ? jsonInt(obj->value("memberCount", json())) : std::nullopt;
     const std::string version = obj ? k8s::str(*obj, "/etcdVersion") : "";
     if (!members || version.empty()) {
+      r.controlFault = "CONTROL FILES UNREADABLE";
       r.problems.push_back(
           specFile.string() +
           " is not a readable cluster spec (want JSON with memberCount and etcdVersion): "
@@ -105,7 +104,7 @@ StoreReport inspectStore(const fs::path& base) {
         "(its content is the clusterSpec of the newest _etcd_backup.meta) before any etcd "
         "restart, then restart the etcd-manager leader.");
   }
-  if (auto created = readSmall(createdFile)) {
+  if (auto created = readFile(createdFile.string()); created.ok()) {
     if (created->empty()) {
       r.problems.push_back(createdFile.string() +
                            " is empty: etcd-manager refuses it (\"marker file was unexpectedly "
@@ -119,14 +118,16 @@ StoreReport inspectStore(const fs::path& base) {
         "before any etcd restart.");
   }
 
+  if (!r.problems.empty() && r.controlFault.empty()) r.controlFault = "CONTROL FILES MISSING";
+
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator(base, ec)) {
     if (!entry.is_directory() || entry.path().filename() == "control") continue;
     const std::string name = entry.path().filename().string();
     const fs::path metaFile = entry.path() / "_etcd_backup.meta";
-    auto meta = readSmall(metaFile);
-    if (!meta) continue;  // not a backup folder
-    const json parsed = parseLoose(*meta);
+    auto meta = readFile(metaFile.string());
+    if (!meta.ok()) continue;  // not a backup folder
+    const json parsed = parseLoose(meta.value());
     auto ts = parsed.is_object() ? jsonInt(parsed.value("timestamp", json())) : std::nullopt;
     if (!ts) {
       r.broken.push_back(name + ": _etcd_backup.meta has no readable timestamp");
@@ -175,27 +176,17 @@ json copyJson(const backups::Copy& c, Clock::time_point now) {
   return j;
 }
 
+/// "a newer Velero Backup velero/x did not count (PartiallyFailed: some items failed: ...)",
+/// from copyJson's form.
+std::string failureNote(const json& copy) {
+  return "a newer " + copy["source"].get<std::string>() + " " + copy["name"].get<std::string>() +
+         " did not count (" + copy["state"].get<std::string>() +
+         (copy.contains("note") ? ": " + copy["note"].get<std::string>() : "") + ")";
+}
+
 std::string status(const backups::Copy* good, Clock::time_point now, std::chrono::seconds maxAge) {
   if (good == nullptr || !good->time) return "UNCOVERED";
   return now - *good->time > maxAge ? "STALE" : "ok";
-}
-
-/// Prints rows as columns separated by two spaces.
-void printTable(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width;
-  for (const auto& row : rows)
-    for (size_t i = 0; i < row.size(); ++i) {
-      if (width.size() <= i) width.push_back(0);
-      width[i] = std::max(width[i], row[i].size());
-    }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(width[i] - row[i].size() + 2, ' ');
-    }
-    std::cout << line << "\n";
-  }
 }
 
 }  // namespace
@@ -242,29 +233,28 @@ int runBackups(int argc, char** argv) {
   // Backup state plus the schedules that keep it.
   std::vector<ResourceKind> kinds = watchedKinds();
   for (const auto& k : backupScheduleKinds()) kinds.push_back(k);
-  std::shared_ptr<const ClusterState> state;
-  WatchCachePtr cache;
-  ClusterSource source;
+  ClusterSource source;  // stays empty with only --etcd-manager-store
   if (f.has("cluster-state") || f.has("kubeconfig")) {
     auto opened = openClusterSource(f, kinds);
     if (!opened.ok()) return usageError(kUsage, opened.error());
     source = opened.value();
-    state = source.state;
-    cache = source.cache;
   }
+  const ClusterState* state = source.state.get();
 
   const auto now = Clock::now();
   size_t ok = 0, stale = 0, uncovered = 0;
+  auto tally = [&](const std::string& st) {
+    ++(st == "ok" ? ok : st == "STALE" ? stale : uncovered);
+  };
   json claims = json::array();
   json etcd = nullptr;
   if (state) {
     for (const ObjectPtr& pvc : state->list("PersistentVolumeClaim", f.get("namespace", ""))) {
-      if (k8s::str(*pvc, "/status/phase") != "Bound" && k8s::str(*pvc, "/spec/volumeName").empty())
-        continue;
+      if (!rules::claimBound(*pvc)) continue;
       const backups::ClaimBackups found = backups::forClaim(*state, *pvc);
       const backups::Copy* good = found.newestGood();
       const std::string st = status(good, now, *maxAge);
-      (st == "ok" ? ok : st == "STALE" ? stale : uncovered)++;
+      tally(st);
       json row = {{"claim", found.claim},
                   {"volume", found.pv},
                   {"status", st},
@@ -277,15 +267,16 @@ int runBackups(int argc, char** argv) {
     const std::vector<backups::Copy> snaps = backups::etcdSnapshots(*state);
     // With a live cluster, an installed ETCDSnapshotFile CRD without snapshots is uncovered;
     // from a file, no snapshots may just mean a cluster without embedded etcd.
-    const bool expected = !snaps.empty() || (cache && !cache->stats("ETCDSnapshotFile").absent);
+    const bool expected =
+        !snaps.empty() || (source.cache && !source.cache->stats("ETCDSnapshotFile").absent);
     if (expected) {
       const backups::Copy* good = backups::newestGood(snaps);
       const std::string st = status(good, now, *maxAge);
-      (st == "ok" ? ok : st == "STALE" ? stale : uncovered)++;
+      tally(st);
       etcd = {{"source", "ETCDSnapshotFile"}, {"status", st}, {"snapshots", snaps.size()}};
       etcd["newestGood"] = good ? copyJson(*good, now) : json(nullptr);
-      if (!snaps.empty() && !snaps.front().good)
-        etcd["newerFailure"] = copyJson(snaps.front(), now);
+      if (const backups::Copy* failed = backups::newerFailure(snaps))
+        etcd["newerFailure"] = copyJson(*failed, now);
     }
   }
   source.stop();
@@ -293,13 +284,11 @@ int runBackups(int argc, char** argv) {
   json storeRows = json::array();
   for (const auto& dir : stores) {
     const StoreReport r = inspectStore(dir);
-    std::string st = !r.problems.empty()             ? "CONTROL FILES MISSING"
-                     : !r.newestTime                 ? "UNCOVERED"
-                     : now - *r.newestTime > *maxAge ? "STALE"
-                                                     : "ok";
-    if (!r.problems.empty() && r.problems.front().find("is not a readable") != std::string::npos)
-      st = "CONTROL FILES UNREADABLE";
-    (st == "ok" ? ok : st == "STALE" ? stale : uncovered)++;
+    const std::string st = !r.controlFault.empty()         ? r.controlFault
+                           : !r.newestTime                 ? "UNCOVERED"
+                           : now - *r.newestTime > *maxAge ? "STALE"
+                                                           : "ok";
+    tally(st);
     json row = {{"store", r.path},
                 {"status", st},
                 {"problems", r.problems},
@@ -341,15 +330,10 @@ int runBackups(int argc, char** argv) {
            g.is_null() ? "-" : g["source"].get<std::string>() + " " + g["name"].get<std::string>(),
            g.is_null() ? "-" : g.value("age", "?"), c["status"].get<std::string>(),
            retention.empty() ? "none seen" : retention});
-      if (c.contains("newerFailure")) {
-        const json& n = c["newerFailure"];
-        notes.push_back(c["claim"].get<std::string>() + ": a newer " +
-                        n["source"].get<std::string>() + " " + n["name"].get<std::string>() +
-                        " did not count (" + n["state"].get<std::string>() +
-                        (n.contains("note") ? ": " + n["note"].get<std::string>() : "") + ")");
-      }
+      if (c.contains("newerFailure"))
+        notes.push_back(c["claim"].get<std::string>() + ": " + failureNote(c["newerFailure"]));
     }
-    printTable(rows);
+    printTable(std::cout, rows);
     for (const auto& n : notes) std::cout << "  note: " << n << "\n";
     if (etcd.is_null()) {
       std::cout << "etcd: no ETCDSnapshotFile seen (k3s/RKE2 with embedded etcd lists its "
@@ -363,10 +347,7 @@ int runBackups(int argc, char** argv) {
                                       g["age"].get<std::string>() + ")")
                 << "  " << etcd["status"].get<std::string>() << "\n";
       if (etcd.contains("newerFailure"))
-        std::cout << "  note: a newer " << etcd["newerFailure"]["name"].get<std::string>()
-                  << " did not count ("
-                  << etcd["newerFailure"].value("note", etcd["newerFailure"].value("state", ""))
-                  << ")\n";
+        std::cout << "  note: " << failureNote(etcd["newerFailure"]) << "\n";
     }
   }
   for (const auto& s : storeRows) {

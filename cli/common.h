@@ -2,6 +2,7 @@
 // What stateguardctl subcommands share: usage errors, and loading --policy / --cluster-state.
 
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct ClusterSource {
 /// error then names each kind's last failure). Objects of other kinds than `kinds` are ignored.
 Result<ClusterSource> openClusterSource(const Flags& flags,
                                         const std::vector<ResourceKind>& kinds = watchedKinds());
+
+/// Prints rows as left-aligned columns two spaces apart (the first row is usually the header).
+void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows);
 
 /// True when argv holds --help or -h after the subcommand.
 bool wantsHelp(int argc, char** argv);

@@ -23,7 +23,7 @@ std::string auditLine(const json& record);
 /// that write at the same time hand their lines to the one writing (group commit). With an
 /// interval, lines are collected and written together by a background thread at most that long
 /// after the first of them (or at 64 KiB), which saves the filesystem's per-write cost (on ext4
-/// about 8 us of CPU per line, the largest single cost of a review under load); a crash then
+/// 8-15 us of CPU per line, the largest single cost of a review under load); a crash then
 /// loses at most the lines of the last interval. The destructor writes everything pending.
 class AuditLog {
  public:

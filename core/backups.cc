@@ -23,8 +23,8 @@ bool contains(const json& list, const std::string& value) {
 
 bool emptyList(const json& v) { return !v.is_array() || v.empty(); }
 
-/// A Velero include/exclude list names claims ("persistentvolumeclaims", "pvc", with or
-/// without a group, or "*").
+/// A Velero include/exclude list names claims or volumes ("persistentvolumeclaims", "pvc",
+/// "persistentvolumes", "pv", or "*").
 bool namesClaims(const json& list) {
   return contains(list, "*") || contains(list, "persistentvolumeclaims") || contains(list, "pvc") ||
          contains(list, "persistentvolumes") || contains(list, "pv");
@@ -33,16 +33,14 @@ bool namesClaims(const json& list) {
 /// Whether a Velero Backup (or a Schedule's template) takes `pvc`: its namespace is included
 /// and not excluded, claims are not filtered out, and spec.labelSelector.matchLabels match.
 /// (matchExpressions and orLabelSelectors are not evaluated: such a backup is taken to cover.)
-bool veleroCovers(const json& specIn, const json& pvc) {
-  static const json kEmpty = json::object();
-  const json& spec = specIn.is_object() ? specIn : kEmpty;
+bool veleroCovers(const json& spec, const json& pvc) {
   const std::string ns = k8s::namespaceOf(pvc);
-  const json& included = spec.value("includedNamespaces", json());
+  const json& included = k8s::at(spec, "/includedNamespaces");
   if (!emptyList(included) && !contains(included, "*") && !contains(included, ns)) return false;
-  if (contains(spec.value("excludedNamespaces", json()), ns)) return false;
-  const json& resources = spec.value("includedResources", json());
+  if (contains(k8s::at(spec, "/excludedNamespaces"), ns)) return false;
+  const json& resources = k8s::at(spec, "/includedResources");
   if (!emptyList(resources) && !namesClaims(resources)) return false;
-  if (namesClaims(spec.value("excludedResources", json()))) return false;
+  if (namesClaims(k8s::at(spec, "/excludedResources"))) return false;
   const json& match = k8s::at(spec, "/labelSelector/matchLabels");
   if (match.is_object()) {
     for (const auto& [key, value] : match.items()) {
@@ -58,6 +56,16 @@ void newestFirst(std::vector<Copy>& copies) {
     if (a.time.has_value() != b.time.has_value()) return a.time.has_value();
     return a.time.has_value() && *a.time > *b.time;
   });
+}
+
+/// The Longhorn volume behind a claim (its PV's CSI volumeHandle), or "" for other drivers and
+/// claims whose PV is not in the state.
+std::string longhornVolumeOf(const ClusterState& state, const json& pvc) {
+  const std::string pvName = k8s::str(pvc, "/spec/volumeName");
+  if (pvName.empty()) return "";
+  ObjectPtr pv = state.get("PersistentVolume", "", pvName);
+  if (!pv || k8s::str(*pv, "/spec/csi/driver") != kLonghornDriver) return "";
+  return k8s::str(*pv, "/spec/csi/volumeHandle");
 }
 
 /// A VolumeSnapshot or ETCDSnapshotFile: both say status.readyToUse, status.creationTime and
@@ -86,14 +94,16 @@ const Copy* newestGood(const std::vector<Copy>& copies) {
   return nullptr;
 }
 
-const Copy* ClaimBackups::newestGood() const { return backups::newestGood(copies); }
-
-const Copy* ClaimBackups::newerFailure() const {
+const Copy* newerFailure(const std::vector<Copy>& copies) {
   if (copies.empty() || copies.front().good) return nullptr;
-  const Copy* good = newestGood();
+  const Copy* good = newestGood(copies);
   if (good == nullptr || !copies.front().time) return &copies.front();
   return (good->time && *copies.front().time > *good->time) ? &copies.front() : nullptr;
 }
+
+const Copy* ClaimBackups::newestGood() const { return backups::newestGood(copies); }
+
+const Copy* ClaimBackups::newerFailure() const { return backups::newerFailure(copies); }
 
 ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
   ClaimBackups out;
@@ -101,12 +111,7 @@ ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
   const std::string ns = k8s::namespaceOf(pvc);
   const std::string claimName = k8s::name(pvc);
   out.pv = k8s::str(pvc, "/spec/volumeName");
-  if (!out.pv.empty()) {
-    if (ObjectPtr pv = state.get("PersistentVolume", "", out.pv)) {
-      if (k8s::str(*pv, "/spec/csi/driver") == kLonghornDriver)
-        out.longhornVolume = k8s::str(*pv, "/spec/csi/volumeHandle");
-    }
-  }
+  out.longhornVolume = longhornVolumeOf(state, pvc);
 
   for (const ObjectPtr& b : state.list(kVeleroBackup)) {
     const json& spec = k8s::at(*b, "/spec");
@@ -188,11 +193,7 @@ std::vector<std::string> retentionFor(const ClusterState& state, const json& pvc
         anyLabel = true;
     }
   }
-  ObjectPtr pv;
-  const std::string pvName = k8s::str(pvc, "/spec/volumeName");
-  if (!pvName.empty()) pv = state.get("PersistentVolume", "", pvName);
-  const bool longhorn = pv && k8s::str(*pv, "/spec/csi/driver") == kLonghornDriver;
-  if (longhorn) {
+  if (!longhornVolumeOf(state, pvc).empty()) {
     for (const ObjectPtr& job : state.list("RecurringJob")) {
       const std::string task = k8s::str(*job, "/spec/task");
       if (task != "backup" && task != "snapshot" && task != "backup-force-create" &&

@@ -48,6 +48,9 @@ std::vector<Copy> etcdSnapshots(const ClusterState& state);
 
 /// The newest good copy in a newest-first list, or nullptr.
 const Copy* newestGood(const std::vector<Copy>& copies);
+/// The newest copy of a newest-first list when it did not count and is newer than the newest
+/// good one (a recent failure worth naming), or nullptr.
+const Copy* newerFailure(const std::vector<Copy>& copies);
 
 /// Schedules that keep backups of a claim: "Longhorn RecurringJob longhorn-system/daily (backup,
 /// 0 2 * * *, keeps 7)", "Velero Schedule velero/nightly (0 1 * * *, ttl 720h0m0s)". Empty when

@@ -22,8 +22,8 @@ struct ResourceKind {
   /// The name the store keeps these objects under when `kind` alone is ambiguous
   /// ("Backup.velero.io" beside "Backup.longhorn.io"); nullptr means `kind`.
   const char* key = nullptr;
-  /// Served by a CRD that may not be installed: a 404 counts as "synced, none" and the list is
-  /// retried now and then, so the cache gets ready without it.
+  /// Served by a CRD that may not be installed: a 404 (or a 403, no RBAC) counts as "synced,
+  /// none" and the list is retried now and then, so the cache gets ready without it.
   bool optional = false;
 
   std::string storeKey() const { return key != nullptr ? key : kind; }
@@ -87,9 +87,8 @@ class ObjectStore : public ClusterState {
 
 using ObjectStorePtr = std::shared_ptr<ObjectStore>;
 
-/// Loads a `kubectl get -o json` List, a JSON object, or multi-document YAML into a ready store.
-/// Objects of kinds the webhook does not use are ignored.
-/// `kinds` says which objects to keep (the others are ignored).
+/// Loads a `kubectl get -o json` List, a JSON object, or multi-document YAML into a ready store,
+/// keeping the objects of `kinds` (by default what the webhook watches) and ignoring the rest.
 Result<ObjectStorePtr> loadClusterStateFile(
     const std::string& path, const std::vector<ResourceKind>& kinds = watchedKinds());
 Result<ObjectStorePtr> loadClusterStateText(

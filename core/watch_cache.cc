@@ -269,8 +269,8 @@ void WatchCache::runReflector(const ResourceKind& rk) {
       }
       backoff.reset();
       if (listed.value().empty()) {
-        // An optional kind whose CRD is not installed (404): nothing to hold. Ready without it,
-        // and look again later in case it gets installed.
+        // An optional kind not served or not readable: nothing to hold. Ready without it, and
+        // look again later in case its CRD (or the permission) arrives.
         store_->replaceAll(kind, {});
         update(kind, [](WatchStats& s) { s.absent = true; });
         markSynced(kind);

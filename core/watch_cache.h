@@ -24,7 +24,7 @@ struct WatchCacheOptions {
   int watchTimeoutSeconds = 300;                  ///< server ends each watch; we re-watch
   std::chrono::milliseconds initialBackoff{200};  ///< after a failed request
   std::chrono::milliseconds maxBackoff{10000};    ///< backoff doubles up to this
-  /// How often an optional kind whose CRD is not installed (404) is looked for again.
+  /// How often an optional kind that is not served (404) or not readable (403) is looked for again.
   std::chrono::milliseconds absentRecheck{std::chrono::minutes(5)};
   std::vector<ResourceKind> kinds = watchedKinds();  ///< what to list and watch
 };
@@ -32,7 +32,7 @@ struct WatchCacheOptions {
 /// Counters of one kind's reflector (for tests and /metrics).
 struct WatchStats {
   bool synced = false;            ///< first list completed
-  bool absent = false;            ///< an optional kind the server does not serve (404)
+  bool absent = false;            ///< an optional kind not served (404) or not readable (403)
   uint64_t lists = 0;             ///< completed lists (initial, after 410, after errors)
   uint64_t relistsAfterGone = 0;  ///< lists forced by 410 Gone (HTTP or ERROR event)
   uint64_t watchRestarts = 0;     ///< watches re-opened after they ended, dropped or failed

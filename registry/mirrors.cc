@@ -45,6 +45,14 @@ Error tomlError(const toml::parse_error& e, const std::string& source) {
                    ": invalid TOML: " + std::string(e.description()));
 }
 
+/// Talos `skipFallback: true` (1.9+): no fallback to the upstream, and Talos moves the LAST
+/// endpoint into containerd's `server`, so nothing is tried after it.
+void skipFallback(Mirror& out) {
+  out.upstreamLast = false;
+  out.noFallbackBecause = "skipFallback: true";
+  if (!out.endpoints.empty()) out.endpoints.back().isServer = true;
+}
+
 /// Talos legacy `machine.registries.mirrors.<name>`.
 Mirror talosLegacy(const std::string& name, const json& m, const std::string& source, size_t line) {
   Mirror out;
@@ -64,12 +72,7 @@ Mirror talosLegacy(const std::string& name, const json& m, const std::string& so
       out.endpoints.push_back(std::move(e));
     }
   }
-  if (boolAt(m, "skipFallback")) {
-    // Talos moves the last endpoint into containerd's `server`: nothing after it.
-    out.upstreamLast = false;
-    out.noFallbackBecause = "skipFallback: true";
-    if (!out.endpoints.empty()) out.endpoints.back().isServer = true;
-  }
+  if (boolAt(m, "skipFallback")) skipFallback(out);
   return out;
 }
 
@@ -90,11 +93,7 @@ Mirror talosMirrorDoc(const json& doc, const std::string& source, size_t line) {
       out.endpoints.push_back(std::move(e));
     }
   }
-  if (boolAt(doc, "skipFallback")) {
-    out.upstreamLast = false;
-    out.noFallbackBecause = "skipFallback: true";
-    if (!out.endpoints.empty()) out.endpoints.back().isServer = true;
-  }
+  if (boolAt(doc, "skipFallback")) skipFallback(out);
   return out;
 }
 

@@ -25,8 +25,8 @@ int rank(const std::string& verdict) {
 }
 }  // namespace
 
-Engine::Engine(const std::vector<RulePtr>& rules) : rules_(rules) {
-  for (const auto& rule : rules_) {
+Engine::Engine(const std::vector<RulePtr>& rules) {
+  for (const auto& rule : rules) {
     for (const auto& t : rule->info().targets) {
       auto& list = byKind_[t.group + "/" + t.kind];
       if (list.empty() || list.back() != rule.get()) list.push_back(rule.get());
@@ -110,7 +110,7 @@ json auditRecord(const AdmissionRequest& request, const Decision& decision,
     rules.push_back({{"rule", v.rule}, {"verdict", v.verdict}, {"message", v.message}});
   }
   json record = {
-      {"time", time.empty() ? nowRfc3339() : time},
+      {"time", time},
       {"component", "webhook"},
       {"uid", request.uid},
       {"user", request.user.username},

@@ -26,7 +26,7 @@ struct Decision {
   std::string breakGlassReason;
 };
 
-/// Judges requests with a fixed set of rules; thread-safe (rules are pure).
+/// Judges requests with a fixed set of rules, which must outlive it; thread-safe (rules are pure).
 class Engine {
  public:
   explicit Engine(const std::vector<RulePtr>& rules);
@@ -38,14 +38,13 @@ class Engine {
   /// The rules with a target of this API group and kind, in registry order.
   const std::vector<const Rule*>& candidates(const AdmissionRequest& request) const;
 
-  const std::vector<RulePtr>& rules_;
   /// "<group>/<kind>" -> rules that may apply: a request only meets the rules of its kind.
   std::unordered_map<std::string, std::vector<const Rule*>> byKind_;
 };
 
-/// One audit-log record for a decision, as JSON (`time` "" means now).
+/// One audit-log record for a decision, as JSON: the reference form of auditLine().
 json auditRecord(const AdmissionRequest& request, const Decision& decision,
-                 const std::string& time = "");
+                 const std::string& time);
 /// The same record as the line the audit log gets (JSON and a newline), written directly: what
 /// the webhook uses per request.
 std::string auditLine(const AdmissionRequest& request, const Decision& decision,

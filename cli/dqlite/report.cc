@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "cli/common.h"
+
 namespace stateguard::cli::dqlite {
 namespace {
 
@@ -114,22 +116,6 @@ json choiceJson(const std::vector<Node>& nodes, const Choice& c) {
           {"tied", tied},
           {"warning", c.warning.empty() ? json(nullptr) : json(c.warning)},
           {"fallback", c.fallback ? json(nodes[*c.fallback].name) : json(nullptr)}};
-}
-
-void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> width;
-  for (const auto& r : rows) {
-    width.resize(std::max(width.size(), r.size()));
-    for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
-    }
-    out << line << "\n";
-  }
 }
 
 void printChoice(std::ostream& out, const std::vector<Node>& nodes, const Choice& c) {

@@ -185,8 +185,8 @@ class BackupFreshness : public Rule {
 
     const std::string count =
         std::to_string(stale.size()) + (stale.size() == 1 ? " volume has" : " volumes have");
+    // The engine shortens warnings to the apiserver's length (at a UTF-8 boundary).
     std::string warning = "no backup newer than " + limitText + ": " + joinCapped(brief, 3);
-    if (warning.size() > 119) warning = warning.substr(0, 116) + "...";
     // Built in one buffer: this runs on every guarded deletion the webhook sees.
     std::string message;
     message.reserve(1200);
@@ -219,8 +219,8 @@ class BackupFreshness : public Rule {
                             : "the newest successful etcd snapshot is " + good->label() + " from " +
                                   formatRfc3339(*good->time) + " (" +
                                   backups::age(*good->time, ctx.now) + ")";
-    if (!snaps.empty() && !snaps.front().good && &snaps.front() != good)
-      found += "; a newer " + snaps.front().label() + " did not count (" + snaps.front().note + ")";
+    if (const backups::Copy* failed = backups::newerFailure(snaps))
+      found += "; a newer " + failed->label() + " did not count (" + failed->note + ")";
     return {violation(
         "Creating upgrade " + plan +
             " restarts the control plane and etcd on every server it "
