@@ -23,6 +23,11 @@ const std::vector<ResourceKind>& watchedKinds() {
   return kKinds;
 }
 
+bool confirmedLive(const std::string& kind) {
+  return kind == "PersistentVolume" || kind == "PersistentVolumeClaim" || kind == "Namespace" ||
+         kind == "StatefulSet" || kind == "StorageClass" || kind == "Pod";
+}
+
 std::string ResourceKind::apiVersion() const {
   // "/api/v1/pods" -> "v1", "/apis/apps/v1/statefulsets" -> "apps/v1".
   const std::string path = apiPath;

@@ -47,6 +47,8 @@ const std::vector<ResourceKind>& backupScheduleKinds();
 inline constexpr const char* kVeleroBackup = "Backup.velero.io";
 inline constexpr const char* kLonghornBackup = "Backup.longhorn.io";
 
+class LiveView;
+
 /// Read-only cluster state. Implementations are thread-safe.
 class ClusterState {
  public:
@@ -59,6 +61,25 @@ class ClusterState {
   /// All objects of a kind; only those in `ns` unless `ns` is "".
   virtual std::vector<ObjectPtr> list(const std::string& kind,
                                       const std::string& ns = "") const = 0;
+  /// A view that reads the apiserver itself, for one decision that must not rest on a cache
+  /// that may lag; nullptr when this state has no live source (a file, a test store).
+  virtual std::unique_ptr<LiveView> liveView() const { return nullptr; }
+};
+
+/// The kinds whose cached state can turn a refusal into an allowance: a PV that is Retain, a
+/// claim that is not bound, a namespace without claims. A decision that allows destruction
+/// after reading one of these from a cache is confirmed by reading them live.
+bool confirmedLive(const std::string& kind);
+
+/// Cluster state read from the apiserver at the moment of asking, for one decision (not shared
+/// between threads). Kinds outside confirmedLive(), and lists across all namespaces, come from
+/// the cache it was made from. A failed read is remembered and falls back to the cache.
+class LiveView : public ClusterState {
+ public:
+  /// The first read that failed ("" when every read was answered).
+  virtual const std::string& error() const = 0;
+  /// API requests made so far.
+  virtual size_t reads() const = 0;
 };
 
 /// In-memory objects keyed by kind and namespace/name. Thread-safe; readers never block writers

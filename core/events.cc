@@ -88,6 +88,10 @@ void EventRecorder::run() {
     KubeResponse r = client_->post(item.first, item.second);
     if (r.ok()) {
       posted_.fetch_add(1);
+    } else if (r.status == 403 && r.error.find("being terminated") != std::string::npos) {
+      // A namespace being deleted takes no new objects: the Event has nowhere to go, and saying
+      // so at every denial would only fill the log.
+      suppressed_.fetch_add(1);
     } else {
       failed_.fetch_add(1);
       log::warn("could not record a Kubernetes Event (the audit log still has the decision): " +

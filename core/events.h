@@ -32,7 +32,8 @@ class EventRecorder {
   EventRecorder& operator=(const EventRecorder&) = delete;
 
   /// Queues a Warning event about `object` (the object the request was about). Returns false
-  /// when it was rate-limited or the queue is full.
+  /// when it was rate-limited or the queue is full. An Event the apiserver refuses because its
+  /// namespace is being deleted counts as suppressed, without a log line.
   bool warn(const json& object, const std::string& reason, const std::string& message);
 
   uint64_t posted() const { return posted_.load(); }

@@ -77,11 +77,12 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
   const json& doc = docs->front();
   if (!doc.is_object()) return makeError(source + ": the policy must be a mapping");
 
-  static const std::set<std::string> kTopKeys = {"apiVersion", "kind", "breakGlass", "rules"};
+  static const std::set<std::string> kTopKeys = {"apiVersion", "kind", "breakGlass", "controllers",
+                                                 "rules"};
   for (const auto& [key, _] : doc.items()) {
     if (!kTopKeys.count(key)) {
       return makeError(source + ": unknown key \"" + key +
-                       "\" (expected apiVersion, kind, breakGlass, rules)");
+                       "\" (expected apiVersion, kind, breakGlass, controllers, rules)");
     }
   }
   if (doc.contains("kind") && doc["kind"] != "Policy") {
@@ -111,6 +112,29 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
         return makeError(source + ": unknown key breakGlass." + key +
                          " (expected groups, annotation, maxDurationHours)");
       }
+    }
+  }
+
+  if (doc.contains("controllers")) {
+    const json& cs = doc["controllers"];
+    if (!cs.is_object()) return makeError(source + ": controllers must be a mapping");
+    auto& c = policy.controllers;
+    const std::map<std::string, std::vector<std::string>*> fields = {
+        {"pvProtection", &c.pvProtection},
+        {"pvcProtection", &c.pvcProtection},
+        {"namespace", &c.namespaceCleanup},
+        {"garbageCollector", &c.garbageCollector},
+        {"volumeReclaim", &c.volumeReclaim}};
+    for (const auto& [key, value] : cs.items()) {
+      auto field = fields.find(key);
+      if (field == fields.end()) {
+        return makeError(source + ": unknown key controllers." + key +
+                         " (expected pvProtection, pvcProtection, namespace, garbageCollector, "
+                         "volumeReclaim)");
+      }
+      auto users = stringList(value, source + ": controllers." + key);
+      if (!users.ok()) return makeError(users.error());
+      *field->second = users.value();
     }
   }
 

@@ -36,6 +36,33 @@ struct BreakGlassConfig {
   std::chrono::hours maxDuration{24};
 };
 
+/// The cluster's own controllers, by the user names their requests carry: each controller's own
+/// service account (kube-controller-manager --use-service-account-credentials) and the single
+/// identity kube-controller-manager uses without it. A request from one of them is let through
+/// only in the state that controller acts in (webhook/controllers.h), never otherwise.
+struct ControllerIdentities {
+  /// Removes kubernetes.io/pv-protection from a PV being deleted once nothing is bound to it.
+  std::vector<std::string> pvProtection = {
+      "system:serviceaccount:kube-system:pv-protection-controller",
+      "system:kube-controller-manager"};
+  /// Removes kubernetes.io/pvc-protection from a claim being deleted once no pod uses it.
+  std::vector<std::string> pvcProtection = {
+      "system:serviceaccount:kube-system:pvc-protection-controller",
+      "system:kube-controller-manager"};
+  /// Empties a namespace that is being deleted.
+  std::vector<std::string> namespaceCleanup = {
+      "system:serviceaccount:kube-system:namespace-controller", "system:kube-controller-manager"};
+  /// Deletes claims whose owners (a deleted StatefulSet, a removed pod) are gone.
+  std::vector<std::string> garbageCollector = {
+      "system:serviceaccount:kube-system:generic-garbage-collector",
+      "system:kube-controller-manager"};
+  /// Deletes a Released PV after its reclaim policy Delete destroyed the backend volume (the PV
+  /// binder for in-tree volumes; add a CSI driver's external-provisioner service account).
+  std::vector<std::string> volumeReclaim = {
+      "system:serviceaccount:kube-system:persistent-volume-binder",
+      "system:kube-controller-manager"};
+};
+
 /// A validated policy. Every registered rule has an entry.
 struct Policy {
   struct RuleConfig {
@@ -44,6 +71,7 @@ struct Policy {
   };
   std::map<std::string, RuleConfig> rules;
   BreakGlassConfig breakGlass;
+  ControllerIdentities controllers;
   std::string source;  ///< "built-in default" or the file path
 
   Mode modeOf(const std::string& ruleId) const;

@@ -95,6 +95,22 @@ bool WatchCache::waitReady(std::chrono::milliseconds timeout) const {
 
 bool WatchCache::synced(const std::string& kind) const { return stats(kind).synced; }
 
+std::chrono::steady_clock::duration WatchCache::silence() const {
+  if (!ready()) return {};
+  const auto now = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::duration longest{};
+  std::lock_guard lock(mu_);
+  for (const auto& [kind, s] : stats_) {
+    if (s.absent || s.lastContact == std::chrono::steady_clock::time_point{}) continue;
+    longest = std::max(longest, now - s.lastContact);
+  }
+  return longest;
+}
+
+std::unique_ptr<LiveView> WatchCache::liveView() const {
+  return std::make_unique<ApiLiveView>(*client_, *this, options_.kinds);
+}
+
 WatchStats WatchCache::stats(const std::string& kind) const {
   std::lock_guard lock(mu_);
   auto it = stats_.find(kind);
@@ -208,6 +224,7 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
     update(kind, [&](WatchStats& s) {
       ++s.lists;
       s.resourceVersion = resourceVersion;
+      s.lastContact = std::chrono::steady_clock::now();
     });
     log::info("watch cache: " + kind + ": listed " + std::to_string(count) +
               " objects at resourceVersion " + resourceVersion);
@@ -231,6 +248,7 @@ void WatchCache::runReflector(const ResourceKind& rk) {
       update(kind, [&](WatchStats& s) {
         ++s.bookmarks;
         s.resourceVersion = resourceVersion;
+        s.lastContact = std::chrono::steady_clock::now();
       });
       return true;
     }
@@ -249,6 +267,7 @@ void WatchCache::runReflector(const ResourceKind& rk) {
     update(kind, [&](WatchStats& s) {
       ++s.events;
       s.resourceVersion = resourceVersion;
+      s.lastContact = std::chrono::steady_clock::now();
     });
     return true;
   };
@@ -305,7 +324,11 @@ void WatchCache::runReflector(const ResourceKind& rk) {
       }
       case WatchOutcome::kEnded:
       case WatchOutcome::kDropped: {
-        update(kind, [](WatchStats& s) { ++s.watchRestarts; });
+        update(kind, [&](WatchStats& s) {
+          ++s.watchRestarts;
+          // The server ending a watch on its own timeout is word from it; a broken stream is not.
+          if (w.outcome == WatchOutcome::kEnded) s.lastContact = std::chrono::steady_clock::now();
+        });
         if (w.outcome == WatchOutcome::kDropped) {
           log::info(tag + "watch dropped (" + w.message + "), resuming from resourceVersion " +
                     resourceVersion);

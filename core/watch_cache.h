@@ -15,6 +15,7 @@
 
 #include "core/cluster_state.h"
 #include "core/kube_client.h"
+#include "core/live_view.h"
 
 namespace stateguard {
 
@@ -41,6 +42,9 @@ struct WatchStats {
   uint64_t errors = 0;            ///< failed lists and watches
   std::string resourceVersion;    ///< last resourceVersion seen (list, event or bookmark)
   std::string lastError;          ///< the most recent failure, "" when none yet
+  /// When the apiserver last answered for this kind: a list, an event, a bookmark, or a watch it
+  /// ended cleanly. Zero before the first list.
+  std::chrono::steady_clock::time_point lastContact{};
 };
 
 /// ClusterState backed by list+watch of the watched kinds. ready() turns true once every kind
@@ -65,6 +69,11 @@ class WatchCache : public ClusterState {
   /// Waits until ready() or the timeout; returns ready().
   bool waitReady(std::chrono::milliseconds timeout) const;
   bool synced(const std::string& kind) const;
+  /// How long the quietest watched kind has gone without word from the apiserver (optional kinds
+  /// that are not served do not count); zero before the cache is ready.
+  std::chrono::steady_clock::duration silence() const;
+  /// Reads the apiserver directly, with the same client and kinds (see LiveView).
+  std::unique_ptr<LiveView> liveView() const override;
   /// A copy of one kind's counters (zeroes for a kind that is not watched).
   WatchStats stats(const std::string& kind) const;
   std::map<std::string, WatchStats> allStats() const;

@@ -11,7 +11,8 @@ namespace stateguard {
 const json& AdmissionRequest::current() const { return operation == "DELETE" ? oldObject : object; }
 
 std::string AdmissionRequest::describe() const {
-  return kind + " " + (ns.empty() ? name : ns + "/" + name);
+  // The apiserver sends a Namespace's own name as request.namespace: "Namespace gitea".
+  return kind + " " + (ns.empty() || kind == "Namespace" ? name : ns + "/" + name);
 }
 
 namespace {

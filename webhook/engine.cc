@@ -3,6 +3,7 @@
 #include "core/json_writer.h"
 #include "core/timeutil.h"
 #include "webhook/break_glass.h"
+#include "webhook/controllers.h"
 
 namespace stateguard {
 
@@ -23,6 +24,38 @@ int rank(const std::string& verdict) {
   if (verdict == "audit") return 1;
   return 0;
 }
+
+/// Requests whose allowance can destroy data: deletions, and updates of volumes, claims and
+/// StatefulSets (finalizers, reclaim policy, retention, scale-down).
+bool destroysData(const AdmissionRequest& request) {
+  if (request.operation == "DELETE") return true;
+  return request.operation == "UPDATE" &&
+         (request.kind == "PersistentVolume" || request.kind == "PersistentVolumeClaim" ||
+          request.kind == "StatefulSet" || request.kind == "Scale");
+}
+
+/// Passes reads through to a cluster state, noting whether any read a kind that confirmedLive()
+/// names: only those decisions are confirmed against the apiserver.
+class ReadTracker : public ClusterState {
+ public:
+  explicit ReadTracker(const ClusterState& state) : state_(state) {}
+  bool ready() const override { return state_.ready(); }
+  ObjectPtr get(const std::string& kind, const std::string& ns,
+                const std::string& name) const override {
+    note(kind);
+    return state_.get(kind, ns, name);
+  }
+  std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns) const override {
+    note(kind);
+    return state_.list(kind, ns);
+  }
+  bool readLaggingKinds() const { return read_; }
+
+ private:
+  void note(const std::string& kind) const { read_ = read_ || confirmedLive(kind); }
+  const ClusterState& state_;
+  mutable bool read_ = false;
+};
 }  // namespace
 
 Engine::Engine(const std::vector<RulePtr>& rules) {
@@ -47,6 +80,36 @@ const std::vector<const Rule*>& Engine::candidates(const AdmissionRequest& reque
 
 Decision Engine::review(const AdmissionRequest& request, const ClusterState& state,
                         const Policy& policy, Clock::time_point now) const {
+  if (auto pass = controllerExemption(request, state, policy.controllers)) {
+    Decision d;
+    d.verdict = "exempt";
+    d.verdicts.push_back({"", "exempt", "not judged: " + *pass});
+    return d;
+  }
+  ReadTracker tracked(state);
+  Decision d = judge(request, tracked, policy, now);
+  if (!d.response.allowed || !tracked.readLaggingKinds() || !destroysData(request)) return d;
+  auto live = state.liveView();
+  if (!live) return d;
+  Decision confirmed = judge(request, *live, policy, now);
+  confirmed.liveReads = live->reads();
+  if (live->error().empty()) return confirmed;
+  Decision refused;
+  refused.liveReads = live->reads();
+  refused.verdict = "deny";
+  refused.response.allowed = false;
+  refused.response.code = 503;
+  refused.response.message =
+      "stateguard refused this " + request.operation + " of " + request.describe() +
+      " for now: it was allowed on cached cluster state, which must be confirmed from the API "
+      "server before anything is destroyed, and that read failed (" +
+      live->error() + "). Nothing was changed; retry in a moment.";
+  refused.verdicts.push_back({"", "deny", refused.response.message});
+  return refused;
+}
+
+Decision Engine::judge(const AdmissionRequest& request, const ClusterState& state,
+                       const Policy& policy, Clock::time_point now) const {
   Decision d;
   d.verdict = "allow";
   std::vector<std::string> denials;

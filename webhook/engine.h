@@ -21,9 +21,11 @@ struct RuleVerdict {
 struct Decision {
   AdmissionResponse response;
   std::vector<RuleVerdict> verdicts;
-  std::string verdict;  ///< overall: deny | break-glass | warn | audit | allow
+  std::string verdict;  ///< overall: deny | break-glass | warn | audit | allow | exempt
   std::string rule;     ///< the rule that decided ("" when nothing fired)
   std::string breakGlassReason;
+  /// API reads made to confirm an allowance against live state (0: judged on the cache alone).
+  size_t liveReads = 0;
 };
 
 /// Judges requests with a fixed set of rules, which must outlive it; thread-safe (rules are pure).
@@ -31,10 +33,18 @@ class Engine {
  public:
   explicit Engine(const std::vector<RulePtr>& rules);
 
+  /// Judges one request. A controller finishing what was judged passes unjudged (verdict
+  /// "exempt", see controllers.h). A request that would destroy data and is allowed after rules
+  /// read cached state that can lag is judged again on live state (state.liveView()); if that
+  /// cannot be read, it is refused (nothing destructive is allowed on unconfirmed state).
   Decision review(const AdmissionRequest& request, const ClusterState& state, const Policy& policy,
                   Clock::time_point now) const;
 
  private:
+  /// Every applicable rule against `state`, under the policy's modes and break-glass.
+  Decision judge(const AdmissionRequest& request, const ClusterState& state, const Policy& policy,
+                 Clock::time_point now) const;
+
   /// The rules with a target of this API group and kind, in registry order.
   const std::vector<const Rule*>& candidates(const AdmissionRequest& request) const;
 

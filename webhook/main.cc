@@ -23,7 +23,7 @@ namespace {
 constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tls-key FILE
            (--cluster-state FILE | --kubeconfig FILE | --in-cluster)
            [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-flush-ms N]
-           [--threads N]
+           [--threads N] [--max-cache-silence SECONDS]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
   --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change
@@ -35,6 +35,9 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --kubeconfig FILE      list+watch the cluster named by this kubeconfig
   --in-cluster           list+watch using the pod's service account
   --no-events            with a live source: do not post Kubernetes Events for denials
+  --max-cache-silence S  with a live source: /readyz answers 503 once some watched kind has not
+                         heard from the apiserver (list, event, bookmark, watch end) for S
+                         seconds (default 600; 0 = never)
   --threads N            worker threads (default: the number of CPUs); each runs an event
                          loop serving any number of connections
 )";
@@ -47,11 +50,11 @@ int fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags =
-      parseFlags(argc, argv, 1,
-                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-flush-ms",
-                  "cluster-state", "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms"},
-                 {"in-cluster", "no-events", "help"});
+  auto flags = parseFlags(
+      argc, argv, 1,
+      {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-flush-ms", "cluster-state",
+       "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms", "max-cache-silence"},
+      {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -81,6 +84,12 @@ int main(int argc, char** argv) {
   }
   if (options.port < 0 || options.port > 65535 || options.threads == 0)
     return fail("port or --threads out of range");
+  const std::string silenceText = f.get("max-cache-silence", "600");
+  if (silenceText.empty() || silenceText.size() > 7 ||
+      silenceText.find_first_not_of("0123456789") != std::string::npos)
+    return fail("--max-cache-silence must be a number of seconds (0 = never), got \"" +
+                silenceText + "\"");
+  const std::chrono::seconds maxSilence(std::stol(silenceText));
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 
@@ -176,12 +185,23 @@ int main(int argc, char** argv) {
     metrics.addCounter("stateguard_watch_restarts_total",
                        "Watches resumed after a drop, all kinds.",
                        total(&WatchStats::watchRestarts));
+    metrics.addGauge("stateguard_cache_silence_seconds",
+                     "Seconds since the quietest watched kind last heard from the apiserver.",
+                     [cache] { return std::chrono::duration<double>(cache->silence()).count(); });
   }
 
   Engine engine(allRules());
-  auto server = WebhookServer::create(
-      options,
-      ServerDeps{&engine, state, policy.get(), audit.value().get(), &metrics, events.get()});
+  ServerDeps deps{&engine, state, policy.get(), audit.value().get(), &metrics, events.get(), {}};
+  if (cache && maxSilence.count() > 0) {
+    deps.unready = [cache, maxSilence]() -> std::string {
+      const auto quiet = std::chrono::duration_cast<std::chrono::seconds>(cache->silence());
+      if (quiet <= maxSilence) return "";
+      return "cluster state stale: no word from the apiserver for " +
+             std::to_string(quiet.count()) + " s (--max-cache-silence " +
+             std::to_string(maxSilence.count()) + ")";
+    };
+  }
+  auto server = WebhookServer::create(options, std::move(deps));
   if (!server.ok()) return fail(server.error());
   auto port = server.value()->bind();
   if (!port.ok()) return fail(port.error());
@@ -189,6 +209,12 @@ int main(int argc, char** argv) {
             std::to_string(port.value()) + " (policy: " + policy->current()->source + ")");
 
   WebhookServer* srv = server.value().get();
+  metrics.addCounter("stateguard_live_confirmations_total",
+                     "Allowances that destroy data, confirmed against the apiserver first.",
+                     [srv] { return srv->liveConfirmations(); });
+  metrics.addCounter("stateguard_live_reads_total",
+                     "API reads made to confirm allowances (GETs and list pages).",
+                     [srv] { return srv->liveReads(); });
   metrics.addCounter("stateguard_tls_certificate_reloads_total",
                      "Serving certificate reloads after the files changed.",
                      [srv] { return srv->certificates().reloads(); });

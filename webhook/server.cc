@@ -121,6 +121,10 @@ std::pair<int, std::string> WebhookServer::handleReview(const std::string& body)
   }
   PolicyPtr policy = deps_.policy->current();
   Decision decision = deps_.engine->review(request.value(), *deps_.state, *policy, Clock::now());
+  if (decision.liveReads > 0) {
+    liveConfirmations_.fetch_add(1, std::memory_order_relaxed);
+    liveReads_.fetch_add(decision.liveReads, std::memory_order_relaxed);
+  }
   deps_.audit->writeLine(auditLine(request.value(), decision, nowRfc3339()));
   if (deps_.events != nullptr && !decision.response.allowed && !request->dryRun) {
     // Dry runs have no side effects; the recorder rate-limits and posts in the background.
@@ -148,10 +152,15 @@ void WebhookServer::routes() {
       {"/healthz", "GET", [](const HttpRequest&, HttpResponse& res) { setText(res, 200, "ok\n"); }},
       {"/readyz", "GET",
        [this](const HttpRequest&, HttpResponse& res) {
-         if (deps_.state->ready()) {
+         if (!deps_.state->ready()) {
+           setText(res, 503, "cluster state not synced yet\n");
+           return;
+         }
+         std::string why = deps_.unready ? deps_.unready() : std::string();
+         if (why.empty()) {
            setText(res, 200, "ok\n");
          } else {
-           setText(res, 503, "cluster state not synced yet\n");
+           setText(res, 503, why + "\n");
          }
        }},
       {"/metrics", "GET",

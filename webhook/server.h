@@ -1,6 +1,7 @@
 #pragma once
 // The HTTPS admission server: POST /validate, /healthz, /readyz, /metrics.
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
@@ -39,6 +40,9 @@ struct ServerDeps {
   AuditLog* audit = nullptr;
   Metrics* metrics = nullptr;
   EventRecorder* events = nullptr;  ///< optional: Kubernetes Events for denials (live sources)
+  /// Optional: why the server is not ready beyond state->ready() ("" when it is), e.g. a watch
+  /// cache that has not heard from the apiserver for too long.
+  std::function<std::string()> unready;
 };
 
 /// Serves AdmissionReviews over TLS 1.2+; thread-safe.
@@ -54,6 +58,9 @@ class WebhookServer {
   void run();
   void stop();
   CertificateReloader& certificates() { return *certs_; }
+  /// Decisions confirmed against live state, and the API reads that took.
+  uint64_t liveConfirmations() const { return liveConfirmations_.load(); }
+  uint64_t liveReads() const { return liveReads_.load(); }
 
   /// The response for one AdmissionReview body: 200 with a review, or rejectedReview()'s 4xx.
   std::pair<int, std::string> handleReview(const std::string& body);
@@ -78,6 +85,8 @@ class WebhookServer {
   std::vector<Route> routes_;
   SSL_CTX* ctx_ = nullptr;
   std::unique_ptr<HttpServer> http_;
+  std::atomic<uint64_t> liveConfirmations_{0};
+  std::atomic<uint64_t> liveReads_{0};
 };
 
 /// The answer to a body decodeReview() refused: 413 when it is over the size limit, else 400,

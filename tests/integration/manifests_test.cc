@@ -1174,6 +1174,7 @@ certificates:
                     {"deployment", "stateguard-webhook"},
                     {"policyConfigMap", "stateguard-policy"},
                     {"webhookConfiguration", "stateguard"},
+                    {"allowedGroups", {"system:masters"}},
                     {"allowedUsers", {"system:serviceaccount:flux-system:helm-controller"}}}}}));
   // The GitOps controller may upgrade stateguard; another user outside the break-glass groups
   // may not.

@@ -103,29 +103,39 @@ Status TestApiServer::start() {
   server_->set_keep_alive_timeout(1);
   server_->Get(".*",
                [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
-  server_->Post(R"(/api/v1/namespaces/([^/]+)/events)",
-                [this](const httplib::Request& req, httplib::Response& res) {
-                  {
-                    std::lock_guard lock(mu_);
-                    if (req.get_header_value("Authorization") != "Bearer " + token_) {
-                      ++unauthorized_;
-                      sendStatus(res, 401, "Unauthorized", "Unauthorized");
-                      return;
-                    }
-                  }
-                  json event = json::parse(req.body, nullptr, false);
-                  if (!event.is_object() || event.value("kind", "") != "Event" ||
-                      event["metadata"].value("namespace", "") != req.matches[1].str()) {
-                    sendStatus(res, 400, "BadRequest", "not an Event for this namespace");
-                    return;
-                  }
-                  std::lock_guard lock(mu_);
-                  event["metadata"]["name"] = event["metadata"].value("generateName", "e.") +
-                                              std::to_string(events_.size());
-                  events_.push_back(event);
-                  res.status = 201;
-                  res.set_content(event.dump(), "application/json");
-                });
+  server_->Post(R"(/api/v1/namespaces/([^/]+)/events)", [this](const httplib::Request& req,
+                                                               httplib::Response& res) {
+    {
+      std::lock_guard lock(mu_);
+      if (req.get_header_value("Authorization") != "Bearer " + token_) {
+        ++unauthorized_;
+        sendStatus(res, 401, "Unauthorized", "Unauthorized");
+        return;
+      }
+    }
+    json event = json::parse(req.body, nullptr, false);
+    if (!event.is_object() || event.value("kind", "") != "Event" ||
+        event["metadata"].value("namespace", "") != req.matches[1].str()) {
+      sendStatus(res, 400, "BadRequest", "not an Event for this namespace");
+      return;
+    }
+    // As the real apiserver: a namespace being deleted takes no new content.
+    const std::string ns = req.matches[1].str();
+    json owner = object("Namespace", "", ns);
+    if (owner.is_object() && !k8s::str(owner, "/metadata/deletionTimestamp").empty()) {
+      sendStatus(res, 403, "Forbidden",
+                 "events \"" + event["metadata"].value("generateName", "") +
+                     "\" is forbidden: unable to create new content in namespace " + ns +
+                     " because it is being terminated");
+      return;
+    }
+    std::lock_guard lock(mu_);
+    event["metadata"]["name"] =
+        event["metadata"].value("generateName", "e.") + std::to_string(events_.size());
+    events_.push_back(event);
+    res.status = 201;
+    res.set_content(event.dump(), "application/json");
+  });
   // JSON merge patch of a PersistentVolume (the CSI sidecar's ledger annotation). As the real
   // apiserver: metadata.resourceVersion in the patch is a precondition (409 Conflict when stale).
   server_->Patch(R"(/api/v1/persistentvolumes/([^/]+))", [this](const httplib::Request& req,
@@ -393,6 +403,11 @@ size_t TestApiServer::openWatches(const std::string& kind) const {
   return n;
 }
 
+size_t TestApiServer::objectGets() const {
+  std::lock_guard lock(mu_);
+  return objectGets_;
+}
+
 std::vector<json> TestApiServer::events() const {
   std::lock_guard lock(mu_);
   return events_;
@@ -450,6 +465,19 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
       }
       return;
     }
+    // One namespace's list: <prefix>/namespaces/<ns>/<resource> (no watch here).
+    if (rk.namespaced && req.path.rfind(prefix + "/namespaces/", 0) == 0) {
+      const std::string rest = req.path.substr(prefix.size() + 12);
+      const size_t slash = rest.find('/');
+      if (slash != std::string::npos && rest.substr(slash + 1) == resource) {
+        {
+          std::lock_guard lock(mu_);
+          ++listCount_[rk.storeKey()];
+        }
+        handleList(rk.storeKey(), req, res, rest.substr(0, slash));
+        return;
+      }
+    }
     // Single objects: <apiPath>/<name>, or <prefix>/namespaces/<ns>/<resource>/<name>.
     std::string ns;
     std::string name;
@@ -467,6 +495,10 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
       continue;
     }
     if (name.empty() || name.find('/') != std::string::npos) continue;
+    {
+      std::lock_guard lock(mu_);
+      ++objectGets_;
+    }
     json obj = object(rk.storeKey(), ns, name);
     if (obj.is_null()) {
       sendStatus(res, 404, "NotFound", resource + " \"" + name + "\" not found");
@@ -479,7 +511,7 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
 }
 
 void TestApiServer::handleList(const std::string& kind, const httplib::Request& req,
-                               httplib::Response& res) {
+                               httplib::Response& res, const std::string& ns) {
   const ResourceKind* rk = findKind(kind);
   uint64_t limit = 0;
   if (req.has_param("limit") && !parseUint(req.get_param_value("limit"), limit)) {
@@ -506,7 +538,9 @@ void TestApiServer::handleList(const std::string& kind, const httplib::Request& 
     snap.rv = rv_;
     snap.kind = kind;
     snap.offset = 0;
-    for (const auto& [key, obj] : objects_[kind]) snap.items.push_back(obj);
+    for (const auto& [key, obj] : objects_[kind]) {
+      if (ns.empty() || k8s::namespaceOf(obj) == ns) snap.items.push_back(obj);
+    }
   }
   const size_t remaining = snap.items.size() - snap.offset;
   const size_t n = limit > 0 ? std::min<size_t>(static_cast<size_t>(limit), remaining) : remaining;

@@ -106,6 +106,8 @@ class TestApiServer {
   size_t watchRequests(const std::string& kind) const;  ///< watch requests received
   size_t openWatches(const std::string& kind = "") const;
   size_t unauthorizedRequests() const;
+  /// GETs of single objects (any kind, any status): what a decision confirmed live costs.
+  size_t objectGets() const;
   /// PATCHes of PersistentVolumes applied, and refused with 409 for a stale resourceVersion.
   size_t patchRequests() const;
   size_t patchConflicts() const;
@@ -129,7 +131,9 @@ class TestApiServer {
   };
 
   void handle(const httplib::Request& req, httplib::Response& res);
-  void handleList(const std::string& kind, const httplib::Request& req, httplib::Response& res);
+  /// A list of `kind`, of one namespace when `ns` is not "".
+  void handleList(const std::string& kind, const httplib::Request& req, httplib::Response& res,
+                  const std::string& ns = "");
   void handleWatch(const std::string& kind, const httplib::Request& req, httplib::Response& res);
   uint64_t record(const std::string& kind, const std::string& type, const json& object);
   json withKind(const std::string& kind, json object) const;
@@ -148,6 +152,7 @@ class TestApiServer {
   bool expireContinueOnce_ = false;
   size_t chunkSize_ = 0;
   std::string token_;
+  size_t objectGets_ = 0;
   uint64_t rv_ = 1;
   uint64_t historyStart_ = 1;  ///< watches from RV >= this are served from history
   std::deque<Event> history_;

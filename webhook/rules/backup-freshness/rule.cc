@@ -53,6 +53,13 @@ ObjectPtr claimFor(const ClusterState& state, const std::string& ns, const std::
            {"spec", {{"volumeName", pv}}}});
 }
 
+/// "claim grafana", or "PV pvc-12" for a volume without a claim: what a warning names.
+std::string volumeLabel(const json& claim) {
+  const std::string name = k8s::name(claim);
+  if (name == "(no claim)") return "PV " + k8s::str(claim, "/spec/volumeName");
+  return "claim " + name;
+}
+
 /// A pointer to an object the request owns, for as long as the request lives (no copy).
 ObjectPtr borrowed(const json& obj) { return ObjectPtr(ObjectPtr(), &obj); }
 
@@ -169,11 +176,12 @@ class BackupFreshness : public Rule {
       std::string line = r.what + ": ";
       if (good == nullptr) {
         line += "no successful backup found";
-        brief.push_back(k8s::name(*r.claim) + " none");
+        brief.push_back(volumeLabel(*r.claim) + " (none found)");
       } else {
         line += "newest successful backup is " + good->label() + " from " +
                 formatRfc3339(*good->time) + " (" + backups::age(*good->time, ctx.now) + ")";
-        brief.push_back(k8s::name(*r.claim) + " " + backups::age(*good->time, ctx.now));
+        brief.push_back(volumeLabel(*r.claim) + " (newest " + backups::age(*good->time, ctx.now) +
+                        ")");
       }
       if (const backups::Copy* failed = found.newerFailure()) {
         line += "; a newer " + failed->label() + " did not count (" + failed->state +
@@ -186,7 +194,7 @@ class BackupFreshness : public Rule {
     const std::string count =
         std::to_string(stale.size()) + (stale.size() == 1 ? " volume has" : " volumes have");
     // The engine shortens warnings to the apiserver's length (at a UTF-8 boundary).
-    std::string warning = "no backup newer than " + limitText + ": " + joinCapped(brief, 3);
+    std::string warning = "no backup within " + limitText + ": " + joinCapped(brief, 3);
     // Built in one buffer: this runs on every guarded deletion the webhook sees.
     std::string message;
     message.reserve(1200);

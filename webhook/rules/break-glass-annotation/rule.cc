@@ -51,6 +51,14 @@ class BreakGlassAnnotation : public Rule {
           "the " + cfg.annotation + " annotation on " + what + " is invalid: " + parsed.error(),
           "invalid break-glass annotation on " + what)};
     }
+    if (parsed->until <= ctx.now) {
+      return {violation("the " + cfg.annotation + " annotation on " + what +
+                            " has until=" + formatRfc3339(parsed->until) +
+                            ", which has already passed, so it would override nothing; set a "
+                            "time in the next " +
+                            std::to_string(cfg.maxDuration.count()) + "h.",
+                        "break-glass until= already passed on " + what)};
+    }
     if (parsed->until - ctx.now > cfg.maxDuration) {
       return {violation("the " + cfg.annotation + " annotation on " + what +
                             " has until=" + formatRfc3339(parsed->until) + ", more than " +

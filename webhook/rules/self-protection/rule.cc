@@ -1,9 +1,12 @@
 // self-protection: the webhook's own Deployment, policy ConfigMap and
 // ValidatingWebhookConfiguration may be changed or deleted only by members of the break-glass
-// groups (or the users the policy lists, such as cert-manager's CA injector), so the guard cannot
-// be quietly switched off. Note: kube-apiserver never sends ValidatingWebhookConfiguration objects
-// to admission webhooks; that target matters for `stateguardctl` offline checks, and RBAC must
-// guard the live object.
+// groups, of the groups the policy lists (system:masters: cluster admins, who bypass RBAC and can
+// remove the webhook configuration anyway, so refusing them protects nothing and breaks
+// `helm upgrade` and `kubectl apply -k` of stateguard itself) or by the users it lists (the
+// GitOps controllers that install it, cert-manager's CA injector), so the guard cannot be quietly
+// switched off by someone who may merely edit objects in its namespace. Note: kube-apiserver never
+// sends ValidatingWebhookConfiguration objects to admission webhooks; that target matters for
+// `stateguardctl` offline checks, and RBAC must guard the live object.
 
 #include <algorithm>
 
@@ -34,7 +37,12 @@ class SelfProtection : public Rule {
                {"deployment", "stateguard-webhook"},
                {"policyConfigMap", "stateguard-policy"},
                {"webhookConfiguration", "stateguard"},
-               {"allowedUsers", {"system:serviceaccount:cert-manager:cert-manager-cainjector"}}},
+               {"allowedGroups", {"system:masters"}},
+               {"allowedUsers",
+                {"system:serviceaccount:cert-manager:cert-manager-cainjector",
+                 "system:serviceaccount:flux-system:kustomize-controller",
+                 "system:serviceaccount:flux-system:helm-controller",
+                 "system:serviceaccount:argocd:argocd-application-controller"}}},
           {{"apps", "v1", "deployments", "Deployment", {"UPDATE", "DELETE"}},
            {"autoscaling", "v1", "deployments", "Scale", {"UPDATE"}, "scale", "apps"},
            {"", "v1", "configmaps", "ConfigMap", {"UPDATE", "DELETE"}},
@@ -64,13 +72,19 @@ class SelfProtection : public Rule {
         contains(p.value("allowedUsers", json::array()), req.user.username)) {
       return {};
     }
+    const json groups = p.value("allowedGroups", json::array());
+    for (const auto& g : req.user.groups) {
+      if (contains(groups, g)) return {};
+    }
     const std::string verb = req.operation == "DELETE" ? "delete" : "change";
     return {violation("user \"" + req.user.username + "\" may not " + verb + " " + req.describe() +
                           ": it is part of stateguard itself, and changing it could switch off the "
                           "protection of every volume in the cluster. Members of " +
                           joinCapped(ctx.policy.breakGlass.groups, 10) +
-                          " may change it; to uninstall, delete the ValidatingWebhookConfiguration "
-                          "first (see the README's Uninstall section).",
+                          " and cluster admins may change it (upgrade with their credentials, or "
+                          "add your deploy tool's identity to self-protection's allowedUsers); to "
+                          "uninstall, delete the ValidatingWebhookConfiguration first (see the "
+                          "README's Uninstall section).",
                       "stateguard's own " + req.kind + " " + req.name + " is protected")};
   }
 };
