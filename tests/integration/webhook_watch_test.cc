@@ -96,9 +96,18 @@ TEST_F(WebhookWatchTest, DecisionsFollowTheLiveClusterThroughDropsAndGone) {
   ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), true));
 
   // The watch drops; a change made meanwhile still arrives (resumed from the last resourceVersion).
+  // The verdict is right at once (an allowance is confirmed live); the cache has the change once
+  // a denial needs no API call.
   api_->dropWatches();
   api_->modify("PersistentVolume", boundPv("pv-a", "Delete"));
-  ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), false));
+  bool cached = false;
+  for (int i = 0; i < 300 && !cached; ++i) {
+    const size_t gets = api_->objectGets();
+    ASSERT_TRUE(eventuallyClaimDeleteAllowed(webhook, claim("data-a", "pv-a"), false));
+    cached = api_->objectGets() == gets;
+    if (!cached) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(cached) << "the watch never delivered the change";
   EXPECT_EQ(api_->listRequests("PersistentVolume"), listsBefore)
       << "a dropped watch needs no re-list";
 
@@ -163,6 +172,136 @@ TEST_F(WebhookWatchTest, DenialsBecomeRateLimitedEventsButDryRunsDoNot) {
   for (const auto& r : webhook.auditRecords())
     sawDryRun |= r["uid"] == "dry-1" && r["dryRun"] == true;
   EXPECT_TRUE(sawDryRun);
+}
+
+/// POSTs a review; returns the response object.
+json answer(const WebhookProcess& webhook, const json& review) {
+  auto [status, body] = webhook.post(review.dump());
+  EXPECT_EQ(status, 200) << body;
+  return status == 200 ? json::parse(body)["response"] : json::object();
+}
+
+bool waitReady(WebhookProcess& webhook) {
+  for (int i = 0; i < 250; ++i) {
+    if (webhook.get("/readyz").first == 200) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return false;
+}
+
+// Issue 12, item 5: a PV patched from Retain to Delete, then its claim deleted milliseconds later,
+// before the watch delivers the patch. The cache says Retain (allowed); the allowance destroys
+// data, so it is confirmed with one GET and refused. Denials and requests that read no lagging
+// state cost no API call; a confirmation that cannot be read refuses instead of allowing.
+TEST_F(WebhookWatchTest, AllowancesThatDestroyDataAreConfirmedLiveAndNothingElse) {
+  api_->add("PersistentVolume", boundPv("pv-a", "Retain"));
+  api_->add("PersistentVolumeClaim", claim("data-a", "pv-a"));
+  api_->add("PersistentVolume", boundPv("pv-d", "Delete"));
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  ASSERT_TRUE(waitReady(webhook)) << webhook.process().stderrText();
+  auto deleteClaim = [&](const std::string& name, const std::string& pv) {
+    return answer(webhook, makeReview("del-" + std::to_string(counter_++), "DELETE", nullptr,
+                                      claim(name, pv), nullptr, false, nullptr));
+  };
+
+  // Retained in the cache and in the API: allowed, after one GET of the PV.
+  size_t gets = api_->objectGets();
+  EXPECT_TRUE(deleteClaim("data-a", "pv-a")["allowed"].get<bool>());
+  EXPECT_EQ(api_->objectGets(), gets + 1);
+
+  // The watch lags: the patch to Delete has not reached the cache. Still refused.
+  api_->pauseWatches();
+  api_->dropWatches();
+  api_->modify("PersistentVolume", boundPv("pv-a", "Delete"));
+  gets = api_->objectGets();
+  json refused = deleteClaim("data-a", "pv-a");
+  EXPECT_FALSE(refused["allowed"].get<bool>());
+  EXPECT_NE(refused["status"]["message"].get<std::string>().find("PV pv-a"), std::string::npos)
+      << refused.dump();
+  EXPECT_EQ(api_->objectGets(), gets + 1);
+
+  // A denial from the cache, and requests that read nothing that lags: no API call.
+  gets = api_->objectGets();
+  EXPECT_FALSE(deleteClaim("data-d", "pv-d")["allowed"].get<bool>());
+  json labelled = boundPv("pv-d", "Delete");
+  labelled["metadata"]["labels"] = {{"team", "db"}};
+  EXPECT_TRUE(answer(webhook, makeReview("upd", "UPDATE", labelled, boundPv("pv-d", "Delete"),
+                                         nullptr, false, nullptr))["allowed"]
+                  .get<bool>());
+  EXPECT_EQ(api_->objectGets(), gets);
+
+  // The API cannot confirm: what the cache would allow is refused, saying why.
+  api_->modify("PersistentVolume", boundPv("pv-a", "Retain"));
+  api_->failRequests("PersistentVolume", 500);
+  json cannot = deleteClaim("data-a", "pv-a");
+  EXPECT_FALSE(cannot["allowed"].get<bool>());
+  EXPECT_EQ(cannot["status"]["code"], 503);
+  EXPECT_NE(cannot["status"]["message"].get<std::string>().find("confirmed from the API server"),
+            std::string::npos)
+      << cannot.dump();
+  api_->failRequests("PersistentVolume", 0);
+  api_->resumeWatches();
+
+  auto metrics = webhook.get("/metrics").second;
+  EXPECT_NE(metrics.find("stateguard_live_confirmations_total 3"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("stateguard_cache_silence_seconds"), std::string::npos) << metrics;
+}
+
+// Issue 12, item 6: a denial in a namespace being deleted has nowhere to put its Event; the
+// webhook neither retries nor logs it at every denial.
+TEST_F(WebhookWatchTest, NoEventsIntoANamespaceBeingDeleted) {
+  api_->add("Namespace",
+            {{"apiVersion", "v1"},
+             {"kind", "Namespace"},
+             {"metadata", {{"name", "db"}, {"deletionTimestamp", "2026-01-01T00:00:00Z"}}},
+             {"status", {{"phase", "Terminating"}}}});
+  api_->add("PersistentVolume", boundPv("pv-a", "Delete"));
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  ASSERT_TRUE(waitReady(webhook)) << webhook.process().stderrText();
+  // Refused for a person (the namespace controller would pass: see the pvc-delete suite).
+  json r = answer(webhook, makeReview("in-terminating", "DELETE", nullptr, claim("data-a", "pv-a"),
+                                      nullptr, false, nullptr));
+  ASSERT_FALSE(r["allowed"].get<bool>());
+  std::string metrics;
+  for (int i = 0; i < 250; ++i) {
+    metrics = webhook.get("/metrics").second;
+    if (metrics.find("stateguard_events_suppressed_total 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_NE(metrics.find("stateguard_events_suppressed_total 1"), std::string::npos) << metrics;
+  EXPECT_TRUE(api_->events().empty());
+  EXPECT_EQ(webhook.process().stderrText().find("could not record"), std::string::npos)
+      << webhook.process().stderrText();
+}
+
+// Issue 12, item 6: /readyz says so when the cache has not heard from the apiserver for longer
+// than --max-cache-silence, and recovers once it hears again.
+TEST_F(WebhookWatchTest, ReadinessFailsWhenTheCacheHearsNothing) {
+  WebhookProcess webhook(dir_, certs_, {"--kubeconfig", dir_ + "/kubeconfig"},
+                         {"--max-cache-silence", "1"});
+  ASSERT_TRUE(webhook.started()) << webhook.process().stderrText();
+  ASSERT_TRUE(waitReady(webhook)) << webhook.process().stderrText();
+  api_->pauseWatches();
+  api_->dropWatches();
+  std::pair<int, std::string> ready;
+  for (int i = 0; i < 200; ++i) {
+    ready = webhook.get("/readyz");
+    if (ready.first == 503) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(ready.first, 503);
+  EXPECT_NE(ready.second.find("no word from the apiserver"), std::string::npos) << ready.second;
+  api_->resumeWatches();
+  for (int i = 0; i < 250; ++i) {
+    api_->sendBookmarks();
+    ready = webhook.get("/readyz");
+    if (ready.first == 200) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(ready.first, 200) << ready.second;
+  EXPECT_NE(webhook.process().stop(), -1);
 }
 
 json veleroBackup(const std::string& name, const std::string& phase, Clock::time_point done) {

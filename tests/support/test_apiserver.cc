@@ -495,9 +495,16 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
       continue;
     }
     if (name.empty() || name.find('/') != std::string::npos) continue;
+    int fail = 0;
     {
       std::lock_guard lock(mu_);
       ++objectGets_;
+      auto f = failStatus_.find(rk.storeKey());
+      if (f != failStatus_.end()) fail = f->second;
+    }
+    if (fail != 0) {
+      sendStatus(res, fail, "InternalError", "injected failure for " + req.path);
+      return;
     }
     json obj = object(rk.storeKey(), ns, name);
     if (obj.is_null()) {
