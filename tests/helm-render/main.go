@@ -363,6 +363,7 @@ func run() error {
 	var chartDir, releaseName, namespace string
 	var valueFiles, sets, setStrings multiFlag
 	var notes bool
+	var kubeVersion string
 	flag.StringVar(&chartDir, "chart", "", "chart directory (with Chart.yaml)")
 	flag.StringVar(&releaseName, "release-name", "stateguard", "release name")
 	flag.StringVar(&namespace, "namespace", "stateguard-system", "release namespace")
@@ -370,6 +371,7 @@ func run() error {
 	flag.Var(&sets, "set", "key=value (repeatable)")
 	flag.Var(&setStrings, "set-string", "key=value, value kept a string (repeatable)")
 	flag.BoolVar(&notes, "notes", false, "also render NOTES.txt (to stderr)")
+	flag.StringVar(&kubeVersion, "kube-version", "v1.30.0", "Kubernetes version for .Capabilities.KubeVersion (helm template --kube-version)")
 	flag.Parse()
 	if chartDir == "" {
 		return errors.New("--chart is required")
@@ -493,9 +495,7 @@ func run() error {
 			},
 			"Chart": chart,
 			"Capabilities": map[string]interface{}{
-				"KubeVersion": map[string]interface{}{
-					"Version": "v1.30.0", "Major": "1", "Minor": "30", "GitVersion": "v1.30.0",
-				},
+				"KubeVersion": kubeVersionOf(kubeVersion),
 				"APIVersions": []string{},
 			},
 			"Template": map[string]interface{}{
@@ -571,4 +571,18 @@ func main() {
 		fmt.Fprintln(os.Stderr, "Error:", err)
 		os.Exit(1)
 	}
+}
+
+// kubeVersionOf is .Capabilities.KubeVersion for "v1.26.5" (or "1.26"): Version, Major, Minor,
+// GitVersion, as Helm fills them.
+func kubeVersionOf(v string) map[string]interface{} {
+	if !strings.HasPrefix(v, "v") {
+		v = "v" + v
+	}
+	parts := strings.SplitN(strings.TrimPrefix(v, "v"), ".", 3)
+	for len(parts) < 3 {
+		parts = append(parts, "0")
+	}
+	v = "v" + strings.Join(parts, ".")
+	return map[string]interface{}{"Version": v, "Major": parts[0], "Minor": parts[1], "GitVersion": v}
 }

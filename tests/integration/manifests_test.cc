@@ -423,7 +423,17 @@ struct WebhookExpectations {
   std::set<std::string> alsoExcluded;
   enum class Ca { None, CertManager, Bundle } ca = Ca::None;
   std::string caBundlePem;  // for Ca::Bundle: the CA certificate the caBundle must hold
+  /// Rendered for Kubernetes < 1.28: no matchConditions, PV and claim updates in the advisory
+  /// (fail-open) entry instead of the destructive one, so volumes bind while the webhook is down.
+  bool preMatchConditions = false;
 };
+
+/// PersistentVolume and claim UPDATEs: the tuples that move to the advisory entry before 1.28.
+const std::set<Tuple>& volumeUpdateTuples() {
+  static const std::set<Tuple> kTuples = {{"", "v1", "persistentvolumes", "UPDATE"},
+                                          {"", "v1", "persistentvolumeclaims", "UPDATE"}};
+  return kTuples;
+}
 
 std::string base64Decode(const std::string& in) {
   static const std::string chars =
@@ -549,8 +559,27 @@ void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookEx
     for (const auto& ns : x.alsoExcluded) EXPECT_FALSE(selects(sel, ns)) << ns;
     EXPECT_EQ(selects(sel, "some-app"), e.namespaceSelector == kExclusions);
 
+    std::set<Tuple> want = e.tuples;
+    if (x.preMatchConditions && e.name == "destructive.stateguard.io") {
+      for (const auto& t : volumeUpdateTuples()) EXPECT_EQ(want.erase(t), 1u);
+    }
+    if (x.preMatchConditions && e.name == "advisory.stateguard.io")
+      want.insert(volumeUpdateTuples().begin(), volumeUpdateTuples().end());
+    // Only the destructive entry filters updates with matchConditions (1.28+): the PV binder's
+    // updates of PVs and claims must never wait for the webhook.
+    const bool filtered = e.name == "destructive.stateguard.io" && !x.preMatchConditions;
+    EXPECT_EQ(h.contains("matchConditions"), filtered) << h.dump();
+    if (filtered) {
+      ASSERT_TRUE(h["matchConditions"].is_array() && h["matchConditions"].size() == 1);
+      const std::string cel = h["matchConditions"][0].value("expression", "");
+      for (const char* guarded :
+           {"request.operation != 'UPDATE'", "kubernetes.io/pv-protection",
+            "kubernetes.io/pvc-protection", "stateguard.io/allow", "persistentVolumeReclaimPolicy",
+            "spec.replicas", "spec.template", "persistentVolumeClaimRetentionPolicy", "'scale'"})
+        EXPECT_NE(cel.find(guarded), std::string::npos) << "matchConditions miss " << guarded;
+    }
     const std::set<Tuple> got = tuplesOf(h);
-    EXPECT_EQ(got, e.tuples) << "sends:" << describe(got) << "\nshould send:" << describe(e.tuples);
+    EXPECT_EQ(got, want) << "sends:" << describe(got) << "\nshould send:" << describe(want);
     total += got.size();
     all.insert(got.begin(), got.end());
     // Entries with the same selector see the same namespaces; exclusions and own (checked
@@ -1002,6 +1031,30 @@ TEST(Kustomize, CertManagerOverlay) {
   checkCertManager(objects, kNamespace, "cert-manager overlay");
   checkRbac(objects, kNamespace, "cert-manager overlay");
   checkWorkload(objects, kNamespace, 2, "cert-manager overlay");
+}
+
+// Kubernetes < 1.28: the pre-1.28 component beside an overlay drops matchConditions and moves PV
+// and claim updates to the fail-open entry; the chart does the same from --kube-version.
+TEST(Kustomize, Pre128ComponentAndTheChartForOlderClusters) {
+  const std::string dir = makeTempDir("sg-pre128");
+  const std::string rel =
+      std::filesystem::relative(sourcePath("manifests"), std::filesystem::path(dir)).string();
+  writeText(dir + "/kustomization.yaml", "resources: [" + rel + "/overlays/cert-manager]\n" +
+                                             "components: [" + rel + "/components/pre-1.28]\n");
+  const auto objects = kustomize(dir);
+  removeTree(dir);
+  checkWellFormed(objects, "cert-manager overlay + pre-1.28");
+  WebhookExpectations x;
+  x.ca = WebhookExpectations::Ca::CertManager;
+  x.preMatchConditions = true;
+  checkWebhookConfiguration(objects, x, "cert-manager overlay + pre-1.28");
+
+  const auto chart = renderChart({"--kube-version", "v1.26.5"});
+  checkWebhookConfiguration(chart, x, "chart for 1.26");
+  expectSameObjects(objects, chart, "cert-manager overlay + pre-1.28 vs chart for 1.26");
+  const auto current = renderChart({"--kube-version", "v1.28.0"});
+  x.preMatchConditions = false;
+  checkWebhookConfiguration(current, x, "chart for 1.28");
 }
 
 TEST(Kustomize, SelfSignedOverlayAfterSetup) {

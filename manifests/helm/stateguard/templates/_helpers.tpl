@@ -117,3 +117,33 @@ namespaceSelector:
       operator: In
       values: [{{ .Release.Namespace | quote }}]
 {{- end }}
+
+{{/*
+Only the updates a rule judges reach the destructive entry (Kubernetes 1.28+, see
+manifests/base/validatingwebhookconfiguration.yaml): the PV binder's updates never wait for the
+webhook. Older clusters get no matchConditions; their PV/PVC updates go to the advisory entry.
+*/}}
+{{- define "stateguard.matchConditions" -}}
+{{- if semverCompare ">=1.28-0" .Capabilities.KubeVersion.Version -}}
+matchConditions:
+  - name: guarded-change
+    expression: >-
+      request.operation != 'UPDATE' ||
+      !(request.resource.resource in ['persistentvolumes', 'persistentvolumeclaims', 'statefulsets']) ||
+      (has(request.subResource) && request.subResource == 'scale') ||
+      (has(oldObject.metadata.finalizers) && oldObject.metadata.finalizers.exists(f,
+      f in ['kubernetes.io/pv-protection', 'kubernetes.io/pvc-protection'] &&
+      !(has(object.metadata.finalizers) && f in object.metadata.finalizers))) ||
+      (has(object.metadata.annotations) && 'stateguard.io/allow' in object.metadata.annotations &&
+      !(has(oldObject.metadata.annotations) && 'stateguard.io/allow' in oldObject.metadata.annotations &&
+      oldObject.metadata.annotations['stateguard.io/allow'] == object.metadata.annotations['stateguard.io/allow'])) ||
+      (request.resource.resource == 'persistentvolumes' &&
+      (has(object.spec.persistentVolumeReclaimPolicy) ? object.spec.persistentVolumeReclaimPolicy : 'Delete') !=
+      (has(oldObject.spec.persistentVolumeReclaimPolicy) ? oldObject.spec.persistentVolumeReclaimPolicy : 'Delete')) ||
+      (request.resource.resource == 'statefulsets' &&
+      ((has(object.spec.replicas) ? object.spec.replicas : 1) != (has(oldObject.spec.replicas) ? oldObject.spec.replicas : 1) ||
+      object.spec.template != oldObject.spec.template ||
+      (has(object.spec.persistentVolumeClaimRetentionPolicy) ? object.spec.persistentVolumeClaimRetentionPolicy : {}) !=
+      (has(oldObject.spec.persistentVolumeClaimRetentionPolicy) ? oldObject.spec.persistentVolumeClaimRetentionPolicy : {})))
+{{- end -}}
+{{- end -}}
