@@ -687,6 +687,9 @@ std::unique_ptr<httplib::SSLClient> KubeClient::makeClient(std::chrono::seconds 
   cli->set_read_timeout(readTimeout);
   cli->set_write_timeout(kWriteTimeout);
   cli->set_keep_alive(false);
+  // The request goes out in more than one TLS record: without TCP_NODELAY the second waits for
+  // the apiserver's delayed ACK, 40 ms per request (measured: a live GET took 55 ms, 2 ms with it).
+  cli->set_tcp_nodelay(true);
   cli->set_follow_location(false);
   cli->set_url_encode(false);  // paths and queries are encoded here
   cli->set_default_headers({{"Accept", "application/json"}, {"User-Agent", kUserAgent}});

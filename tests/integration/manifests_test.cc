@@ -663,6 +663,8 @@ std::set<Grant> expectedGrants() {
     }
     out.insert({group, resource, "list"});
     out.insert({group, resource, "watch"});
+    // An allowance that destroys data is confirmed with a GET of what it read (confirmedLive()).
+    if (confirmedLive(k.storeKey())) out.insert({group, resource, "get"});
   }
   // Events on denials (the only writes): core and events.k8s.io.
   for (const std::string g : {"", "events.k8s.io"})
@@ -691,11 +693,11 @@ void checkRbac(const std::vector<json>& objects, const std::string& ns, const st
   }
   const std::set<Grant> want = expectedGrants();
   EXPECT_EQ(got, want) << "ClusterRole grants:" << describeGrants(got)
-                       << "\nthe cache lists+watches (core/cluster_state.cc watchedKinds()) "
-                          "and events need:"
+                       << "\nthe cache lists+watches (core/cluster_state.cc watchedKinds()), "
+                          "live confirmation gets (confirmedLive()) and events need:"
                        << describeGrants(want);
   for (const auto& [g, r, v] : got) {
-    if (v != "list" && v != "watch") {
+    if (v != "list" && v != "watch" && v != "get") {
       EXPECT_EQ(r, "events") << "only events may be written";
     }
   }
