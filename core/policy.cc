@@ -120,17 +120,15 @@ Result<Policy> parsePolicy(std::string_view text, const std::string& source,
     if (!cs.is_object()) return makeError(source + ": controllers must be a mapping");
     auto& c = policy.controllers;
     const std::map<std::string, std::vector<std::string>*> fields = {
-        {"pvProtection", &c.pvProtection},
-        {"pvcProtection", &c.pvcProtection},
-        {"namespace", &c.namespaceCleanup},
-        {"garbageCollector", &c.garbageCollector},
-        {"volumeReclaim", &c.volumeReclaim}};
+        {"pvProtection", &c.pvProtection},  {"pvcProtection", &c.pvcProtection},
+        {"namespace", &c.namespaceCleanup}, {"garbageCollector", &c.garbageCollector},
+        {"statefulSet", &c.statefulSet},    {"volumeReclaim", &c.volumeReclaim}};
     for (const auto& [key, value] : cs.items()) {
       auto field = fields.find(key);
       if (field == fields.end()) {
         return makeError(source + ": unknown key controllers." + key +
                          " (expected pvProtection, pvcProtection, namespace, garbageCollector, "
-                         "volumeReclaim)");
+                         "statefulSet, volumeReclaim)");
       }
       auto users = stringList(value, source + ": controllers." + key);
       if (!users.ok()) return makeError(users.error());

@@ -56,6 +56,10 @@ struct ControllerIdentities {
   std::vector<std::string> garbageCollector = {
       "system:serviceaccount:kube-system:generic-garbage-collector",
       "system:kube-controller-manager"};
+  /// Makes a StatefulSet (or its pod) the owner of its claims, as its claim retention policy
+  /// (judged by statefulset-claims when set to Delete) says.
+  std::vector<std::string> statefulSet = {
+      "system:serviceaccount:kube-system:statefulset-controller", "system:kube-controller-manager"};
   /// Deletes a Released PV after its reclaim policy Delete destroyed the backend volume (the PV
   /// binder for in-tree volumes; add a CSI driver's external-provisioner service account).
   std::vector<std::string> volumeReclaim = {

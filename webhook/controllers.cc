@@ -99,6 +99,49 @@ std::optional<std::string> ownerlessClaim(const AdmissionRequest& req, const Clu
          ") is gone; the owner's deletion or scale-down was judged";
 }
 
+/// The StatefulSet controller makes a StatefulSet (or one of its pods) the owner of a claim,
+/// changing nothing else, because that StatefulSet's claim retention policy says Delete (which
+/// statefulset-claims judged when it was set).
+std::optional<std::string> retentionOwner(const AdmissionRequest& req, const ClusterState& state,
+                                          const ControllerIdentities& ids) {
+  if (req.kind != "PersistentVolumeClaim" || !oneOf(req.user.username, ids.statefulSet))
+    return std::nullopt;
+  for (const char* p :
+       {"/spec", "/metadata/annotations", "/metadata/labels", "/metadata/finalizers"}) {
+    if (!sameAt(req.object, req.oldObject, p)) return std::nullopt;
+  }
+  const json& before = k8s::at(req.oldObject, "/metadata/ownerReferences");
+  const json& after = k8s::at(req.object, "/metadata/ownerReferences");
+  if (!after.is_array() || after == before) return std::nullopt;
+  auto retainsByDelete = [](const ObjectPtr& sts) {
+    return sts &&
+           (k8s::str(*sts, "/spec/persistentVolumeClaimRetentionPolicy/whenDeleted") == "Delete" ||
+            k8s::str(*sts, "/spec/persistentVolumeClaimRetentionPolicy/whenScaled") == "Delete");
+  };
+  for (const json& ref : after) {
+    if (before.is_array() && std::find(before.begin(), before.end(), ref) != before.end()) continue;
+    std::string sts;
+    if (k8s::str(ref, "/kind") == "StatefulSet" && k8s::str(ref, "/apiVersion") == "apps/v1") {
+      sts = k8s::str(ref, "/name");
+    } else if (k8s::str(ref, "/kind") == "Pod" && k8s::str(ref, "/apiVersion") == "v1") {
+      ObjectPtr pod = lookUp(state, "Pod", req.ns, k8s::str(ref, "/name"),
+                             [](const ObjectPtr& o) { return !o; });
+      const json& podOwners = pod ? k8s::at(*pod, "/metadata/ownerReferences") : json();
+      if (podOwners.is_array()) {
+        for (const json& o : podOwners) {
+          if (k8s::str(o, "/kind") == "StatefulSet") sts = k8s::str(o, "/name");
+        }
+      }
+    }
+    if (sts.empty()) return std::nullopt;
+    if (!retainsByDelete(lookUp(state, "StatefulSet", req.ns, sts,
+                                [&](const ObjectPtr& o) { return !retainsByDelete(o); })))
+      return std::nullopt;
+  }
+  return req.user.username + " sets the owners of " + req.describe() +
+         " as its StatefulSet's claim retention policy (Delete) says; that policy was judged";
+}
+
 /// The reclaimer deletes a Released PV whose reclaim policy Delete has destroyed the backend.
 std::optional<std::string> reclaimedVolume(const AdmissionRequest& req,
                                            const ControllerIdentities& ids) {
@@ -117,9 +160,9 @@ std::optional<std::string> controllerExemption(const AdmissionRequest& req,
                                                const ControllerIdentities& ids) {
   if (!req.subResource.empty()) return std::nullopt;
   if (req.operation == "UPDATE") {
-    if (req.kind == "PersistentVolume" || req.kind == "PersistentVolumeClaim")
-      return protectionFinalizer(req, ids);
-    return std::nullopt;
+    if (req.kind != "PersistentVolume" && req.kind != "PersistentVolumeClaim") return std::nullopt;
+    if (auto pass = protectionFinalizer(req, ids)) return pass;
+    return retentionOwner(req, state, ids);
   }
   if (req.operation != "DELETE") return std::nullopt;
   if (auto pass = namespaceCleanup(req, state, ids)) return pass;

@@ -8,6 +8,8 @@
 //  - the namespace controller deleting what a namespace that is being deleted holds;
 //  - the garbage collector deleting a claim whose owners (a StatefulSet, a pod) are all gone or
 //    being deleted (StatefulSet claim retention, generic ephemeral volumes);
+//  - the StatefulSet controller making a StatefulSet or its pod the owner of a claim, as the
+//    StatefulSet's claim retention policy (Delete) says;
 //  - the PV reclaimer deleting a Released PV with reclaim policy Delete (its backend is gone).
 
 #include <optional>

@@ -575,7 +575,8 @@ void checkWebhookConfiguration(const std::vector<json>& objects, const WebhookEx
       for (const char* guarded :
            {"request.operation != 'UPDATE'", "kubernetes.io/pv-protection",
             "kubernetes.io/pvc-protection", "stateguard.io/allow", "persistentVolumeReclaimPolicy",
-            "spec.replicas", "spec.template", "persistentVolumeClaimRetentionPolicy", "'scale'"})
+            "spec.replicas", "spec.template", "persistentVolumeClaimRetentionPolicy", "'scale'",
+            "ownerReferences"})
         EXPECT_NE(cel.find(guarded), std::string::npos) << "matchConditions miss " << guarded;
     }
     const std::set<Tuple> got = tuplesOf(h);

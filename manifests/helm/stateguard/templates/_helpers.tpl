@@ -140,6 +140,9 @@ matchConditions:
       (request.resource.resource == 'persistentvolumes' &&
       (has(object.spec.persistentVolumeReclaimPolicy) ? object.spec.persistentVolumeReclaimPolicy : 'Delete') !=
       (has(oldObject.spec.persistentVolumeReclaimPolicy) ? oldObject.spec.persistentVolumeReclaimPolicy : 'Delete')) ||
+      (request.resource.resource == 'persistentvolumeclaims' &&
+      (has(object.metadata.ownerReferences) ? object.metadata.ownerReferences : []) !=
+      (has(oldObject.metadata.ownerReferences) ? oldObject.metadata.ownerReferences : [])) ||
       (request.resource.resource == 'statefulsets' &&
       ((has(object.spec.replicas) ? object.spec.replicas : 1) != (has(oldObject.spec.replicas) ? oldObject.spec.replicas : 1) ||
       object.spec.template != oldObject.spec.template ||
