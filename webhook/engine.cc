@@ -1,6 +1,7 @@
 #include "webhook/engine.h"
 
 #include "core/json_writer.h"
+#include "core/k8s.h"
 #include "core/timeutil.h"
 #include "webhook/break_glass.h"
 #include "webhook/controllers.h"
@@ -25,13 +26,21 @@ int rank(const std::string& verdict) {
   return 0;
 }
 
-/// Requests whose allowance can destroy data: deletions, and updates of volumes, claims and
-/// StatefulSets (finalizers, reclaim policy, retention, scale-down).
+/// Requests whose allowance can destroy data: deletions, updates of volumes and claims
+/// (finalizers, reclaim policy, owners), and StatefulSet updates that lower replicas or change
+/// claim retention. A rollout or a scale-up is not one, and costs no API call.
 bool destroysData(const AdmissionRequest& request) {
   if (request.operation == "DELETE") return true;
-  return request.operation == "UPDATE" &&
-         (request.kind == "PersistentVolume" || request.kind == "PersistentVolumeClaim" ||
-          request.kind == "StatefulSet" || request.kind == "Scale");
+  if (request.operation != "UPDATE") return false;
+  if (request.kind == "PersistentVolume" || request.kind == "PersistentVolumeClaim") return true;
+  if (request.kind != "StatefulSet" && request.kind != "Scale") return false;
+  auto replicas = [](const json& obj) {
+    const json& r = k8s::at(obj, "/spec/replicas");
+    return r.is_number_integer() ? r.get<long>() : 1;
+  };
+  return replicas(request.object) < replicas(request.oldObject) ||
+         k8s::at(request.object, "/spec/persistentVolumeClaimRetentionPolicy") !=
+             k8s::at(request.oldObject, "/spec/persistentVolumeClaimRetentionPolicy");
 }
 
 /// Passes reads through to a cluster state, noting whether any read a kind that confirmedLive()

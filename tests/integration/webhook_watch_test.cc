@@ -230,6 +230,23 @@ TEST_F(WebhookWatchTest, AllowancesThatDestroyDataAreConfirmedLiveAndNothingElse
                                          nullptr, false, nullptr))["allowed"]
                   .get<bool>());
   EXPECT_EQ(api_->objectGets(), gets);
+  // A StatefulSet rollout and a scale-up destroy nothing: judged from the cache alone.
+  json sts = {{"apiVersion", "apps/v1"},
+              {"kind", "StatefulSet"},
+              {"metadata", {{"name", "web"}, {"namespace", "db"}}},
+              {"spec",
+               {{"replicas", 2},
+                {"volumeClaimTemplates", json::array({{{"metadata", {{"name", "data"}}}}})},
+                {"template", {{"spec", {{"containers", json::array({{{"image", "a:1"}}})}}}}}}}};
+  json rolled = sts;
+  rolled["spec"]["template"]["spec"]["containers"][0]["image"] = "a:2";
+  rolled["spec"]["replicas"] = 3;
+  const size_t claimLists = api_->listRequests("PersistentVolumeClaim");
+  EXPECT_TRUE(
+      answer(webhook, makeReview("roll", "UPDATE", rolled, sts, nullptr, false, nullptr))["allowed"]
+          .get<bool>());
+  EXPECT_EQ(api_->objectGets(), gets);
+  EXPECT_EQ(api_->listRequests("PersistentVolumeClaim"), claimLists);
 
   // The API cannot confirm: what the cache would allow is refused, saying why.
   api_->modify("PersistentVolume", boundPv("pv-a", "Retain"));
