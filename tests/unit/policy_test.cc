@@ -43,6 +43,25 @@ rules:
   EXPECT_EQ(p->breakGlass.maxDuration, std::chrono::hours(4));
 }
 
+TEST(Policy, ControllerIdentitiesDefaultToKubeControllerManagerAndCanBeReplaced) {
+  auto defaults = parse("");
+  ASSERT_TRUE(defaults.ok()) << defaults.error();
+  EXPECT_EQ(defaults->controllers.pvProtection,
+            (std::vector<std::string>{"system:serviceaccount:kube-system:pv-protection-controller",
+                                      "system:kube-controller-manager"}));
+  auto p = parse(R"(
+controllers:
+  volumeReclaim: ["system:serviceaccount:longhorn-system:longhorn-service-account"]
+  namespace: []
+)");
+  ASSERT_TRUE(p.ok()) << p.error();
+  EXPECT_EQ(
+      p->controllers.volumeReclaim,
+      std::vector<std::string>{"system:serviceaccount:longhorn-system:longhorn-service-account"});
+  EXPECT_TRUE(p->controllers.namespaceCleanup.empty());
+  EXPECT_EQ(p->controllers.garbageCollector, defaults->controllers.garbageCollector);
+}
+
 struct BadPolicy {
   const char* text;
   const char* error;
@@ -72,6 +91,9 @@ INSTANTIATE_TEST_SUITE_P(
         BadPolicy{"rulez: {}", "unknown key \"rulez\""},
         BadPolicy{"breakGlass: {groups: admins}", "breakGlass.groups must be a list of strings"},
         BadPolicy{"breakGlass: {maxDurationHours: -1}", "from 1 to 8760"},
+        BadPolicy{"controllers: {gc: []}", "unknown key controllers.gc (expected pvProtection"},
+        BadPolicy{"controllers: {namespace: kube}", "controllers.namespace must be a list"},
+        BadPolicy{"controllers: [a]", "controllers must be a mapping"},
         BadPolicy{"rules: {namespace-delete: {params: {maxListed: 1e300}}}",
                   "must be a whole number from 0 to 1000000"},
         BadPolicy{"rules: {namespace-delete: {params: {maxListed: 2.5}}}",
