@@ -15,6 +15,7 @@ packages=(
   clang libclang-rt-14-dev clang-format
   curl wrk nginx-light
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
+  etcd-server
 )
 
 missing=()

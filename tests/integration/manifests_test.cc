@@ -32,6 +32,7 @@
 
 #include "core/cluster_state.h"
 #include "core/json_yaml.h"
+#include "tests/support/helm_render.h"
 #include "tests/support/process.h"
 
 namespace stateguard::testing {
@@ -53,21 +54,8 @@ const std::string kOwn = "own";
 // ---------------------------------------------------------------------------------------------
 // Running tools
 
-/// Absolute path of a program on PATH, or "".
-std::string which(const std::string& name) {
-  const char* path = std::getenv("PATH");
-  std::stringstream ss(path ? path : "/usr/local/bin:/usr/bin:/bin");
-  std::string dir;
-  while (std::getline(ss, dir, ':')) {
-    if (dir.empty()) continue;
-    std::string candidate = dir + "/" + name;
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "";
-}
-
 std::string kubectl() {
-  std::string k = which("kubectl");
+  std::string k = findProgram("kubectl");
   if (k.empty()) {
     ADD_FAILURE() << "kubectl (1.24 or later: its built-in kustomize must support replacements) "
                      "is not installed, so the kustomize manifests cannot be rendered. Debian "
@@ -100,58 +88,15 @@ std::vector<json> kustomize(const std::string& dir) {
   return parseAll(r.out, dir);
 }
 
-/// Builds tests/helm-render once per test process (Go in GOPATH mode with Debian's sprig and
-/// yaml.v2; the Go build cache lives in the build tree, so later builds only link).
-class HelmRenderer {
- public:
-  static HelmRenderer& get() {
-    static HelmRenderer renderer;
-    return renderer;
-  }
-  ~HelmRenderer() {
-    if (!dir_.empty()) removeTree(dir_);
-  }
-  const std::string& binary() const { return binary_; }
-  const std::string& error() const { return error_; }
-
- private:
-  HelmRenderer() {
-    if (which("go").empty()) {
-      error_ =
-          "go is not installed (scripts/install-deps.sh installs golang-go, "
-          "golang-github-masterminds-sprig-dev and golang-gopkg-yaml.v2-dev)";
-      return;
-    }
-    dir_ = makeTempDir("sg-helm-render");
-    binary_ = dir_ + "/helm-render";
-    const std::string cache = std::string(STATEGUARD_BIN_DIR) + "/../helm-render-gocache";
-    CommandResult r = runCommand(
-        "/usr/bin/env",
-        {"GO111MODULE=off", "GOPATH=/usr/share/gocode", "GOFLAGS=", "GOENV=off", "GOCACHE=" + cache,
-         "go", "build", "-o", binary_, sourcePath("tests/helm-render/main.go")},
-        "", milliseconds(180000));
-    if (r.exitCode != 0) {
-      error_ = "go build tests/helm-render failed (" + std::to_string(r.exitCode) + "): " + r.err;
-      binary_.clear();
-    }
-  }
-  std::string dir_, binary_, error_;
-};
-
 /// Renders the chart like `helm template stateguard manifests/helm/stateguard -n NS ARGS`.
 CommandResult helmTemplate(const std::vector<std::string>& extra,
                            const std::string& ns = kNamespace) {
-  HelmRenderer& h = HelmRenderer::get();
-  if (h.binary().empty()) {
-    ADD_FAILURE() << h.error();
+  std::string error;
+  if (helmRenderBinary(&error).empty()) {
+    ADD_FAILURE() << error;
     return {};
   }
-  std::vector<std::string> args = {"--chart",        sourcePath("manifests/helm/stateguard"),
-                                   "--release-name", "stateguard",
-                                   "--namespace",    ns,
-                                   "--notes"};
-  args.insert(args.end(), extra.begin(), extra.end());
-  return runCommand(h.binary(), args, "", milliseconds(30000));
+  return renderHelmChart(extra, ns);
 }
 
 std::vector<json> renderChart(const std::vector<std::string>& extra,
@@ -1096,7 +1041,7 @@ TEST(Kustomize, SelfSignedOverlayAfterSetup) {
         << key;
   }
   // The serving certificate is for the Service's DNS name and signed by that CA.
-  std::string openssl = which("openssl");
+  std::string openssl = findProgram("openssl");
   ASSERT_FALSE(openssl.empty());
   CommandResult verify = runCommand(openssl, {"verify", "-CAfile", copy.overlay + "/certs/ca.crt",
                                               copy.overlay + "/certs/tls.crt"});
@@ -1114,7 +1059,7 @@ TEST(Kustomize, NoPrivateKeysInTheTreeAndCertificatesIgnored) {
     EXPECT_EQ(readText(p).find("PRIVATE KEY"), std::string::npos) << p;
   }
   // manifests/.gitignore keeps setup.sh's output out of git.
-  const std::string git = which("git");
+  const std::string git = findProgram("git");
   if (!git.empty() && fs::exists(sourcePath(".git"))) {
     CommandResult r = runCommand(git, {"-C", sourcePath(""), "check-ignore", "-q",
                                        "manifests/overlays/self-signed/certs/tls.key"});
@@ -1833,7 +1778,7 @@ std::set<std::string> aptInstalled(const std::vector<std::string>& stage) {
 
 /// The Debian package of every shared library `ldd` lists for a binary.
 std::set<std::string> librariesPackages(const std::string& binary, std::string* report) {
-  CommandResult ldd = runCommand(which("ldd"), {binary});
+  CommandResult ldd = runCommand(findProgram("ldd"), {binary});
   EXPECT_EQ(ldd.exitCode, 0) << ldd.err;
   std::vector<std::string> libs;
   std::stringstream ss(ldd.out);
@@ -1869,7 +1814,7 @@ std::set<std::string> librariesPackages(const std::string& binary, std::string* 
     }
     std::string pkg;
     for (const auto& c : candidates) {
-      CommandResult r = runCommand(which("dpkg-query"), {"-S", c});
+      CommandResult r = runCommand(findProgram("dpkg-query"), {"-S", c});
       if (r.exitCode != 0) continue;
       const std::string first = r.out.substr(0, r.out.find(": "));
       pkg = first.substr(0, first.find(':'));  // "libssl3:amd64" -> "libssl3"
@@ -1920,7 +1865,7 @@ TEST(Dockerfile, RuntimeStageInstallsEveryLibraryTheBinariesLoad) {
       std::cout << "[ note ] " << binaryPath(b) << " is not built: not checked\n";
       continue;
     }
-    CommandResult ldd = runCommand(which("ldd"), {binaryPath(b)});
+    CommandResult ldd = runCommand(findProgram("ldd"), {binaryPath(b)});
     const std::string lddText = ldd.out + ldd.err;
     const bool isStatic = lddText.find("not a dynamic executable") != std::string::npos ||
                           lddText.find("statically linked") != std::string::npos;
@@ -1941,7 +1886,7 @@ TEST(Dockerfile, RuntimeStageInstallsEveryLibraryTheBinariesLoad) {
     EXPECT_TRUE(installed.count(p)) << "the runtime stage does not install " << p << "\n" << report;
   // Every package named is a real Debian 12 package (installed here: the build uses it).
   for (const auto& p : installed) {
-    CommandResult r = runCommand(which("dpkg-query"), {"-W", "-f=${Status}", p});
+    CommandResult r = runCommand(findProgram("dpkg-query"), {"-W", "-f=${Status}", p});
     EXPECT_NE(r.out.find("install ok installed"), std::string::npos) << p << ": " << r.err;
   }
 

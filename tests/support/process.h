@@ -45,6 +45,8 @@ std::string readText(const std::string& path);
 void writeText(const std::string& path, const std::string& text);
 /// Source tree path (for samples and scripts).
 std::string sourcePath(const std::string& relative);
+/// Absolute path of a program found on PATH, or "" when there is none.
+std::string findProgram(const std::string& name);
 
 /// Result of running a command to completion.
 struct CommandResult {

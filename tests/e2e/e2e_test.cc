@@ -1,0 +1,1073 @@
+// End to end: stateguard installed from its shipped manifests into a real control plane (etcd,
+// kube-apiserver, kube-controller-manager; tests/e2e/control_plane.h), the real
+// stateguard-webhook judging what kube-apiserver sends, and the real kubectl acting as the
+// users of the seed incidents:
+//
+//   admin  system:masters          bob    `edit` in the test namespaces, and PersistentVolumes
+//   alice  stateguard:break-glass  the controllers, each as system:serviceaccount:kube-system:<c>
+//
+// One control plane for the whole binary (starting one takes ~15 s); STATEGUARD_E2E_K8S chooses
+// its version ("1.26", the oldest a user may still run, without matchConditions; "1.34", what
+// most run now). ctest runs the binary once per version (tests/CMakeLists.txt). When a program
+// or binary is missing, one line says what and every test is skipped.
+//
+// Each test checks the verdict (kubectl's exit code and message), that what was allowed really
+// completes (the controllers finishing it are not refused), and the webhook's audit line.
+// These tests state the intended behaviour (ARCHITECTURE.md, "Who is judged"), including where
+// the webhook does not do it yet.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/json_yaml.h"
+#include "core/k8s.h"
+#include "tests/e2e/control_plane.h"
+#include "tests/support/helm_render.h"
+#include "tests/support/process.h"
+#include "tests/support/test_apiserver.h"
+#include "tests/support/webhook_process.h"
+
+namespace stateguard::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using Clock = std::chrono::steady_clock;
+
+const std::string kNs = "stateguard-system";
+const std::string kAllow = "stateguard.io/allow";
+const std::string kControllerPrefix = "system:serviceaccount:kube-system:";
+
+// ---------------------------------------------------------------------------------------------
+// The cluster shared by every test
+
+struct Cluster {
+  std::string minor;
+  std::unique_ptr<ControlPlane> cp;
+  std::string skip;         ///< non-empty: something needed is missing, every test skips
+  std::string failure;      ///< non-empty: the cluster could not be set up, every test fails
+  std::string installDir;   ///< the kustomize folder installed
+  std::string installNote;  ///< why that one (e.g. the pre-1.28 overlay is missing)
+  bool preOverlayMissing = false;
+  DevCerts certs;
+  std::string caBundle;  ///< base64 of the webhook's CA
+  int webhookPort = 0;
+  std::string webhookDir, webhookKubeconfig;
+  std::unique_ptr<WebhookProcess> webhook;
+  Clock::time_point started;
+  double setupSeconds = 0;
+};
+
+Cluster* g = nullptr;
+
+bool pollUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = Clock::now() + timeout;
+  while (Clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(milliseconds(250));
+  }
+  return done();
+}
+
+/// An RFC 3339 UTC time `ahead` from now (break-glass `until=`).
+std::string rfc3339In(std::chrono::seconds ahead) {
+  const std::time_t t =
+      std::chrono::system_clock::to_time_t(std::chrono::system_clock::now() + ahead);
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+std::string breakGlass(const std::string& rule) {
+  return rule + "; until=" + rfc3339In(std::chrono::hours(1)) + "; reason=e2e INC-1 " + rule;
+}
+
+std::string listOf(const std::vector<json>& items) {
+  return json{{"apiVersion", "v1"}, {"kind", "List"}, {"items", items}}.dump();
+}
+
+/// `kubectl kustomize DIR`, parsed.
+Result<std::vector<json>> kustomize(const std::string& dir) {
+  CommandResult r = g->cp->kubectl("admin", {"kustomize", dir});
+  if (r.exitCode != 0) return makeError("kubectl kustomize " + dir + ": " + r.err);
+  auto objs = parseObjects(r.out, dir);
+  if (!objs.ok()) return makeError(objs.error());
+  std::vector<json> out;
+  for (auto& o : *objs) out.push_back(std::move(o.object));
+  return out;
+}
+
+/// Every webhook entry sent to https://127.0.0.1:PORT/validate with the test CA instead of the
+/// in-cluster Service (nothing else changes: no kubelet runs the Deployment's pods).
+void pointWebhooksHere(std::vector<json>& objects) {
+  for (auto& o : objects) {
+    if (o.value("kind", "") != "ValidatingWebhookConfiguration") continue;
+    for (auto& w : o["webhooks"]) {
+      w["clientConfig"] = {
+          {"url", "https://127.0.0.1:" + std::to_string(g->webhookPort) + "/validate"},
+          {"caBundle", g->caBundle}};
+    }
+  }
+}
+
+/// The install as applied: the chosen kustomize folder pointed at the local webhook.
+Result<std::vector<json>> renderInstall() {
+  auto objs = kustomize(g->installDir);
+  if (!objs.ok()) return objs;
+  pointWebhooksHere(objs.value());
+  return objs;
+}
+
+bool webhookReady() {
+  if (!g->webhook || !g->webhook->started()) return false;
+  return g->webhook->get("/readyz").first == 200;
+}
+
+bool startWebhook(std::string* error) {
+  g->webhook = std::make_unique<WebhookProcess>(
+      g->webhookDir, g->certs, std::vector<std::string>{"--kubeconfig", g->webhookKubeconfig},
+      std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(g->webhookPort),
+                               "--policy", sourcePath("manifests/base/policy.yaml")});
+  if (!g->webhook->started()) {
+    *error = "stateguard-webhook did not start: " + g->webhook->process().stderrText();
+    return false;
+  }
+  if (!pollUntil(webhookReady, seconds(60))) {
+    *error = "stateguard-webhook not ready (cache not synced) after 60 s: " +
+             g->webhook->process().stderrText();
+    return false;
+  }
+  return true;
+}
+
+void stopWebhook() {
+  if (g->webhook) g->webhook->process().stop(milliseconds(5000));
+  g->webhook.reset();
+}
+
+/// Installs stateguard as a user would, and starts the webhook with the shipped RBAC's identity.
+bool installStateguard(std::string* error) {
+  ControlPlane& cp = *g->cp;
+  // Users of the suite: alice administers (she is the break-glass operator), bob manages
+  // PersistentVolumes and gets `edit` per namespace (makeNamespace).
+  const std::string rbac = R"([
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "e2e-alice-cluster-admin"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "cluster-admin"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+     "metadata": {"name": "e2e-pv-operator"},
+     "rules": [{"apiGroups": [""], "resources": ["persistentvolumes"],
+                "verbs": ["get", "list", "watch", "update", "patch", "delete"]}]},
+    {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+     "metadata": {"name": "e2e-bob-pv-operator"},
+     "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                 "name": "e2e-pv-operator"},
+     "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]}])";
+  CommandResult r = cp.kubectl("admin", {"apply", "-f", "-"}, listOf(json::parse(rbac)));
+  if (r.exitCode != 0) {
+    *error = "RBAC for the test users: " + r.err;
+    return false;
+  }
+
+  // 1.26 has no matchConditions: the manifests' fallback for older clusters, when there is one.
+  g->installDir = sourcePath("manifests/base");
+  if (g->minor == "1.26") {
+    const std::string pre = sourcePath("manifests/overlays/pre-1.28");
+    if (fs::is_directory(pre)) {
+      g->installDir = pre;
+    } else {
+      g->preOverlayMissing = true;
+      g->installNote = "manifests/overlays/pre-1.28 does not exist: installed manifests/base";
+    }
+  }
+
+  g->webhookDir = cp.workDir() + "/webhook";
+  fs::create_directories(g->webhookDir);
+  try {
+    g->certs = makeDevCerts(g->webhookDir + "/certs");
+  } catch (const std::exception& e) {
+    *error = e.what();
+    return false;
+  }
+  g->caBundle = base64Encode(readText(g->certs.caCert));
+  g->webhookPort = freeLocalPort();
+
+  auto objs = renderInstall();
+  if (!objs.ok()) {
+    *error = objs.error();
+    return false;
+  }
+  r = cp.kubectl("admin", {"apply", "-f", "-"}, listOf(*objs));
+  if (r.exitCode != 0) {
+    *error = "kubectl apply of " + g->installDir + ": " + r.err;
+    return false;
+  }
+  // The webhook lists and watches as the shipped ServiceAccount, bound to the shipped
+  // ClusterRole by the shipped ClusterRoleBinding: nothing else grants it anything.
+  r = cp.kubectl("admin",
+                 {"create", "token", "stateguard-webhook", "-n", kNs, "--duration", "24h"});
+  if (r.exitCode != 0) {
+    *error = "kubectl create token stateguard-webhook: " + r.err;
+    return false;
+  }
+  std::string token = r.out;
+  while (!token.empty() && std::isspace(static_cast<unsigned char>(token.back()))) token.pop_back();
+  g->webhookKubeconfig = cp.writeKubeconfig("stateguard-webhook", token);
+  if (!startWebhook(error)) return false;
+
+  // kube-apiserver picks the configuration up from its own watch: wait until a request reaches
+  // the webhook (a break-glass annotation by admin, who is not in the group, is refused).
+  json ns = {{"apiVersion", "v1"},
+             {"kind", "Namespace"},
+             {"metadata", {{"name", "e2e-probe-2"}, {"annotations", {{kAllow, "x"}}}}}};
+  const bool wired = pollUntil(
+      [&] {
+        CommandResult t = cp.kubectl("admin", {"create", "--dry-run=server", "-f", "-"}, ns.dump());
+        return t.exitCode != 0 && t.err.find("break-glass") != std::string::npos;
+      },
+      seconds(30));
+  if (!wired) {
+    *error = "kube-apiserver does not call the webhook 30 s after the install";
+    return false;
+  }
+  return true;
+}
+
+class ClusterEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    g = new Cluster;
+    const char* v = std::getenv("STATEGUARD_E2E_K8S");
+    g->minor = v != nullptr && *v != '\0' ? v : "1.34";
+    g->cp = std::make_unique<ControlPlane>(g->minor);
+    const auto t0 = Clock::now();
+    g->skip = g->cp->missing();
+    if (!g->skip.empty()) {
+      std::cout << "stateguard e2e (Kubernetes " << g->minor << "): SKIPPED: " << g->skip
+                << std::endl;
+      GTEST_SKIP();
+    }
+    std::string error;
+    if (!g->cp->start(&error) || !installStateguard(&error)) {
+      g->failure = "setting up Kubernetes " + g->minor + " failed: " + error;
+      std::cout << "stateguard e2e: " << g->failure << std::endl;
+      return;
+    }
+    g->setupSeconds = std::chrono::duration<double>(Clock::now() - t0).count();
+    g->started = Clock::now();
+    std::cout << "stateguard e2e: Kubernetes " << g->cp->version() << " in " << g->cp->workDir()
+              << ", installed " << g->installDir << ", ready in " << g->setupSeconds << " s"
+              << (g->installNote.empty() ? "" : "; NOTE: " + g->installNote) << std::endl;
+  }
+
+  void TearDown() override {
+    if (g == nullptr) return;
+    if (g->webhook && g->cp) {
+      // Who the webhook saw: the identities the controllers used.
+      std::set<std::string> users;
+      for (const auto& rec : g->webhook->auditRecords()) {
+        users.insert(rec.value("user", "") + " (" + rec.value("operation", "") + " " +
+                     rec.value("kind", "") + ")");
+      }
+      std::cout << "stateguard e2e: identities in the webhook's audit log:\n";
+      for (const auto& u : users) std::cout << "  " << u << "\n";
+      std::cout << "stateguard e2e: Kubernetes " << g->minor << ": setup " << g->setupSeconds
+                << " s, tests " << std::chrono::duration<double>(Clock::now() - g->started).count()
+                << " s" << std::endl;
+    }
+    stopWebhook();
+    if (g->cp) g->cp->stop();
+    delete g;
+    g = nullptr;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Fixture: helpers for the tests
+
+class E2e : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (g == nullptr) GTEST_SKIP() << "no cluster";
+    if (!g->skip.empty()) GTEST_SKIP();
+    if (!g->failure.empty()) FAIL() << g->failure;
+    // A test that failed half-way may have left kube-apiserver stopped.
+    if (!cp().apiServer().running()) {
+      std::string error;
+      ASSERT_TRUE(cp().startApiServer(&error)) << error;
+    }
+    // A test that failed half-way may have left the webhook stopped.
+    if (!webhookReady()) {
+      stopWebhook();
+      std::string error;
+      ASSERT_TRUE(startWebhook(&error)) << error;
+    }
+  }
+
+  ControlPlane& cp() { return *g->cp; }
+
+  CommandResult kubectl(const std::string& user, const std::vector<std::string>& args,
+                        const std::string& stdinText = "") {
+    return cp().kubectl(user, args, stdinText);
+  }
+
+  /// Creates `obj` as `user`; failure of the test when refused.
+  bool create(const std::string& user, const json& obj) {
+    CommandResult r = kubectl(user, {"create", "-f", "-"}, obj.dump());
+    EXPECT_EQ(r.exitCode, 0) << user << " could not create " << obj.value("kind", "") << " "
+                             << obj["metadata"].value("name", "") << ": " << r.err;
+    return r.exitCode == 0;
+  }
+
+  /// A namespace where bob has `edit`.
+  void makeNamespace(const std::string& name) {
+    create("admin", {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", name}}}});
+    create(
+        "admin",
+        {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+         {"kind", "RoleBinding"},
+         {"metadata", {{"name", "bob-edit"}, {"namespace", name}}},
+         {"roleRef",
+          {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "ClusterRole"}, {"name", "edit"}}},
+         {"subjects",
+          {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", "bob"}}}}});
+  }
+
+  /// A hostPath folder (below /tmp, holding a file) for a PV.
+  std::string volumeFolder(const std::string& pv) {
+    const std::string dir = cp().volumeDir() + "/" + pv;
+    fs::create_directories(dir);
+    writeText(dir + "/data", "precious data of " + pv + "\n");
+    return dir;
+  }
+
+  json hostPathPv(const std::string& name, const std::string& reclaim,
+                  const std::string& storageClass, const std::string& claimNs = "",
+                  const std::string& claimName = "") {
+    json pv = {{"apiVersion", "v1"},
+               {"kind", "PersistentVolume"},
+               {"metadata", {{"name", name}}},
+               {"spec",
+                {{"capacity", {{"storage", "1Gi"}}},
+                 {"accessModes", {"ReadWriteOnce"}},
+                 {"persistentVolumeReclaimPolicy", reclaim},
+                 {"storageClassName", storageClass},
+                 {"hostPath", {{"path", volumeFolder(name)}}}}}};
+    if (!claimName.empty()) {
+      pv["spec"]["claimRef"] = {{"kind", "PersistentVolumeClaim"},
+                                {"apiVersion", "v1"},
+                                {"namespace", claimNs},
+                                {"name", claimName}};
+    }
+    return pv;
+  }
+
+  json claim(const std::string& ns, const std::string& name, const std::string& storageClass,
+             const std::string& volumeName = "") {
+    json pvc = {{"apiVersion", "v1"},
+                {"kind", "PersistentVolumeClaim"},
+                {"metadata", {{"name", name}, {"namespace", ns}}},
+                {"spec",
+                 {{"accessModes", {"ReadWriteOnce"}},
+                  {"storageClassName", storageClass},
+                  {"resources", {{"requests", {{"storage", "1Gi"}}}}}}}};
+    if (!volumeName.empty()) pvc["spec"]["volumeName"] = volumeName;
+    return pvc;
+  }
+
+  static std::string pvPath(const std::string& name) { return "/api/v1/persistentvolumes/" + name; }
+  static std::string pvcPath(const std::string& ns, const std::string& name) {
+    return "/api/v1/namespaces/" + ns + "/persistentvolumeclaims/" + name;
+  }
+
+  /// The object at `path` for a failure message (without managedFields), or "(gone)".
+  std::string show(const std::string& path) {
+    json o = cp().getObject(path);
+    if (!o.is_object()) return "(gone)";
+    if (o.contains("metadata")) o["metadata"].erase("managedFields");
+    return o.dump();
+  }
+
+  bool exists(const std::string& path) { return cp().get(path).first == 200; }
+
+  bool waitPhase(const std::string& path, const std::string& phase, std::chrono::seconds timeout) {
+    return pollUntil(
+        [&] {
+          json o = cp().getObject(path);
+          return o.is_object() && k8s::str(o, "/status/phase") == phase;
+        },
+        timeout);
+  }
+
+  /// A claim `ns/name` bound to a new hostPath PV `pv` with the given reclaim policy.
+  void boundClaim(const std::string& ns, const std::string& name, const std::string& pv,
+                  const std::string& reclaim) {
+    create("admin", hostPathPv(pv, reclaim, "e2e-static"));
+    create("bob", claim(ns, name, "e2e-static", pv));
+    ASSERT_TRUE(waitPhase(pvcPath(ns, name), "Bound", seconds(30)))
+        << "claim " << ns << "/" << name << " not Bound to " << pv
+        << " in 30 s: " << show(pvcPath(ns, name)) << "\nwebhook refusals of " << pv << ":"
+        << denials("", pv);
+  }
+
+  std::vector<json> audit() {
+    return g->webhook ? g->webhook->auditRecords() : std::vector<json>{};
+  }
+
+  /// The webhook's refusals about `ns/name` (ns "" for cluster-scoped objects) by users whose
+  /// name starts with `userPrefix`, one line per distinct (user, operation, message) with a
+  /// count; "" when there is none.
+  std::string refusals(const std::string& ns, const std::string& name,
+                       const std::string& userPrefix = "") {
+    std::vector<std::pair<std::string, int>> lines;
+    for (const auto& rec : audit()) {
+      if (rec.value("verdict", "") != "deny" || rec.value("name", "") != name ||
+          rec.value("namespace", "") != ns || rec.value("user", "").rfind(userPrefix, 0) != 0) {
+        continue;
+      }
+      const std::string line = rec.value("user", "") + " " + rec.value("operation", "") + " " +
+                               rec.value("kind", "") + ": " +
+                               rec.value("message", "").substr(0, 300);
+      auto it = std::find_if(lines.begin(), lines.end(), [&](auto& l) { return l.first == line; });
+      if (it == lines.end()) {
+        lines.emplace_back(line, 1);
+      } else {
+        ++it->second;
+      }
+    }
+    std::string out;
+    for (const auto& [line, n] : lines) out += "\n  " + std::to_string(n) + "x " + line;
+    return out;
+  }
+  std::string denials(const std::string& ns, const std::string& name) {
+    std::string out = refusals(ns, name);
+    return out.empty() ? " (none)" : out;
+  }
+  /// The controllers' requests about `ns/name` that the webhook refused.
+  std::string controllerDenials(const std::string& ns, const std::string& name) {
+    return refusals(ns, name, kControllerPrefix);
+  }
+
+  /// Waits until `done` (at most `timeout`). Gives up early, 2 s later, once the webhook has
+  /// refused a controller's request about `ns/name`: the controllers finishing what was allowed
+  /// must not be refused, so the failure is known (and its message names the refusals).
+  bool waitUnrefused(const std::function<bool()>& done, const std::string& ns,
+                     const std::string& name, std::chrono::seconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    std::optional<Clock::time_point> giveUp;
+    while (Clock::now() < deadline && (!giveUp || Clock::now() < *giveUp)) {
+      if (done()) return true;
+      if (!giveUp && !controllerDenials(ns, name).empty()) giveUp = Clock::now() + seconds(2);
+      std::this_thread::sleep_for(milliseconds(250));
+    }
+    return done();
+  }
+  bool waitGoneUnrefused(const std::string& path, const std::string& ns, const std::string& name,
+                         std::chrono::seconds timeout) {
+    return waitUnrefused([&] { return cp().get(path).first == 404; }, ns, name, timeout);
+  }
+
+  /// There is an audit line for this decision.
+  void expectAudit(const std::string& user, const std::string& operation, const std::string& kind,
+                   const std::string& ns, const std::string& name, const std::string& verdict,
+                   bool dryRun = false) {
+    for (const auto& rec : audit()) {
+      if (rec.value("user", "") == user && rec.value("operation", "") == operation &&
+          rec.value("kind", "") == kind && rec.value("namespace", "") == ns &&
+          rec.value("name", "") == name && rec.value("verdict", "") == verdict &&
+          rec.value("dryRun", false) == dryRun) {
+        return;
+      }
+    }
+    ADD_FAILURE() << "no audit line {user " << user << ", " << operation << " " << kind << " " << ns
+                  << "/" << name << ", verdict " << verdict << ", dryRun " << dryRun << "} in "
+                  << g->webhook->auditLogPath();
+  }
+
+  static void expectRefused(const CommandResult& r, const std::vector<std::string>& needles,
+                            const std::string& what) {
+    EXPECT_NE(r.exitCode, 0) << what << " was allowed: " << r.out << r.err;
+    for (const auto& n : needles) {
+      EXPECT_NE(r.err.find(n), std::string::npos) << what << ": no \"" << n << "\" in: " << r.err;
+    }
+  }
+
+  static void expectAllowed(const CommandResult& r, const std::string& what) {
+    EXPECT_EQ(r.exitCode, 0) << what << " was refused: " << r.err;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// The shipped manifests against the real API server
+
+/// Schema-less stand-ins for cert-manager's Issuer and Certificate, so the cert-manager overlay
+/// and the chart's default render can be checked by a server without cert-manager.
+json certManagerCrds() {
+  json out = json::array();
+  for (const auto& [kind, plural, singular] : std::vector<std::array<std::string, 3>>{
+           {"Issuer", "issuers", "issuer"}, {"Certificate", "certificates", "certificate"}}) {
+    out.push_back(
+        {{"apiVersion", "apiextensions.k8s.io/v1"},
+         {"kind", "CustomResourceDefinition"},
+         {"metadata", {{"name", plural + ".cert-manager.io"}}},
+         {"spec",
+          {{"group", "cert-manager.io"},
+           {"scope", "Namespaced"},
+           {"names", {{"kind", kind}, {"plural", plural}, {"singular", singular}}},
+           {"versions",
+            {{{"name", "v1"},
+              {"served", true},
+              {"storage", true},
+              {"schema",
+               {{"openAPIV3Schema",
+                 {{"type", "object"}, {"x-kubernetes-preserve-unknown-fields", true}}}}}}}}}}});
+  }
+  return out;
+}
+
+bool hasMatchConditions(const std::vector<json>& objects) {
+  for (const auto& o : objects) {
+    if (o.value("kind", "") != "ValidatingWebhookConfiguration") continue;
+    for (const auto& w : o["webhooks"]) {
+      if (w.contains("matchConditions")) return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
+  std::vector<json> crds;
+  for (auto& c : certManagerCrds()) crds.push_back(c);
+  CommandResult r = kubectl("admin", {"apply", "-f", "-"}, listOf(crds));
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  r = kubectl("admin", {"wait", "--for=condition=Established", "--timeout=30s",
+                        "crd/issuers.cert-manager.io", "crd/certificates.cert-manager.io"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+
+  // The self-signed overlay renders only after its setup.sh: in a copy of the tree.
+  const std::string copy = makeTempDir("sg-e2e-manifests");
+  fs::copy(sourcePath("manifests"), copy + "/manifests", fs::copy_options::recursive);
+  fs::create_directories(copy + "/certs");
+  fs::copy_file(sourcePath("certs/gen-certs.sh"), copy + "/certs/gen-certs.sh");
+
+  std::vector<std::pair<std::string, std::vector<json>>> renders;
+  std::vector<std::string> dirs = {copy + "/manifests/base"};
+  for (const auto& entry : fs::directory_iterator(copy + "/manifests/overlays")) {
+    if (entry.is_directory()) dirs.push_back(entry.path().string());
+  }
+  std::sort(dirs.begin(), dirs.end());
+  for (const auto& dir : dirs) {
+    const std::string name = fs::relative(dir, copy).string();
+    if (fs::exists(dir + "/setup.sh")) {
+      fs::remove_all(dir + "/certs");
+      CommandResult s = runCommand("/bin/bash", {dir + "/setup.sh"}, "", milliseconds(60000));
+      ASSERT_EQ(s.exitCode, 0) << name << "/setup.sh: " << s.err;
+    }
+    auto objs = kustomize(dir);
+    ASSERT_TRUE(objs.ok()) << objs.error();
+    renders.emplace_back(name, *objs);
+  }
+  // The chart into a namespace of its own (`helm install -n sg-helm --create-namespace`), so
+  // the dry run creates its objects instead of updating the installed ones.
+  ASSERT_EQ(kubectl("admin", {"create", "namespace", "sg-helm"}).exitCode, 0);
+  std::string renderError;
+  if (helmRenderBinary(&renderError).empty()) {
+    std::cout << "[ NOTE ] Helm chart not checked: " << renderError << std::endl;
+  } else {
+    const std::vector<std::pair<std::string, std::vector<std::string>>> values = {
+        {"chart (defaults)", {}},
+        {"chart (certificates.mode=provided)",
+         {"--set", "certificates.mode=provided", "--set",
+          "certificates.provided.caBundle=" + g->caBundle}}};
+    for (const auto& [name, args] : values) {
+      CommandResult h = renderHelmChart(args, "sg-helm");
+      ASSERT_EQ(h.exitCode, 0) << name << ": " << h.err;
+      auto objs = parseObjects(h.out, name);
+      ASSERT_TRUE(objs.ok()) << objs.error();
+      std::vector<json> list;
+      for (auto& o : *objs) list.push_back(o.object);
+      renders.emplace_back(name, list);
+    }
+  }
+
+  for (const auto& [name, objects] : renders) {
+    if (g->minor == "1.26" && hasMatchConditions(objects)) {
+      std::cout << "[ NOTE ] " << name << " uses matchConditions (Kubernetes 1.28+): not sent to "
+                << "1.26" << std::endl;
+      continue;
+    }
+    CommandResult d = kubectl("admin", {"apply", "--dry-run=server", "-f", "-"}, listOf(objects));
+    EXPECT_EQ(d.exitCode, 0) << name << " refused by kube-apiserver " << cp().version() << ": "
+                             << d.err;
+  }
+  removeTree(copy);
+}
+
+// ---------------------------------------------------------------------------------------------
+// a. A Released PV that retains its volume: deleting it is allowed with a warning, and the
+//    pv-protection controller's finalizer removal that completes it is not refused.
+
+TEST_F(E2e, ReleasedRetainPvDeleteIsAllowedAndCompletes) {
+  makeNamespace("e2e-a");
+  boundClaim("e2e-a", "data", "e2e-a-pv", "Retain");
+  // The claim goes first (allowed with a note: the PV keeps the data).
+  CommandResult r = kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-a", "--wait=false"});
+  expectAllowed(r, "bob deleting claim e2e-a/data (PV Retain)");
+  EXPECT_NE(r.err.find("stateguard pvc-delete"), std::string::npos) << r.err;
+  ASSERT_TRUE(waitGoneUnrefused(pvcPath("e2e-a", "data"), "e2e-a", "data", seconds(30)))
+      << "claim e2e-a/data still there after its deletion was allowed: "
+      << show(pvcPath("e2e-a", "data"))
+      << "\ncontrollers refused:" << controllerDenials("e2e-a", "data");
+  ASSERT_TRUE(waitPhase(pvPath("e2e-a-pv"), "Released", seconds(30))) << show(pvPath("e2e-a-pv"));
+
+  r = kubectl("bob", {"delete", "pv", "e2e-a-pv", "--wait=false"});
+  expectAllowed(r, "bob deleting Released PV e2e-a-pv (Retain)");
+  EXPECT_NE(r.err.find("Warning: stateguard pv-delete"), std::string::npos)
+      << "no warning: " << r.err;
+  EXPECT_TRUE(waitGoneUnrefused(pvPath("e2e-a-pv"), "", "e2e-a-pv", seconds(30)))
+      << "PV e2e-a-pv still there after its deletion was allowed: " << show(pvPath("e2e-a-pv"))
+      << "\ncontrollers refused:" << controllerDenials("", "e2e-a-pv");
+  // Retain: the data stays in the backend (the hostPath folder).
+  EXPECT_TRUE(fs::exists(cp().volumeDir() + "/e2e-a-pv/data"));
+  expectAudit("bob", "DELETE", "PersistentVolume", "", "e2e-a-pv", "warn");
+  EXPECT_EQ(controllerDenials("", "e2e-a-pv"), "");
+}
+
+// ---------------------------------------------------------------------------------------------
+// b. Break-glass deletion of a claim whose PV reclaims with Delete: allowed, and everything the
+//    controllers do to finish it (pvc-protection, the binder's reclaim, pv-protection) passes.
+
+TEST_F(E2e, BreakGlassClaimDeleteCompletesTheReclaim) {
+  makeNamespace("e2e-b");
+  boundClaim("e2e-b", "data", "e2e-b-pv", "Delete");
+  const std::string folder = cp().volumeDir() + "/e2e-b-pv";
+  CommandResult r = kubectl(
+      "alice", {"annotate", "pvc", "data", "-n", "e2e-b", kAllow + "=" + breakGlass("pvc-delete")});
+  expectAllowed(r, "alice setting the break-glass annotation");
+  r = kubectl("alice", {"delete", "pvc", "data", "-n", "e2e-b", "--wait=false"});
+  expectAllowed(r, "alice's break-glass deletion of e2e-b/data");
+  EXPECT_NE(r.err.find("break-glass by alice"), std::string::npos) << r.err;
+  expectAudit("alice", "DELETE", "PersistentVolumeClaim", "e2e-b", "data", "break-glass");
+
+  ASSERT_TRUE(waitGoneUnrefused(pvcPath("e2e-b", "data"), "e2e-b", "data", seconds(30)))
+      << "claim e2e-b/data still there after the break-glass deletion: "
+      << show(pvcPath("e2e-b", "data"))
+      << "\ncontrollers refused:" << controllerDenials("e2e-b", "data");
+  EXPECT_TRUE(waitGoneUnrefused(pvPath("e2e-b-pv"), "", "e2e-b-pv", seconds(30)))
+      << "PV e2e-b-pv (reclaim Delete) still there after its claim's deletion: "
+      << show(pvPath("e2e-b-pv")) << "\ncontrollers refused:" << controllerDenials("", "e2e-b-pv");
+  EXPECT_TRUE(pollUntil([&] { return !fs::exists(folder); }, seconds(30)))
+      << "the reclaim did not remove " << folder;
+}
+
+// ---------------------------------------------------------------------------------------------
+// c. The same deletion by bob, who is not in a break-glass group: refused, nothing happens.
+
+TEST_F(E2e, ClaimDeleteRefusedOutsideBreakGlass) {
+  makeNamespace("e2e-c");
+  boundClaim("e2e-c", "data", "e2e-c-pv", "Delete");
+  CommandResult r = kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-c", "--wait=false"});
+  expectRefused(r,
+                {"destructive.stateguard.io", "[pvc-delete]",
+                 "deleting PersistentVolumeClaim e2e-c/data destroys its data", "e2e-c-pv"},
+                "bob deleting e2e-c/data (PV Delete)");
+  json pvc = cp().getObject(pvcPath("e2e-c", "data"));
+  ASSERT_TRUE(pvc.is_object()) << "claim gone";
+  EXPECT_EQ(k8s::str(pvc, "/metadata/deletionTimestamp"), "");
+  EXPECT_TRUE(fs::exists(cp().volumeDir() + "/e2e-c-pv/data"));
+  expectAudit("bob", "DELETE", "PersistentVolumeClaim", "e2e-c", "data", "deny");
+}
+
+// ---------------------------------------------------------------------------------------------
+// d. Break-glass deletion of a namespace holding a claim on a Delete PV: the namespace
+//    controller empties it (its claim deletions are not refused) and the namespace goes.
+
+TEST_F(E2e, BreakGlassNamespaceDeleteFinishes) {
+  makeNamespace("e2e-d");
+  boundClaim("e2e-d", "data", "e2e-d-pv", "Delete");
+  CommandResult r = kubectl(
+      "alice", {"annotate", "namespace", "e2e-d", kAllow + "=" + breakGlass("namespace-delete")});
+  expectAllowed(r, "alice annotating namespace e2e-d");
+  r = kubectl("alice", {"delete", "namespace", "e2e-d", "--wait=false"});
+  expectAllowed(r, "alice's break-glass deletion of namespace e2e-d");
+  expectAudit("alice", "DELETE", "Namespace", "e2e-d", "e2e-d", "break-glass");
+
+  std::string contentFailure;
+  const bool gone = waitUnrefused(
+      [&] {
+        json ns = cp().getObject("/api/v1/namespaces/e2e-d");
+        if (!ns.is_object()) return true;
+        for (const auto& c : ns["status"].value("conditions", json::array())) {
+          if (c.value("type", "") == "NamespaceDeletionContentFailure" &&
+              c.value("status", "") == "True") {
+            contentFailure = c.value("message", "");
+          }
+        }
+        return false;
+      },
+      "e2e-d", "data", seconds(60));
+  EXPECT_EQ(contentFailure, "") << "NamespaceDeletionContentFailure";
+  ASSERT_TRUE(gone) << "namespace e2e-d still there after its deletion: "
+                    << show("/api/v1/namespaces/e2e-d")
+                    << "\ncontrollers refused:" << controllerDenials("e2e-d", "data");
+  EXPECT_TRUE(waitGoneUnrefused(pvPath("e2e-d-pv"), "", "e2e-d-pv", seconds(30)))
+      << "PV e2e-d-pv not reclaimed:" << controllerDenials("", "e2e-d-pv");
+}
+
+// ---------------------------------------------------------------------------------------------
+// e. A StatefulSet whose retention policy deletes its claims: bob's deletion refused; alice's
+//    break-glass deletion allowed, and the garbage collector then deletes the claims.
+
+TEST_F(E2e, StatefulSetWithDeleteRetention) {
+  makeNamespace("e2e-e");
+  for (int i = 0; i < 2; ++i) {
+    // Reserved for the claims the StatefulSet controller will create (data-web-<n>).
+    const std::string n = std::to_string(i);
+    create("admin", hostPathPv("e2e-e-pv-" + n, "Delete", "e2e-sts", "e2e-e", "data-web-" + n));
+  }
+  const json sts = json::parse(R"({
+    "apiVersion": "apps/v1", "kind": "StatefulSet",
+    "metadata": {"name": "web", "namespace": "e2e-e"},
+    "spec": {
+      "serviceName": "web", "replicas": 2, "podManagementPolicy": "Parallel",
+      "selector": {"matchLabels": {"app": "web"}},
+      "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete", "whenScaled": "Retain"},
+      "template": {
+        "metadata": {"labels": {"app": "web"}},
+        "spec": {"containers": [{"name": "web", "image": "registry.invalid/web:1",
+                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}]}},
+      "volumeClaimTemplates": [{
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "e2e-sts",
+                 "resources": {"requests": {"storage": "1Gi"}}}}]}})");
+  ASSERT_TRUE(create("bob", sts));
+  for (const char* c : {"data-web-0", "data-web-1"}) {
+    ASSERT_TRUE(waitPhase(pvcPath("e2e-e", c), "Bound", seconds(30)))
+        << c << " not Bound: " << show(pvcPath("e2e-e", c));
+    // The StatefulSet controller makes the StatefulSet own claims it must delete with it.
+    EXPECT_TRUE(pollUntil(
+        [&] {
+          json pvc = cp().getObject(pvcPath("e2e-e", c));
+          for (const auto& o : pvc["metadata"].value("ownerReferences", json::array())) {
+            if (o.value("kind", "") == "StatefulSet" && o.value("name", "") == "web") return true;
+          }
+          return false;
+        },
+        seconds(30)))
+        << c << " not owned by StatefulSet web: " << show(pvcPath("e2e-e", c));
+  }
+
+  CommandResult r = kubectl("bob", {"delete", "statefulset", "web", "-n", "e2e-e", "--wait=false"});
+  expectRefused(r, {"[statefulset-claims]", "deletes its claims", "data-web-0"},
+                "bob deleting StatefulSet e2e-e/web");
+  expectAudit("bob", "DELETE", "StatefulSet", "e2e-e", "web", "deny");
+
+  r = kubectl("alice", {"annotate", "statefulset", "web", "-n", "e2e-e",
+                        kAllow + "=" + breakGlass("statefulset-claims")});
+  expectAllowed(r, "alice annotating StatefulSet web");
+  r = kubectl("alice", {"delete", "statefulset", "web", "-n", "e2e-e", "--wait=false"});
+  expectAllowed(r, "alice's break-glass deletion of StatefulSet web");
+  expectAudit("alice", "DELETE", "StatefulSet", "e2e-e", "web", "break-glass");
+  for (const char* c : {"data-web-0", "data-web-1"}) {
+    ASSERT_TRUE(waitGoneUnrefused(pvcPath("e2e-e", c), "e2e-e", c, seconds(60)))
+        << c << " still there after StatefulSet web was deleted: " << show(pvcPath("e2e-e", c))
+        << "\ncontrollers refused:" << controllerDenials("e2e-e", c);
+  }
+  for (const char* pv : {"e2e-e-pv-0", "e2e-e-pv-1"}) {
+    EXPECT_TRUE(waitGoneUnrefused(pvPath(pv), "", pv, seconds(30)))
+        << pv << " not reclaimed:" << controllerDenials("", pv);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// f. With the webhook down, volumes still bind (the binder's updates are not sent to a webhook
+//    that fails closed), while a user's deletion is still refused.
+
+TEST_F(E2e, VolumesBindWhileTheWebhookIsDown) {
+  if (g->minor == "1.26" && g->preOverlayMissing) {
+    ADD_FAILURE() << "Kubernetes 1.26 has no matchConditions, and manifests/overlays/pre-1.28 "
+                     "(the fallback for clusters before 1.28) does not exist: installed "
+                     "manifests/base, whose destructive entry sends the binder's updates";
+  }
+  makeNamespace("e2e-f");
+  boundClaim("e2e-f", "kept", "e2e-f-kept", "Delete");
+  stopWebhook();
+  struct Restart {
+    ~Restart() {
+      std::string error;
+      if (!startWebhook(&error)) ADD_FAILURE() << error;
+    }
+  } restart;
+
+  create("admin", hostPathPv("e2e-f-pv", "Retain", "e2e-f"));
+  create("bob", claim("e2e-f", "data", "e2e-f"));
+  const bool bound = waitPhase(pvcPath("e2e-f", "data"), "Bound", seconds(30));
+  EXPECT_TRUE(bound) << "claim e2e-f/data not Bound 30 s after creation with the webhook down: "
+                     << show(pvcPath("e2e-f", "data")) << "\nPV: " << show(pvPath("e2e-f-pv"));
+  if (bound) {
+    EXPECT_TRUE(waitPhase(pvPath("e2e-f-pv"), "Bound", seconds(10)));
+  }
+
+  // Fail closed for people: the destructive entry refuses what it cannot judge.
+  CommandResult r = kubectl("bob", {"delete", "pvc", "kept", "-n", "e2e-f", "--wait=false"});
+  expectRefused(r, {"failed calling webhook", "destructive.stateguard.io"},
+                "bob deleting e2e-f/kept while the webhook is down");
+  EXPECT_TRUE(exists(pvcPath("e2e-f", "kept")));
+}
+
+// ---------------------------------------------------------------------------------------------
+// g. kube-apiserver restarts after an etcd compaction: the webhook's watches come back with 410
+//    Gone, it re-lists, and its verdicts follow a change made after the restart.
+
+uint64_t metricValue(const std::string& text, const std::string& name) {
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + " ", 0) == 0) return std::stoull(line.substr(name.size() + 1));
+  }
+  return 0;
+}
+
+TEST_F(E2e, WebhookFollowsTheClusterAcrossAnApiServerRestartWithCompaction) {
+  makeNamespace("e2e-g");
+  boundClaim("e2e-g", "data", "e2e-g-pv", "Retain");
+  CommandResult r =
+      kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-g", "--dry-run=server", "--wait=false"});
+  expectAllowed(r, "bob's dry-run deletion of a claim on a Retain PV");
+  // Later writes, so the webhook's last-seen versions are older than the compaction point.
+  for (int i = 0; i < 5; ++i) {
+    create("admin",
+           {{"apiVersion", "v1"},
+            {"kind", "ConfigMap"},
+            {"metadata", {{"name", "bump-" + std::to_string(i)}, {"namespace", "e2e-g"}}}});
+  }
+  const uint64_t relistsBefore =
+      metricValue(g->webhook->get("/metrics").second, "stateguard_watch_relists_total");
+
+  const auto stopping = Clock::now();
+  const std::string stopNote = cp().stopApiServer();
+  std::cout << "[ INFO ] kube-apiserver stopped in "
+            << std::chrono::duration<double>(Clock::now() - stopping).count() << " s"
+            << (stopNote.empty() ? "" : ": " + stopNote) << std::endl;
+  std::string error;
+  const int64_t revision = cp().compactEtcd(&error);
+  ASSERT_GT(revision, 0) << error;
+  ASSERT_TRUE(cp().startApiServer(&error)) << error;
+
+  // After the restart: alice arms the PV for deletion (break-glass, Retain -> Delete).
+  const json patch = {{"metadata", {{"annotations", {{kAllow, breakGlass("reclaim-policy")}}}}},
+                      {"spec", {{"persistentVolumeReclaimPolicy", "Delete"}}}};
+  r = kubectl("alice", {"patch", "pv", "e2e-g-pv", "--type=merge", "-p", patch.dump()});
+  ASSERT_EQ(r.exitCode, 0) << "alice's break-glass Retain -> Delete: " << r.err;
+
+  // The webhook must now see the claim as one whose data its deletion destroys.
+  CommandResult last;
+  const bool follows = pollUntil(
+      [&] {
+        last = kubectl(
+            "bob", {"delete", "pvc", "data", "-n", "e2e-g", "--dry-run=server", "--wait=false"});
+        return last.exitCode != 0 && last.err.find("[pvc-delete]") != std::string::npos;
+      },
+      seconds(30));
+  EXPECT_TRUE(follows) << "30 s after the PV became Delete the webhook still judges by the old "
+                          "state (compacted at revision "
+                       << revision << "): " << last.out << last.err
+                       << "\nwebhook log: " << g->webhook->process().stderrText();
+  r = kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-g", "--wait=false"});
+  expectRefused(r, {"[pvc-delete]", "e2e-g-pv"}, "bob deleting e2e-g/data after the restart");
+  EXPECT_TRUE(exists(pvcPath("e2e-g", "data")));
+  const uint64_t relistsAfter =
+      metricValue(g->webhook->get("/metrics").second, "stateguard_watch_relists_total");
+  EXPECT_GT(relistsAfter, relistsBefore) << "no re-list after 410 Gone counted";
+  std::cout << "[ INFO ] etcd compacted at revision " << revision << "; webhook re-lists "
+            << relistsBefore << " -> " << relistsAfter << std::endl;
+}
+
+// ---------------------------------------------------------------------------------------------
+// h. Self-protection: re-applying the install with a changed policy as the cluster admin is the
+//    upgrade path; bob, who may edit ConfigMaps in stateguard-system, may not change it.
+
+/// The install with a policy ConfigMap that differs from the one applied.
+std::vector<json> installWithPolicyNote(const std::string& note) {
+  auto objs = renderInstall();
+  EXPECT_TRUE(objs.ok()) << objs.error();
+  if (!objs.ok()) return {};
+  for (auto& o : objs.value()) {
+    if (o.value("kind", "") == "ConfigMap" && k8s::name(o) == "stateguard-policy") {
+      o["data"]["policy.yaml"] = o["data"]["policy.yaml"].get<std::string>() + "# " + note + "\n";
+    }
+  }
+  return *objs;
+}
+
+std::string policyText() {
+  json cm = g->cp->getObject("/api/v1/namespaces/" + kNs + "/configmaps/stateguard-policy");
+  return cm.is_object() ? k8s::str(cm, "/data/policy.yaml") : "";
+}
+
+TEST_F(E2e, AdminUpgradeWithChangedPolicyIsAllowed) {
+  CommandResult r =
+      kubectl("admin", {"apply", "-f", "-"}, listOf(installWithPolicyNote("upgraded by admin")));
+  expectAllowed(r, "admin (system:masters) re-applying the install with a changed policy");
+  EXPECT_NE(policyText().find("# upgraded by admin"), std::string::npos);
+  expectAudit("admin", "UPDATE", "ConfigMap", kNs, "stateguard-policy", "allow");
+}
+
+TEST_F(E2e, BreakGlassUpgradeAsDocumentedIsAllowed) {
+  // manifests/README.md, "Upgrades": impersonating a break-glass group.
+  CommandResult r = kubectl("admin",
+                            {"apply", "--as=admin", "--as-group=system:masters",
+                             "--as-group=stateguard:break-glass", "-f", "-"},
+                            listOf(installWithPolicyNote("upgraded as break-glass")));
+  expectAllowed(r, "admin re-applying as a member of stateguard:break-glass");
+  EXPECT_NE(policyText().find("# upgraded as break-glass"), std::string::npos);
+}
+
+TEST_F(E2e, PolicyTamperingRefusedForNamespaceEditor) {
+  create("admin",
+         {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+          {"kind", "RoleBinding"},
+          {"metadata", {{"name", "bob-edit"}, {"namespace", kNs}}},
+          {"roleRef",
+           {{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "ClusterRole"}, {"name", "edit"}}},
+          {"subjects",
+           {{{"apiGroup", "rbac.authorization.k8s.io"}, {"kind", "User"}, {"name", "bob"}}}}});
+  const std::string before = policyText();
+  ASSERT_NE(before, "");
+  const json patch = {{"data",
+                       {{"policy.yaml",
+                         "apiVersion: stateguard.io/v1alpha1\nkind: Policy\nrules:\n"
+                         "  pvc-delete: {mode: \"off\"}\n"}}}};
+  CommandResult r = kubectl("bob", {"patch", "configmap", "stateguard-policy", "-n", kNs,
+                                    "--type=merge", "-p", patch.dump()});
+  expectRefused(r, {"self.stateguard.io", "[self-protection]"},
+                "bob switching pvc-delete off in the policy ConfigMap");
+  EXPECT_EQ(policyText(), before);
+  r = kubectl("bob", {"delete", "configmap", "stateguard-policy", "-n", kNs, "--wait=false"});
+  expectRefused(r, {"[self-protection]"}, "bob deleting the policy ConfigMap");
+  r = kubectl("bob", {"scale", "deployment", "stateguard-webhook", "-n", kNs, "--replicas=0"});
+  expectRefused(r, {"[self-protection]"}, "bob scaling the webhook to 0");
+  expectAudit("bob", "UPDATE", "ConfigMap", kNs, "stateguard-policy", "deny");
+}
+
+// ---------------------------------------------------------------------------------------------
+// i. The seed incidents' requests, with the verdicts of the in-process suites.
+
+TEST_F(E2e, BoundPvDeleteRefused) {
+  makeNamespace("e2e-i1");
+  boundClaim("e2e-i1", "data", "e2e-i1-pv", "Delete");
+  CommandResult r = kubectl("bob", {"delete", "pv", "e2e-i1-pv", "--wait=false"});
+  expectRefused(r, {"[pv-delete]", "PersistentVolume e2e-i1-pv is Bound"},
+                "bob deleting Bound PV e2e-i1-pv");
+  json pv = cp().getObject(pvPath("e2e-i1-pv"));
+  EXPECT_EQ(k8s::str(pv, "/metadata/deletionTimestamp"), "");
+  expectAudit("bob", "DELETE", "PersistentVolume", "", "e2e-i1-pv", "deny");
+}
+
+TEST_F(E2e, ForceDeleteRefused) {
+  makeNamespace("e2e-i2");
+  boundClaim("e2e-i2", "data", "e2e-i2-pv", "Delete");
+  CommandResult r =
+      kubectl("bob", {"delete", "pv", "e2e-i2-pv", "--grace-period=0", "--force", "--wait=false"});
+  expectRefused(r, {"[pv-delete]"}, "bob force-deleting PV e2e-i2-pv");
+  r = kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-i2", "--grace-period=0", "--force",
+                      "--wait=false"});
+  expectRefused(r, {"[pvc-delete]"}, "bob force-deleting claim e2e-i2/data");
+  EXPECT_EQ(k8s::str(cp().getObject(pvPath("e2e-i2-pv")), "/metadata/deletionTimestamp"), "");
+  EXPECT_EQ(k8s::str(cp().getObject(pvcPath("e2e-i2", "data")), "/metadata/deletionTimestamp"), "");
+}
+
+TEST_F(E2e, FinalizerStripRefused) {
+  makeNamespace("e2e-i3");
+  boundClaim("e2e-i3", "data", "e2e-i3-pv", "Delete");
+  const std::string strip = R"([{"op": "remove", "path": "/metadata/finalizers"}])";
+  CommandResult r =
+      kubectl("bob", {"patch", "pvc", "data", "-n", "e2e-i3", "--type=json", "-p", strip});
+  expectRefused(r, {"[protection-finalizer]", "kubernetes.io/pvc-protection"},
+                "bob stripping the claim's finalizers");
+  r = kubectl("bob", {"patch", "pv", "e2e-i3-pv", "--type=json", "-p", strip});
+  expectRefused(r, {"[protection-finalizer]", "kubernetes.io/pv-protection"},
+                "bob stripping the PV's finalizers");
+  EXPECT_EQ(k8s::finalizers(cp().getObject(pvcPath("e2e-i3", "data"))),
+            std::vector<std::string>{"kubernetes.io/pvc-protection"});
+  EXPECT_EQ(k8s::finalizers(cp().getObject(pvPath("e2e-i3-pv"))),
+            std::vector<std::string>{"kubernetes.io/pv-protection"});
+  expectAudit("bob", "UPDATE", "PersistentVolumeClaim", "e2e-i3", "data", "deny");
+  expectAudit("bob", "UPDATE", "PersistentVolume", "", "e2e-i3-pv", "deny");
+}
+
+TEST_F(E2e, RetainToDeleteRefusedOutsideBreakGlass) {
+  makeNamespace("e2e-i4");
+  boundClaim("e2e-i4", "data", "e2e-i4-pv", "Retain");
+  CommandResult r = kubectl("bob", {"patch", "pv", "e2e-i4-pv", "-p",
+                                    R"({"spec":{"persistentVolumeReclaimPolicy":"Delete"}})"});
+  expectRefused(r, {"[reclaim-policy]", "from Retain to Delete"}, "bob's Retain -> Delete");
+  EXPECT_EQ(k8s::str(cp().getObject(pvPath("e2e-i4-pv")), "/spec/persistentVolumeReclaimPolicy"),
+            "Retain");
+  expectAudit("bob", "UPDATE", "PersistentVolume", "", "e2e-i4-pv", "deny");
+}
+
+TEST_F(E2e, DryRunDeleteGetsTheSameVerdictAndChangesNothing) {
+  makeNamespace("e2e-i5");
+  boundClaim("e2e-i5", "data", "e2e-i5-pv", "Delete");
+  CommandResult dry =
+      kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-i5", "--dry-run=server", "--wait=false"});
+  CommandResult real = kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-i5", "--wait=false"});
+  expectRefused(dry, {"[pvc-delete]"}, "bob's dry-run deletion");
+  expectRefused(real, {"[pvc-delete]"}, "bob's deletion");
+  EXPECT_EQ(dry.err, real.err) << "a dry run must get the verdict of the real request";
+  expectAudit("bob", "DELETE", "PersistentVolumeClaim", "e2e-i5", "data", "deny", true);
+  expectAudit("bob", "DELETE", "PersistentVolumeClaim", "e2e-i5", "data", "deny", false);
+
+  // Allowed as a dry run (break-glass), and nothing is deleted.
+  CommandResult r = kubectl("alice", {"annotate", "pvc", "data", "-n", "e2e-i5",
+                                      kAllow + "=" + breakGlass("pvc-delete")});
+  expectAllowed(r, "alice setting the break-glass annotation");
+  r = kubectl("alice",
+              {"delete", "pvc", "data", "-n", "e2e-i5", "--dry-run=server", "--wait=false"});
+  expectAllowed(r, "alice's break-glass dry-run deletion");
+  expectAudit("alice", "DELETE", "PersistentVolumeClaim", "e2e-i5", "data", "break-glass", true);
+  std::this_thread::sleep_for(milliseconds(500));
+  json pvc = cp().getObject(pvcPath("e2e-i5", "data"));
+  ASSERT_TRUE(pvc.is_object()) << "a dry run deleted the claim";
+  EXPECT_EQ(k8s::str(pvc, "/metadata/deletionTimestamp"), "");
+  EXPECT_TRUE(exists(pvPath("e2e-i5-pv")));
+}
+
+TEST_F(E2e, NamespaceDeleteMessageNamesTheNamespace) {
+  makeNamespace("gitea");
+  boundClaim("gitea", "gitea-data", "e2e-gitea-pv", "Delete");
+  CommandResult r = kubectl("admin", {"delete", "namespace", "gitea", "--wait=false"});
+  expectRefused(r, {"[namespace-delete]", "Namespace gitea", "gitea-data"},
+                "admin deleting namespace gitea");
+  EXPECT_EQ(r.err.find("Namespace gitea/gitea"), std::string::npos) << r.err;
+  json ns = cp().getObject("/api/v1/namespaces/gitea");
+  EXPECT_EQ(k8s::str(ns, "/status/phase"), "Active");
+  expectAudit("admin", "DELETE", "Namespace", "gitea", "gitea", "deny");
+}
+
+}  // namespace
+}  // namespace stateguard::testing
+
+int main(int argc, char** argv) {
+  ::testing::InitGoogleTest(&argc, argv);
+  ::testing::AddGlobalTestEnvironment(new stateguard::testing::ClusterEnvironment);
+  return RUN_ALL_TESTS();
+}
