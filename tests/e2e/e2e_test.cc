@@ -60,8 +60,7 @@ struct Cluster {
   std::string skip;         ///< non-empty: something needed is missing, every test skips
   std::string failure;      ///< non-empty: the cluster could not be set up, every test fails
   std::string installDir;   ///< the kustomize folder installed
-  std::string installNote;  ///< why that one (e.g. the pre-1.28 overlay is missing)
-  bool preOverlayMissing = false;
+  std::string installNote;  ///< why that one (before 1.28: the pre-1.28 component)
   DevCerts certs;
   std::string caBundle;  ///< base64 of the webhook's CA
   int webhookPort = 0;
@@ -125,6 +124,21 @@ void pointWebhooksHere(std::vector<json>& objects) {
   }
 }
 
+/// A kustomization in `dir` (made here) of `overlay` plus manifests/components/pre-1.28, what a
+/// user of a cluster before 1.28 writes; returns `dir`.
+std::string withPre128Component(const std::string& overlay, const std::string& dir) {
+  fs::create_directories(dir);
+  const std::string component =
+      fs::path(overlay).parent_path().filename() == "overlays"
+          ? fs::path(overlay).parent_path().parent_path().string() + "/components/pre-1.28"
+          : fs::path(overlay).parent_path().string() + "/components/pre-1.28";
+  writeText(dir + "/kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [" +
+                fs::relative(overlay, dir).string() + "]\ncomponents: [" +
+                fs::relative(component, dir).string() + "]\n");
+  return dir;
+}
+
 /// The install as applied: the chosen kustomize folder pointed at the local webhook.
 Result<std::vector<json>> renderInstall() {
   auto objs = kustomize(g->installDir);
@@ -186,16 +200,12 @@ bool installStateguard(std::string* error) {
     return false;
   }
 
-  // 1.26 has no matchConditions: the manifests' fallback for older clusters, when there is one.
+  // 1.26 has no matchConditions: the base with the manifests' component for older clusters, as
+  // the README tells such users to install it.
   g->installDir = sourcePath("manifests/base");
   if (g->minor == "1.26") {
-    const std::string pre = sourcePath("manifests/overlays/pre-1.28");
-    if (fs::is_directory(pre)) {
-      g->installDir = pre;
-    } else {
-      g->preOverlayMissing = true;
-      g->installNote = "manifests/overlays/pre-1.28 does not exist: installed manifests/base";
-    }
+    g->installDir = withPre128Component(sourcePath("manifests/base"), cp.workDir() + "/install");
+    g->installNote = "manifests/base with manifests/components/pre-1.28";
   }
 
   g->webhookDir = cp.workDir() + "/webhook";
@@ -580,9 +590,10 @@ TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
       CommandResult s = runCommand("/bin/bash", {dir + "/setup.sh"}, "", milliseconds(60000));
       ASSERT_EQ(s.exitCode, 0) << name << "/setup.sh: " << s.err;
     }
-    auto objs = kustomize(dir);
+    // Before 1.28 every overlay is installed with the pre-1.28 component (README).
+    auto objs = kustomize(g->minor == "1.26" ? withPre128Component(dir, dir + "-pre-1.28") : dir);
     ASSERT_TRUE(objs.ok()) << objs.error();
-    renders.emplace_back(name, *objs);
+    renders.emplace_back(g->minor == "1.26" ? name + " + components/pre-1.28" : name, *objs);
   }
   // The chart into a namespace of its own (`helm install -n sg-helm --create-namespace`), so
   // the dry run creates its objects instead of updating the installed ones.
@@ -597,7 +608,10 @@ TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
          {"--set", "certificates.mode=provided", "--set",
           "certificates.provided.caBundle=" + g->caBundle}}};
     for (const auto& [name, args] : values) {
-      CommandResult h = renderHelmChart(args, "sg-helm");
+      // As `helm install` does, the chart sees the cluster's version.
+      std::vector<std::string> withVersion = args;
+      withVersion.insert(withVersion.end(), {"--kube-version", cp().version()});
+      CommandResult h = renderHelmChart(withVersion, "sg-helm");
       ASSERT_EQ(h.exitCode, 0) << name << ": " << h.err;
       auto objs = parseObjects(h.out, name);
       ASSERT_TRUE(objs.ok()) << objs.error();
@@ -608,10 +622,12 @@ TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
   }
 
   for (const auto& [name, objects] : renders) {
-    if (g->minor == "1.26" && hasMatchConditions(objects)) {
-      std::cout << "[ NOTE ] " << name << " uses matchConditions (Kubernetes 1.28+): not sent to "
-                << "1.26" << std::endl;
-      continue;
+    if (g->minor == "1.26") {
+      EXPECT_FALSE(hasMatchConditions(objects))
+          << name << " uses matchConditions, which Kubernetes 1.26 does not know";
+    } else {
+      EXPECT_TRUE(hasMatchConditions(objects))
+          << name << ": the binder's updates would wait for the webhook";
     }
     CommandResult d = kubectl("admin", {"apply", "--dry-run=server", "-f", "-"}, listOf(objects));
     EXPECT_EQ(d.exitCode, 0) << name << " refused by kube-apiserver " << cp().version() << ": "
@@ -801,11 +817,6 @@ TEST_F(E2e, StatefulSetWithDeleteRetention) {
 //    that fails closed), while a user's deletion is still refused.
 
 TEST_F(E2e, VolumesBindWhileTheWebhookIsDown) {
-  if (g->minor == "1.26" && g->preOverlayMissing) {
-    ADD_FAILURE() << "Kubernetes 1.26 has no matchConditions, and manifests/overlays/pre-1.28 "
-                     "(the fallback for clusters before 1.28) does not exist: installed "
-                     "manifests/base, whose destructive entry sends the binder's updates";
-  }
   makeNamespace("e2e-f");
   boundClaim("e2e-f", "kept", "e2e-f-kept", "Delete");
   stopWebhook();
