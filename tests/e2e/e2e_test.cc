@@ -16,16 +16,24 @@
 // These tests state the intended behaviour (ARCHITECTURE.md, "Who is judged"), including where
 // the webhook does not do it yet.
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -33,6 +41,7 @@
 
 #include "core/json_yaml.h"
 #include "core/k8s.h"
+#include "core/kube_client.h"
 #include "tests/e2e/control_plane.h"
 #include "tests/support/helm_render.h"
 #include "tests/support/process.h"
@@ -1072,6 +1081,214 @@ TEST_F(E2e, NamespaceDeleteMessageNamesTheNamespace) {
   json ns = cp().getObject("/api/v1/namespaces/gitea");
   EXPECT_EQ(k8s::str(ns, "/status/phase"), "Active");
   expectAudit("admin", "DELETE", "Namespace", "gitea", "gitea", "deny");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 5 of issue 12: the watch cache can be milliseconds behind. A break-glass PATCH of a PV from
+// Retain to Delete, then a claim DELETE a millisecond later on another connection: the cache may
+// still say Retain, so the allowance is confirmed from the apiserver, and the DELETE is refused
+// every time (before, 2 of 450 tries were allowed and would have destroyed the volume).
+
+/// A TCP relay on 127.0.0.1 that holds every chunk the server sends for `delay` before passing
+/// it on, in order (TLS passes through untouched): a watch cache behind it lags by that much, as a
+/// busy apiserver or network makes it, while requests still reach the real apiserver.
+class LaggingRelay {
+ public:
+  LaggingRelay(int targetPort, milliseconds delay) : target_(targetPort), delay_(delay) {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (::bind(listener_, reinterpret_cast<sockaddr*>(&addr), len) != 0 ||
+        ::listen(listener_, 64) != 0 ||
+        ::getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(addr.sin_port);
+    acceptor_ = std::thread([this] { acceptLoop(); });
+  }
+  ~LaggingRelay() {
+    stopping_ = true;
+    ::shutdown(listener_, SHUT_RDWR);
+    ::close(listener_);
+    if (acceptor_.joinable()) acceptor_.join();
+    {
+      std::lock_guard lock(mu_);
+      for (int fd : fds_) ::shutdown(fd, SHUT_RDWR);
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    for (int fd : fds_) ::close(fd);
+  }
+  int port() const { return port_; }
+
+ private:
+  void acceptLoop() {
+    while (!stopping_) {
+      int client = ::accept(listener_, nullptr, nullptr);
+      if (client < 0) return;
+      int server = ::socket(AF_INET, SOCK_STREAM, 0);
+      sockaddr_in addr{};
+      addr.sin_family = AF_INET;
+      addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      addr.sin_port = htons(static_cast<uint16_t>(target_));
+      if (::connect(server, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+        ::close(client);
+        ::close(server);
+        continue;
+      }
+      auto queue = std::make_shared<Queue>();
+      std::lock_guard lock(mu_);
+      fds_.push_back(client);
+      fds_.push_back(server);
+      threads_.emplace_back([=] { pump(client, server); });
+      threads_.emplace_back([=, this] { readLagged(server, client, queue); });
+      threads_.emplace_back([=, this] { writeLagged(client, queue); });
+    }
+  }
+  static void pump(int from, int to) {
+    char buf[16384];
+    for (ssize_t n; (n = ::read(from, buf, sizeof buf)) > 0;) {
+      if (::send(to, buf, static_cast<size_t>(n), MSG_NOSIGNAL) != n) break;
+    }
+    ::shutdown(to, SHUT_WR);
+  }
+  struct Queue {
+    std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>> chunks;
+    bool closed = false;
+  };
+  void readLagged(int from, int to, const std::shared_ptr<Queue>& q) {
+    char buf[16384];
+    for (ssize_t n; (n = ::read(from, buf, sizeof buf)) > 0;) {
+      std::lock_guard lock(mu_);
+      q->chunks.emplace_back(std::chrono::steady_clock::now() + delay_,
+                             std::string(buf, static_cast<size_t>(n)));
+      cv_.notify_all();
+    }
+    std::lock_guard lock(mu_);
+    q->closed = true;
+    cv_.notify_all();
+    (void)to;
+  }
+  void writeLagged(int to, const std::shared_ptr<Queue>& q) {
+    std::unique_lock lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stopping_ || q->closed || !q->chunks.empty(); });
+      if (q->chunks.empty()) break;  // closed or stopping, nothing left
+      auto [due, bytes] = std::move(q->chunks.front());
+      q->chunks.pop_front();
+      lock.unlock();
+      std::this_thread::sleep_until(due);
+      const bool sent = ::send(to, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+                        static_cast<ssize_t>(bytes.size());
+      lock.lock();
+      if (!sent || stopping_) break;
+    }
+    ::shutdown(to, SHUT_WR);
+  }
+
+  int target_;
+  milliseconds delay_;
+  int listener_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stopping_{false};
+  std::thread acceptor_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<int> fds_;
+  std::vector<std::thread> threads_;
+};
+
+/// A keep-alive HTTPS client to the apiserver as `user` (token and CA from its kubeconfig).
+std::unique_ptr<httplib::SSLClient> apiClient(const std::string& user) {
+  auto config = loadKubeconfig(g->cp->kubeconfig(user));
+  if (!config.ok()) {
+    ADD_FAILURE() << config.error();
+    return nullptr;
+  }
+  auto cli = std::make_unique<httplib::SSLClient>("127.0.0.1", g->cp->apiPort());
+  cli->set_ca_cert_path(g->cp->caPath().c_str());
+  cli->enable_server_certificate_verification(true);
+  cli->set_bearer_token_auth(config->token);
+  cli->set_keep_alive(true);
+  cli->set_tcp_nodelay(true);
+  return cli;
+}
+
+TEST_F(E2e, ADeleteRightAfterRetainToDeleteIsRefusedEveryTime) {
+  // The webhook reaches the apiserver through a relay that holds what the apiserver sends for
+  // 300 ms: its cache lags that much behind every change, deterministically.
+  LaggingRelay relay(cp().apiPort(), milliseconds(300));
+  ASSERT_GT(relay.port(), 0);
+  const std::string direct = g->webhookKubeconfig;
+  std::string text = readText(direct);
+  const std::string server = "127.0.0.1:" + std::to_string(cp().apiPort());
+  ASSERT_NE(text.find(server), std::string::npos) << text;
+  text.replace(text.find(server), server.size(), "127.0.0.1:" + std::to_string(relay.port()));
+  g->webhookKubeconfig = direct + ".lagging";
+  writeText(g->webhookKubeconfig, text);
+  stopWebhook();
+  struct Restore {
+    std::string kubeconfig;
+    ~Restore() {
+      stopWebhook();
+      g->webhookKubeconfig = kubeconfig;
+      std::string error;
+      if (!startWebhook(&error)) ADD_FAILURE() << error;
+    }
+  } restore{direct};
+  std::string error;
+  ASSERT_TRUE(startWebhook(&error)) << error;
+
+  makeNamespace("e2e-race");
+  boundClaim("e2e-race", "data", "e2e-race-pv", "Retain");
+  CommandResult r = kubectl(
+      "alice", {"annotate", "pv", "e2e-race-pv", kAllow + "=" + breakGlass("reclaim-policy")});
+  expectAllowed(r, "alice arming break-glass for reclaim-policy");
+  auto alice = apiClient("alice");
+  auto bob = apiClient("bob");
+  ASSERT_TRUE(alice && bob);
+  const std::string pv = pvPath("e2e-race-pv");
+  const std::string claimDelete = pvcPath("e2e-race", "data") + "?dryRun=All";
+  int allowed = 0, refused = 0;
+  for (int i = 0; i < 10; ++i) {
+    auto back = alice->Patch(pv, R"({"spec":{"persistentVolumeReclaimPolicy":"Retain"}})",
+                             "application/merge-patch+json");
+    ASSERT_TRUE(back && back->status == 200) << (back ? back->body : "no answer");
+    std::this_thread::sleep_for(milliseconds(600));  // the lagging cache has the Retain again
+    auto flip = alice->Patch(pv, R"({"spec":{"persistentVolumeReclaimPolicy":"Delete"}})",
+                             "application/merge-patch+json");
+    ASSERT_TRUE(flip && flip->status == 200) << (flip ? flip->body : "no answer");
+    auto del = bob->Delete(claimDelete);
+    ASSERT_TRUE(del) << "no answer to the claim DELETE";
+    if (del->status == 200) {
+      ++allowed;
+    } else {
+      ++refused;
+      EXPECT_NE(del->body.find("[pvc-delete]"), std::string::npos) << del->body;
+    }
+  }
+  EXPECT_EQ(allowed, 0) << refused << " refused, " << allowed
+                        << " allowed on a cache that had not seen the Retain -> Delete yet";
+  const std::string metrics = g->webhook->get("/metrics").second;
+  EXPECT_NE(metrics.find("stateguard_live_confirmations_total"), std::string::npos) << metrics;
+}
+
+// The garbage collector's exemption is not a way around pvc-delete: giving a claim on a Delete PV
+// an owner that can be deleted at will is refused.
+TEST_F(E2e, ClaimOwnerThatWouldLetTheGarbageCollectorDeleteItIsRefused) {
+  makeNamespace("e2e-owner");
+  boundClaim("e2e-owner", "data", "e2e-owner-pv", "Delete");
+  CommandResult r = kubectl(
+      "bob", {"patch", "pvc", "data", "-n", "e2e-owner", "--type=merge", "-p",
+              R"({"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Pod","name":"tmp",)"
+              R"("uid":"3c0d4c5e-0000-4000-8000-000000000001"}]}})"});
+  expectRefused(r, {"[pvc-delete]", "garbage collector", "e2e-owner-pv"},
+                "bob giving claim e2e-owner/data a disposable owner");
+  EXPECT_FALSE(
+      cp().getObject(pvcPath("e2e-owner", "data"))["metadata"].contains("ownerReferences"));
+  expectAudit("bob", "UPDATE", "PersistentVolumeClaim", "e2e-owner", "data", "deny");
 }
 
 }  // namespace
