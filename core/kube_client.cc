@@ -743,27 +743,42 @@ KubeResponse KubeClient::send(const std::string& path, const json* body, const c
     out.error = what + ": client stopped";
     return out;
   }
-  auto cli = makeClient(kRequestTimeout);
+  // GETs reuse a kept-alive connection when one is idle: a decision confirmed against the API
+  // then costs a request, not a TCP and TLS handshake (bench/RESULTS.md). A kept connection the
+  // server has closed meanwhile fails at once; a GET is then retried once on a new one.
+  const bool pooled = body == nullptr;
+  std::unique_ptr<httplib::SSLClient> cli = pooled ? idleClient() : nullptr;
+  const bool reused = cli != nullptr;
+  if (!cli) cli = makeClient(kRequestTimeout);
   if (!cli) {
     out.error = what + ": cannot set up TLS: " + lastOpensslError();
     return out;
   }
-  InFlight guard(*this, cli.get());
-  if (!guard.registered()) {
-    out.error = what + ": client stopped";
-    return out;
+  if (pooled) {
+    cli->set_keep_alive(true);
+    const std::string token = currentToken();
+    if (!token.empty()) cli->set_bearer_token_auth(token);
   }
-  tlsVerifyError = X509_V_OK;
-  ERR_clear_error();
-  httplib::Result res =
-      body == nullptr ? cli->Get(pathPrefix_ + path)
-      : std::string_view(verb) == "PATCH"
-          ? cli->Patch(pathPrefix_ + path, body->dump(), "application/merge-patch+json")
-          : cli->Post(pathPrefix_ + path, body->dump(), "application/json");
+  httplib::Result res{nullptr, httplib::Error::Unknown};
+  {
+    InFlight guard(*this, cli.get());
+    if (!guard.registered()) {
+      out.error = what + ": client stopped";
+      return out;
+    }
+    tlsVerifyError = X509_V_OK;
+    ERR_clear_error();
+    res = body == nullptr ? cli->Get(pathPrefix_ + path)
+          : std::string_view(verb) == "PATCH"
+              ? cli->Patch(pathPrefix_ + path, body->dump(), "application/merge-patch+json")
+              : cli->Post(pathPrefix_ + path, body->dump(), "application/json");
+  }
+  if (!res && reused && !stopped_) return send(path, body, verb);  // a fresh connection
   if (!res) {
     out.error = what + ": " + transportError(res.error());
     return out;
   }
+  if (pooled) keepIdle(std::move(cli));
   out.status = res->status;
   out.body = json::parse(res->body, nullptr, false);
   if (out.body.is_discarded()) out.body = nullptr;
@@ -878,8 +893,25 @@ WatchResult KubeClient::watch(const std::string& apiPath, const std::string& res
   return result;
 }
 
+std::unique_ptr<httplib::SSLClient> KubeClient::idleClient() {
+  std::lock_guard lock(idleMu_);
+  if (idle_.empty()) return nullptr;
+  auto cli = std::move(idle_.back());
+  idle_.pop_back();
+  return cli;
+}
+
+void KubeClient::keepIdle(std::unique_ptr<httplib::SSLClient> cli) {
+  std::lock_guard lock(idleMu_);
+  if (!stopped_ && idle_.size() < kMaxIdleConnections) idle_.push_back(std::move(cli));
+}
+
 void KubeClient::stop() {
   stopped_ = true;
+  {
+    std::lock_guard lock(idleMu_);
+    idle_.clear();  // closes the kept connections
+  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   for (;;) {
     {

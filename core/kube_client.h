@@ -79,8 +79,9 @@ using WatchEventHandler = std::function<bool(const std::string& type, json objec
 class KubeClient;
 using KubeClientPtr = std::shared_ptr<KubeClient>;
 
-/// HTTPS client for kube-apiserver GET / LIST / WATCH. Thread-safe: every request uses its own
-/// connection, so lists and long-running watches can run in parallel from several threads.
+/// HTTPS client for kube-apiserver GET / LIST / WATCH. Thread-safe: every request in flight has
+/// its own connection, so lists and long-running watches can run in parallel from several
+/// threads; GETs and lists reuse up to four kept-alive connections between requests.
 class KubeClient {
  public:
   /// Checks the server URL and parses the PEM material; errors name what is wrong.
@@ -141,6 +142,13 @@ class KubeClient {
 
   std::mutex inflightMu_;
   std::set<httplib::ClientImpl*> inflight_;
+
+  /// Kept-alive connections for GETs, at most kMaxIdleConnections.
+  std::unique_ptr<httplib::SSLClient> idleClient();
+  void keepIdle(std::unique_ptr<httplib::SSLClient> cli);
+  static constexpr size_t kMaxIdleConnections = 4;
+  std::mutex idleMu_;
+  std::vector<std::unique_ptr<httplib::SSLClient>> idle_;
   std::atomic<bool> stopped_{false};
 };
 
