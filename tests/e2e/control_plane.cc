@@ -86,15 +86,6 @@ std::unique_ptr<httplib::SSLClient> apiClient(int port, const std::string& ca,
   return c;
 }
 
-bool pollUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(200));
-  }
-  return done();
-}
-
 }  // namespace
 
 std::string findKubeBinaries(const std::string& minor, const std::string& cacheRoot,

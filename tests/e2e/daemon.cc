@@ -123,4 +123,13 @@ int freeLocalPort() {
   return ntohs(addr.sin_port);
 }
 
+bool pollUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return done();
+}
+
 }  // namespace stateguard::testing

@@ -7,6 +7,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -43,5 +44,8 @@ class Daemon {
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's choice for port 0).
 int freeLocalPort();
+
+/// Calls `done` every 200 ms until it returns true or `timeout` passes; returns its last answer.
+bool pollUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout);
 
 }  // namespace stateguard::testing

@@ -81,15 +81,6 @@ struct Cluster {
 
 Cluster* g = nullptr;
 
-bool pollUntil(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
-  const auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (done()) return true;
-    std::this_thread::sleep_for(milliseconds(250));
-  }
-  return done();
-}
-
 /// An RFC 3339 UTC time `ahead` from now (break-glass `until=`).
 std::string rfc3339In(std::chrono::seconds ahead) {
   const std::time_t t =
