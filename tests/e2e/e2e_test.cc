@@ -951,6 +951,37 @@ TEST_F(E2e, BreakGlassUpgradeAsDocumentedIsAllowed) {
   EXPECT_NE(policyText().find("# upgraded as break-glass"), std::string::npos);
 }
 
+// README "Upgrading stateguard itself": a GitOps controller the policy lists (Flux's
+// kustomize-controller) may apply stateguard; another controller with the same RBAC may not.
+TEST_F(E2e, GitOpsControllerUpgradeIsAllowedForTheListedIdentityOnly) {
+  for (const char* sa : {"kustomize-controller", "source-controller"}) {
+    create("admin", {{"apiVersion", "rbac.authorization.k8s.io/v1"},
+                     {"kind", "ClusterRoleBinding"},
+                     {"metadata", {{"name", std::string("e2e-flux-") + sa}}},
+                     {"roleRef",
+                      {{"apiGroup", "rbac.authorization.k8s.io"},
+                       {"kind", "ClusterRole"},
+                       {"name", "cluster-admin"}}},
+                     {"subjects",
+                      {{{"kind", "ServiceAccount"}, {"name", sa}, {"namespace", "flux-system"}}}}});
+  }
+  CommandResult r = kubectl("admin",
+                            {"apply", "--as=system:serviceaccount:flux-system:kustomize-controller",
+                             "--as-group=system:serviceaccounts",
+                             "--as-group=system:serviceaccounts:flux-system", "-f", "-"},
+                            listOf(installWithPolicyNote("upgraded by flux")));
+  expectAllowed(r, "Flux's kustomize-controller re-applying the install");
+  EXPECT_NE(policyText().find("# upgraded by flux"), std::string::npos);
+  r = kubectl("admin",
+              {"apply", "--as=system:serviceaccount:flux-system:source-controller",
+               "--as-group=system:serviceaccounts", "--as-group=system:serviceaccounts:flux-system",
+               "-f", "-"},
+              listOf(installWithPolicyNote("upgraded by another controller")));
+  expectRefused(r, {"[self-protection]", "source-controller"},
+                "a controller outside allowedUsers re-applying the install");
+  EXPECT_EQ(policyText().find("# upgraded by another controller"), std::string::npos);
+}
+
 TEST_F(E2e, PolicyTamperingRefusedForNamespaceEditor) {
   create("admin",
          {{"apiVersion", "rbac.authorization.k8s.io/v1"},
