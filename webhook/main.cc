@@ -218,6 +218,9 @@ int main(int argc, char** argv) {
   metrics.addCounter("stateguard_tls_certificate_reloads_total",
                      "Serving certificate reloads after the files changed.",
                      [srv] { return srv->certificates().reloads(); });
+  metrics.addCounter("stateguard_http_connections_shed_total",
+                     "Connections closed unserved because the process was out of descriptors.",
+                     [srv] { return srv->connectionsShed(); });
   std::thread waiter([&signals, srv] {
     int sig = 0;
     sigwait(&signals, &sig);
