@@ -120,6 +120,14 @@ TEST(FdLimit, NoBusyLoopNoLogFloodAndHealthzAnswersAfterTheFlood) {
     auto res = c.Get("/healthz");
     if (res && res->status == 200) {
       status = 200;
+      // Connections taken off the backlog and closed at the limit are counted.
+      auto metrics = c.Get("/metrics");
+      ASSERT_TRUE(metrics);
+      std::smatch shed;
+      ASSERT_TRUE(std::regex_search(
+          metrics->body, shed, std::regex(R"(\nstateguard_http_connections_shed_total (\d+))")))
+          << metrics->body;
+      EXPECT_GT(std::stoul(shed[1]), 0u);
       break;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
