@@ -85,8 +85,8 @@ void printCounts(const char* title, const std::map<std::string, size_t>& counts)
                    [](const auto& a, const auto& b) { return a.second > b.second; });
   std::cout << title << "\n";
   for (const auto& [key, n] : sorted) {
-    std::cout << "  " << std::left << std::setw(40) << (key.empty() ? "(none)" : key) << std::right
-              << std::setw(8) << n << "\n";
+    std::cout << "  " << std::left << std::setw(40) << (key.empty() ? "(none)" : terminalSafe(key))
+              << std::right << std::setw(8) << n << "\n";
   }
 }
 
@@ -190,12 +190,16 @@ int runAudit(int argc, char** argv) {
     printCounts("by verdict:", byVerdict);
     printCounts("by user:", byUser);
     std::cout << "\nbreak-glass uses: " << breakGlass.size() << "\n";
+    // Every field came from a client or the log file: escaped, so that neither an ANSI
+    // sequence nor a newline in a user name or reason reaches the terminal or forges a row.
+    const auto field = [](const json& b, const char* key) {
+      return terminalSafe(b[key].get<std::string>());
+    };
     for (const auto& b : breakGlass) {
-      std::cout << "  " << b["time"].get<std::string>() << "  " << b["user"].get<std::string>()
-                << "  " << b["operation"].get<std::string>() << " "
-                << b["object"].get<std::string>() << "  rule " << b["rule"].get<std::string>()
-                << (b["dryRun"].get<bool>() ? " (dry run)" : "")
-                << "\n    reason: " << b["reason"].get<std::string>() << "\n";
+      std::cout << "  " << field(b, "time") << "  " << field(b, "user") << "  "
+                << field(b, "operation") << " " << field(b, "object") << "  rule "
+                << field(b, "rule") << (b["dryRun"].get<bool>() ? " (dry run)" : "")
+                << "\n    reason: " << field(b, "reason") << "\n";
     }
   }
   for (const auto& b : badLines) std::cerr << "stateguardctl audit: skipped " << b << "\n";

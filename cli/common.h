@@ -4,6 +4,7 @@
 #include <memory>
 #include <ostream>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/cluster_state.h"
@@ -35,7 +36,15 @@ struct ClusterSource {
 Result<ClusterSource> openClusterSource(const Flags& flags,
                                         const std::vector<ResourceKind>& kinds = watchedKinds());
 
-/// Prints rows as left-aligned columns two spaces apart (the first row is usually the header).
+/// Text from logs, files or the cluster made safe to print on a terminal: control characters
+/// (C0, DEL, C1, the Unicode line separators and bidirectional overrides) become visible escapes
+/// (\n, \t, \x1b, \u009b, \u202e), a backslash is doubled and bytes that are not UTF-8 show as
+/// \xNN. An escape sequence or a newline in a user name can then neither drive the terminal nor
+/// forge a row.
+std::string terminalSafe(std::string_view text);
+
+/// Prints rows as left-aligned columns two spaces apart (the first row is usually the header);
+/// every cell goes through terminalSafe().
 void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows);
 
 /// True when argv holds --help or -h after the subcommand.

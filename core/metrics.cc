@@ -1,9 +1,22 @@
 #include "core/metrics.h"
 
+#include <cmath>
+#include <cstdint>
 #include <sstream>
+#include <string>
 
 namespace stateguard {
 namespace {
+
+/// Whole numbers in full (a Unix time or a large counter, not 1.7e+09), others as usual.
+std::string formatValue(double v) {
+  if (std::isfinite(v) && v == std::floor(v) && std::fabs(v) < 9007199254740992.0) {
+    return std::to_string(static_cast<int64_t>(v));
+  }
+  std::ostringstream out;
+  out << v;
+  return out.str();
+}
 std::string escapeLabel(const std::string& v) {
   std::string out;
   for (char c : v) {
@@ -86,7 +99,7 @@ std::string Metrics::render() const {
       << "stateguard_admission_duration_seconds_count " << count << "\n";
   for (const auto& g : gauges_) {
     out << "# HELP " << g.name << " " << g.help << "\n# TYPE " << g.name << " " << g.type << "\n"
-        << g.name << " " << g.read() << "\n";
+        << g.name << " " << formatValue(g.read()) << "\n";
   }
   return out.str();
 }

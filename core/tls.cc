@@ -6,6 +6,8 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <ctime>
+#include <limits>
 #include <vector>
 
 #include "core/file_watch.h"
@@ -17,6 +19,7 @@ struct CertifiedKey {
   X509* leaf = nullptr;
   STACK_OF(X509) * chain = nullptr;  // intermediates after the leaf
   EVP_PKEY* key = nullptr;
+  int64_t notBefore = 0, notAfter = 0;  // Unix times of the leaf's validity period
   ~CertifiedKey() {
     X509_free(leaf);
     sk_X509_pop_free(chain, X509_free);
@@ -34,6 +37,25 @@ std::string opensslError() {
   ERR_clear_error();
   return buf;
 }
+
+/// An ASN.1 time as Unix time (0 if it cannot be read).
+int64_t unixTime(const ASN1_TIME* t) {
+  std::tm tm{};
+  if (t == nullptr || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return static_cast<int64_t>(timegm(&tm));
+}
+
+std::string rfc3339(int64_t unix) {
+  std::time_t t = static_cast<std::time_t>(unix);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+/// Certificates that expire sooner than this are warned about.
+constexpr int64_t kExpiryWarning = 7 * 24 * 3600;
 
 Result<CertifiedKeyPtr> loadPair(const std::string& certPath, const std::string& keyPath) {
   auto pair = std::make_shared<CertifiedKey>();
@@ -62,6 +84,8 @@ Result<CertifiedKeyPtr> loadPair(const std::string& certPath, const std::string&
     ERR_clear_error();
     return makeError("TLS key " + keyPath + " does not match certificate " + certPath);
   }
+  pair->notBefore = unixTime(X509_get0_notBefore(pair->leaf));
+  pair->notAfter = unixTime(X509_get0_notAfter(pair->leaf));
   return CertifiedKeyPtr(pair);
 }
 
@@ -75,6 +99,30 @@ std::string serialOf(const CertifiedKey& pair) {
   return out;
 }
 
+/// Why a clock-valid pair cannot be served ("" if it can): the apiserver refuses an expired or a
+/// not-yet-valid serving certificate, so every call to the webhook would fail.
+std::string validityProblem(const CertifiedKey& pair, const std::string& certPath, int64_t now) {
+  const std::string what = "TLS certificate " + certPath + " (serial " + serialOf(pair) + ")";
+  if (now >= pair.notAfter) {
+    return what + " has expired: notAfter " + rfc3339(pair.notAfter) + " (notBefore " +
+           rfc3339(pair.notBefore) + ")";
+  }
+  if (now < pair.notBefore) {
+    return what + " is not valid before " + rfc3339(pair.notBefore) + " yet (notAfter " +
+           rfc3339(pair.notAfter) + "; is the clock right?)";
+  }
+  return "";
+}
+
+void warnIfExpiringSoon(const CertifiedKey& pair, const std::string& certPath, int64_t now) {
+  if (pair.notAfter - now >= kExpiryWarning) return;
+  log::warn("TLS certificate " + certPath + " (serial " + serialOf(pair) + ") expires in " +
+            std::to_string((pair.notAfter - now) / (24 * 3600)) + " day(s), at " +
+            rfc3339(pair.notAfter) + ": renew it before the apiserver refuses it");
+}
+
+int64_t unixNow() { return static_cast<int64_t>(std::time(nullptr)); }
+
 }  // namespace
 
 Result<std::unique_ptr<CertificateReloader>> CertificateReloader::create(
@@ -84,6 +132,13 @@ Result<std::unique_ptr<CertificateReloader>> CertificateReloader::create(
   r->fingerprint_ = fileFingerprint(r->certPath_) + "|" + fileFingerprint(r->keyPath_);
   auto pair = loadPair(r->certPath_, r->keyPath_);
   if (!pair.ok()) return makeError(pair.error());
+  // Refused at start-up: the apiserver could not call a webhook serving it, and a Pod that fails
+  // to start says so where an operator looks (CrashLoopBackOff) instead of failing every review.
+  if (std::string problem = validityProblem(*pair.value(), r->certPath_, unixNow());
+      !problem.empty()) {
+    return makeError(problem + "; refusing to start with it");
+  }
+  warnIfExpiringSoon(*pair.value(), r->certPath_, unixNow());
   r->current_ = pair.value();
   CertificateReloader* self = r.get();
   r->poller_ = std::make_unique<Poller>(interval, [self] { self->checkForChange(); });
@@ -99,9 +154,13 @@ CertifiedKeyPtr CertificateReloader::current() const {
 
 std::string CertificateReloader::currentSerial() const { return serialOf(*current()); }
 
+int64_t CertificateReloader::notAfter() const { return current()->notAfter; }
+
 bool CertificateReloader::checkForChange() {
   std::string seen = fileFingerprint(certPath_) + "|" + fileFingerprint(keyPath_);
   if (seen == fingerprint_) return false;
+  const int64_t now = unixNow();
+  if (seen == rejected_ && now < retryAt_) return false;  // refused already, said so once
   // cert-manager and kubelet swap both files at once; a half-rotated pair fails the key check
   // below and is retried on the next poll, because the fingerprint is only kept on success.
   auto pair = loadPair(certPath_, keyPath_);
@@ -111,6 +170,20 @@ bool CertificateReloader::checkForChange() {
                pair.error());
     return false;
   }
+  if (std::string problem = validityProblem(*pair.value(), certPath_, now); !problem.empty()) {
+    failures_.fetch_add(1);
+    rejected_ = seen;
+    // A certificate that is not valid yet is taken once it is; an expired one never is.
+    retryAt_ = now < pair.value()->notBefore ? pair.value()->notBefore
+                                             : std::numeric_limits<int64_t>::max();
+    log::error(
+        "TLS certificate files changed but the new certificate cannot be served, keeping "
+        "the current one (serial " +
+        currentSerial() + ", notAfter " + rfc3339(notAfter()) + "): " + problem);
+    return false;
+  }
+  warnIfExpiringSoon(*pair.value(), certPath_, now);
+  rejected_.clear();
   fingerprint_ = seen;
   {
     std::lock_guard lock(mu_);

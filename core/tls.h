@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -24,7 +25,9 @@ using CertifiedKeyPtr = std::shared_ptr<const CertifiedKey>;
 /// Loads cert/key files for TLS servers and reloads them when they change.
 class CertificateReloader {
  public:
-  /// Loads the pair now (error if unreadable or mismatched), then polls every `interval`.
+  /// Loads the pair now (error if unreadable, mismatched, expired or not yet valid; a warning if
+  /// it expires within 7 days), then polls every `interval`. A changed pair that is expired or
+  /// not yet valid is refused (counted in failures(), logged once) and the current one kept.
   static Result<std::unique_ptr<CertificateReloader>> create(
       std::string certPath, std::string keyPath,
       std::chrono::milliseconds interval = std::chrono::milliseconds(1000));
@@ -40,6 +43,8 @@ class CertificateReloader {
   uint64_t failures() const { return failures_.load(); }
   /// Serial number (hex) of the certificate in use, for logs and tests.
   std::string currentSerial() const;
+  /// Unix time at which the certificate in use expires (its notAfter).
+  int64_t notAfter() const;
 
  private:
   CertificateReloader(std::string certPath, std::string keyPath)
@@ -51,6 +56,8 @@ class CertificateReloader {
   mutable std::mutex mu_;
   CertifiedKeyPtr current_;
   std::string fingerprint_;
+  std::string rejected_;  // fingerprint of files refused for their validity period
+  int64_t retryAt_ = 0;   // when to look at the refused files again (not-yet-valid only)
   std::atomic<uint64_t> reloads_{0}, failures_{0};
   std::unique_ptr<Poller> poller_;  // last member: stops before the rest goes
 };

@@ -1,11 +1,13 @@
 #include "webhook/http_server.h"
 
+#include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -35,6 +37,27 @@ constexpr auto kLingerTime = std::chrono::seconds(2);
 constexpr int kMaxEvents = 128;
 /// Buffers larger than this are given back once they are no longer needed.
 constexpr size_t kKeepCapacity = 64 * 1024;
+/// At a descriptor (or kernel memory) limit a worker stops accepting this long: the listener is
+/// level-triggered and would otherwise wake it again at once, forever.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(200);
+/// Connections accepted and closed at once per back-off, through the spare descriptor.
+constexpr int kShedBatch = 64;
+/// Accept failures are logged at most this often (with a count of the ones in between).
+constexpr auto kAcceptLogInterval = std::chrono::seconds(5);
+
+/// Out of descriptors or kernel memory: waiting (connections close, timeouts fire) helps.
+bool resourceLimit(int err) {
+  return err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+}
+
+/// Errors accept(2) reports for one pending connection (see its man page): try the next one.
+bool perConnectionError(int err) {
+  return err == EINTR || err == ECONNABORTED || err == EPROTO || err == ENETDOWN ||
+         err == ENOPROTOOPT || err == EHOSTDOWN || err == ENONET || err == EHOSTUNREACH ||
+         err == EOPNOTSUPP || err == ENETUNREACH || err == EPERM;
+}
+
+int openSpare() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 char lowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
 
@@ -182,12 +205,17 @@ struct HttpServer::Worker {
   int epoll = -1;
   std::unordered_map<int, std::unique_ptr<Conn>> conns;
   char buffer[kReadChunk];
+  /// Held in reserve: closed to accept-and-close connections when out of descriptors.
+  int spare = -1;
+  bool acceptPaused = false;
+  SteadyClock::time_point acceptResume;
 
   Worker(HttpServer& s, int l) : server(s), listener(l) {}
   ~Worker() {
     for (auto& [fd, c] : conns) release(*c);
     conns.clear();
     if (epoll >= 0) ::close(epoll);
+    if (spare >= 0) ::close(spare);
   }
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -221,11 +249,18 @@ struct HttpServer::Worker {
     ::epoll_ctl(epoll, EPOLL_CTL_ADD, listener, &ev);
     ev.data.fd = server.stopFd_;
     ::epoll_ctl(epoll, EPOLL_CTL_ADD, server.stopFd_, &ev);
+    spare = openSpare();
 
     epoll_event events[kMaxEvents];
     auto nextSweep = SteadyClock::now() + std::chrono::seconds(1);
     while (!server.stopping_.load(std::memory_order_relaxed)) {
-      int n = ::epoll_wait(epoll, events, kMaxEvents, 1000);
+      int timeoutMs = 1000;
+      if (acceptPaused) {
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(acceptResume -
+                                                                          SteadyClock::now());
+        timeoutMs = static_cast<int>(std::clamp<long long>(left.count() + 1, 1, 1000));
+      }
+      int n = ::epoll_wait(epoll, events, kMaxEvents, timeoutMs);
       if (n < 0 && errno != EINTR) {
         log::error(std::string("epoll_wait failed: ") + std::strerror(errno));
         return;
@@ -247,6 +282,7 @@ struct HttpServer::Worker {
         }
       }
       auto now = SteadyClock::now();
+      if (acceptPaused && now >= acceptResume) resumeAccepting();
       if (now >= nextSweep) {
         nextSweep = now + std::chrono::seconds(1);
         std::vector<int> expired;
@@ -258,14 +294,51 @@ struct HttpServer::Worker {
     }
   }
 
+  /// Takes the listener out of the epoll set for kAcceptBackoff.
+  void pauseAccepting() {
+    if (acceptPaused) return;
+    ::epoll_ctl(epoll, EPOLL_CTL_DEL, listener, nullptr);
+    acceptPaused = true;
+    acceptResume = SteadyClock::now() + kAcceptBackoff;
+  }
+
+  void resumeAccepting() {
+    acceptPaused = false;
+    if (spare < 0) spare = openSpare();
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: a backlog that waited wakes the loop at once
+    ev.data.fd = listener;
+    ::epoll_ctl(epoll, EPOLL_CTL_ADD, listener, &ev);
+  }
+
+  /// accept(2) failed with `err` (not EAGAIN): never retried in a busy loop.
+  void acceptFailed(int err) {
+    size_t shed = 0;
+    if ((err == EMFILE || err == ENFILE) && spare >= 0) {
+      // The spare descriptor makes room to take waiting connections off the backlog and close
+      // them, so their clients learn at once instead of timing out in the queue.
+      ::close(spare);
+      spare = -1;
+      for (int i = 0; i < kShedBatch; ++i) {
+        int fd = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+        if (fd < 0) break;
+        ::close(fd);
+        ++shed;
+      }
+      spare = openSpare();  // may fail if another thread took the slot: retried on resume
+    }
+    server.noteAcceptFailure(err, shed);
+    pauseAccepting();
+  }
+
   void accept() {
     while (true) {
       int fd = ::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
-        if (errno == EINTR || errno == ECONNABORTED) continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-          log::error(std::string("accept failed: ") + std::strerror(errno));
-        }
+        const int err = errno;
+        if (err == EAGAIN || err == EWOULDBLOCK) return;
+        if (perConnectionError(err)) continue;
+        acceptFailed(err);
         return;
       }
       int one = 1;
@@ -747,6 +820,33 @@ Result<int> HttpServer::listen(const std::string& host, int port) {
     }
   }
   return bound;
+}
+
+void HttpServer::noteAcceptFailure(int err, size_t shed) {
+  connectionsShed_.fetch_add(shed, std::memory_order_relaxed);
+  std::lock_guard lock(acceptLogMu_);
+  ++acceptFailuresUnlogged_;
+  shedUnlogged_ += shed;
+  const auto now = SteadyClock::now();
+  if (acceptLogged_ && now - acceptLoggedAt_ < kAcceptLogInterval) return;
+  std::string message = std::string("accept failed: ") + std::strerror(err);
+  if (resourceLimit(err)) {
+    rlimit nofile{};
+    ::getrlimit(RLIMIT_NOFILE, &nofile);
+    message += err == EMFILE ? " (at the open-file limit, " + std::to_string(nofile.rlim_cur) + ")"
+                             : " (at a system limit)";
+  }
+  message += "; " + std::to_string(acceptFailuresUnlogged_) + " failure(s) and " +
+             std::to_string(shedUnlogged_) +
+             " connection(s) closed unserved since the last report; accepting pauses " +
+             std::to_string(kAcceptBackoff.count()) +
+             " ms after each failure (logged at most every " +
+             std::to_string(kAcceptLogInterval.count()) + " s)";
+  log::error(message);
+  acceptLogged_ = true;
+  acceptLoggedAt_ = now;
+  acceptFailuresUnlogged_ = 0;
+  shedUnlogged_ = 0;
 }
 
 void HttpServer::serve(size_t index) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <utility>
@@ -67,10 +68,14 @@ class HttpServer {
   void run();
   /// Stops accepting, closes every connection and makes run() return. Thread-safe, idempotent.
   void stop();
+  /// Connections accepted and closed at once because the process was out of descriptors.
+  uint64_t connectionsShed() const { return connectionsShed_.load(std::memory_order_relaxed); }
 
  private:
   struct Worker;
   void serve(size_t index);
+  /// Counts an accept failure and logs it, at most once per interval for all workers.
+  void noteAcceptFailure(int err, size_t shed);
 
   SSL_CTX* ctx_;
   Handler handler_;
@@ -80,6 +85,11 @@ class HttpServer {
   std::vector<int> listeners_;
   int stopFd_ = -1;  // eventfd: readable once stop() was called
   std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> connectionsShed_{0};
+  std::mutex acceptLogMu_;
+  bool acceptLogged_ = false;
+  std::chrono::steady_clock::time_point acceptLoggedAt_;
+  uint64_t acceptFailuresUnlogged_ = 0, shedUnlogged_ = 0;
 };
 
 /// Standard reason phrase for a status code ("OK", "Not Found", ...).

@@ -26,7 +26,8 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--threads N] [--max-cache-silence SECONDS]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
-  --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change
+  --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change;
+                         an expired or not yet valid certificate is refused (at start-up too)
   --policy FILE          policy YAML (default: the built-in policy); reloaded when it changes
   --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout)
   --audit-flush-ms N     write audit lines in batches, at most N ms after a decision (default
@@ -218,6 +219,16 @@ int main(int argc, char** argv) {
   metrics.addCounter("stateguard_tls_certificate_reloads_total",
                      "Serving certificate reloads after the files changed.",
                      [srv] { return srv->certificates().reloads(); });
+  metrics.addCounter("stateguard_tls_certificate_reload_failures_total",
+                     "Changed serving certificate files refused: unreadable, mismatched, expired "
+                     "or not yet valid (the current pair stays).",
+                     [srv] { return srv->certificates().failures(); });
+  metrics.addGauge("stateguard_tls_certificate_expiry_seconds",
+                   "Unix time at which the serving certificate in use expires (its notAfter).",
+                   [srv] { return static_cast<double>(srv->certificates().notAfter()); });
+  metrics.addCounter("stateguard_http_connections_shed_total",
+                     "Connections closed unserved because the process was out of descriptors.",
+                     [srv] { return srv->connectionsShed(); });
   std::thread waiter([&signals, srv] {
     int sig = 0;
     sigwait(&signals, &sig);

@@ -61,6 +61,8 @@ class WebhookServer {
   /// Decisions confirmed against live state, and the API reads that took.
   uint64_t liveConfirmations() const { return liveConfirmations_.load(); }
   uint64_t liveReads() const { return liveReads_.load(); }
+  /// Connections closed unserved because the process was out of descriptors.
+  uint64_t connectionsShed() const { return http_ ? http_->connectionsShed() : 0; }
 
   /// The response for one AdmissionReview body: 200 with a review, or rejectedReview()'s 4xx.
   std::pair<int, std::string> handleReview(const std::string& body);

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include "core/timeutil.h"
 #include "tests/support/suite.h"
 #include "tests/support/webhook_process.h"
@@ -119,6 +121,55 @@ TEST_F(AuditCliTest, ReadsGzipRotationsAndCountsBadLines) {
   EXPECT_EQ(s["badLines"], 3);
   EXPECT_NE(r.err.find("live.log:6: not a JSON object"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("live.log:7: no time or verdict"), std::string::npos) << r.err;
+}
+
+TEST_F(AuditCliTest, TableEscapesControlCharactersAndCannotBeForged) {
+  // Issue 13: user names and reasons come from clients. Raw, an ANSI escape reaches the
+  // terminal and a newline in a reason prints a second, forged break-glass row.
+  json forged;
+  std::istringstream lines(readText(log_));
+  for (std::string line; std::getline(lines, line);) {
+    json r = json::parse(line);
+    if (r.value("breakGlass", false)) forged = r;
+  }
+  ASSERT_TRUE(forged.is_object());
+  forged["user"] =
+      "mallory\x1b[31m\x7f\xc2\x9b"
+      "2J";
+  forged["breakGlassReason"] =
+      "INC-1\n  2020-01-01T00:00:00Z  ciso@example.com  DELETE PersistentVolume pv-x  rule "
+      "pv-delete\n    reason: FORGED break-glass row\r\x1b]0;title\x07";
+  writeText(dir_ + "/hostile.log", forged.dump() + "\n");
+
+  auto table = audit({dir_ + "/hostile.log"});
+  ASSERT_EQ(table.exitCode, 0) << table.err;
+  EXPECT_EQ(table.out.find('\x1b'), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find('\r'), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find('\x7f'), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find('\x07'), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find("\xc2\x9b"), std::string::npos) << table.out;
+  EXPECT_EQ(table.out.find("ciso@example.com  DELETE"),
+            table.out.rfind("ciso@example.com  DELETE"));
+  // One break-glass use: one row and one reason line, the forged text inside the reason.
+  size_t reasons = 0;
+  std::istringstream out(table.out);
+  for (std::string line; std::getline(out, line);) {
+    if (line.rfind("    reason: ", 0) == 0) ++reasons;
+    EXPECT_NE(line.rfind("  2020-01-01", 0), 0u) << "forged row: " << line;
+  }
+  EXPECT_EQ(reasons, 1u) << table.out;
+  EXPECT_NE(table.out.find("break-glass uses: 1"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("mallory\\x1b[31m\\x7f\\u009b2J"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("INC-1\\n  2020-01-01"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("FORGED break-glass row\\r\\x1b]0;title\\x07"), std::string::npos)
+      << table.out;
+
+  // JSON output is already escaped by the JSON encoder and keeps the exact text.
+  auto asJson = audit({"-o", "json", dir_ + "/hostile.log"});
+  ASSERT_EQ(asJson.exitCode, 0);
+  json s = json::parse(asJson.out);
+  EXPECT_EQ(s["breakGlass"][0]["user"], forged["user"]);
+  EXPECT_EQ(s["breakGlass"][0]["reason"], forged["breakGlassReason"]);
 }
 
 TEST_F(AuditCliTest, UnreadableInputAndBadFlags) {
