@@ -1003,6 +1003,15 @@ TEST(Kustomize, Pre128ComponentAndTheChartForOlderClusters) {
   const auto current = renderChart({"--kube-version", "v1.28.0"});
   x.preMatchConditions = false;
   checkWebhookConfiguration(current, x, "chart for 1.28");
+
+  // The chart's matchConditions follow a renamed break-glass annotation (kustomize users edit it).
+  const auto renamed = renderChart({"--set", "policy.breakGlass.annotation=example.com/allow"});
+  const json* vwc = find(renamed, "ValidatingWebhookConfiguration", "stateguard");
+  ASSERT_NE(vwc, nullptr);
+  const std::string cel = (*vwc)["webhooks"][0]["matchConditions"][0].value("expression", "");
+  EXPECT_NE(cel.find("'example.com/allow' in object.metadata.annotations"), std::string::npos)
+      << cel;
+  EXPECT_EQ(cel.find("stateguard.io/allow"), std::string::npos) << cel;
 }
 
 TEST(Kustomize, SelfSignedOverlayAfterSetup) {

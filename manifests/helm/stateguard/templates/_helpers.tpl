@@ -124,6 +124,7 @@ manifests/base/validatingwebhookconfiguration.yaml): the PV binder's updates nev
 webhook. Older clusters get no matchConditions; their PV/PVC updates go to the advisory entry.
 */}}
 {{- define "stateguard.matchConditions" -}}
+{{- $allow := .Values.policy.breakGlass.annotation | default "stateguard.io/allow" | squote -}}
 {{- if semverCompare ">=1.28-0" .Capabilities.KubeVersion.Version -}}
 matchConditions:
   - name: guarded-change
@@ -134,9 +135,9 @@ matchConditions:
       (has(oldObject.metadata.finalizers) && oldObject.metadata.finalizers.exists(f,
       f in ['kubernetes.io/pv-protection', 'kubernetes.io/pvc-protection'] &&
       !(has(object.metadata.finalizers) && f in object.metadata.finalizers))) ||
-      (has(object.metadata.annotations) && 'stateguard.io/allow' in object.metadata.annotations &&
-      !(has(oldObject.metadata.annotations) && 'stateguard.io/allow' in oldObject.metadata.annotations &&
-      oldObject.metadata.annotations['stateguard.io/allow'] == object.metadata.annotations['stateguard.io/allow'])) ||
+      (has(object.metadata.annotations) && {{ $allow }} in object.metadata.annotations &&
+      !(has(oldObject.metadata.annotations) && {{ $allow }} in oldObject.metadata.annotations &&
+      oldObject.metadata.annotations[{{ $allow }}] == object.metadata.annotations[{{ $allow }}])) ||
       (request.resource.resource == 'persistentvolumes' &&
       (has(object.spec.persistentVolumeReclaimPolicy) ? object.spec.persistentVolumeReclaimPolicy : 'Delete') !=
       (has(oldObject.spec.persistentVolumeReclaimPolicy) ? oldObject.spec.persistentVolumeReclaimPolicy : 'Delete')) ||
