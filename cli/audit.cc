@@ -20,7 +20,7 @@ namespace {
 
 constexpr const char* kUsage =
     R"(usage: stateguardctl audit [--since DURATION] [--rule R] [--user U]
-                           [--verdict deny|warn|allow|break-glass|audit] [-o table|json] FILE...|-
+                           [--verdict deny|warn|allow|break-glass|audit|exempt] [-o table|json] FILE...|-
 
 Reads audit logs (JSON lines; .gz rotations are read as they are), keeps the decisions that match
 every filter given, and prints counts by rule, verdict and user, and every break-glass use with
@@ -113,11 +113,12 @@ int runAudit(int argc, char** argv) {
     since = Clock::now() - *d;
   }
   const std::string verdict = f.get("verdict");
-  static const std::vector<std::string> kVerdicts = {"deny", "warn", "allow", "break-glass",
-                                                     "audit"};
+  static const std::vector<std::string> kVerdicts = {"deny",        "warn",  "allow",
+                                                     "break-glass", "audit", "exempt"};
   if (!verdict.empty() &&
       std::find(kVerdicts.begin(), kVerdicts.end(), verdict) == kVerdicts.end()) {
-    return usageError(kUsage, "--verdict must be one of deny, warn, allow, break-glass, audit");
+    return usageError(kUsage,
+                      "--verdict must be one of deny, warn, allow, break-glass, audit, exempt");
   }
 
   size_t readable = 0, total = 0, matched = 0;

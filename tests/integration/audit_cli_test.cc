@@ -103,6 +103,14 @@ TEST_F(AuditCliTest, FiltersCombine) {
   auto none = audit({"-o", "json", "--since", "1h", dir_ + "/old.log"});
   EXPECT_EQ(json::parse(none.out)["matched"], 0);
   EXPECT_EQ(json::parse(none.out)["records"], 1);
+  // A controller finishing what was judged is recorded as "exempt" (webhook/controllers.h).
+  json exempt = json::parse(old.substr(0, old.find('\n')));
+  exempt["verdict"] = "exempt";
+  exempt["user"] = "system:serviceaccount:kube-system:persistent-volume-binder";
+  writeText(dir_ + "/exempt.log", old + exempt.dump() + "\n");
+  auto byExempt = audit({"-o", "json", "--verdict", "exempt", dir_ + "/exempt.log"});
+  ASSERT_EQ(byExempt.exitCode, 0) << byExempt.err;
+  EXPECT_EQ(json::parse(byExempt.out)["matched"], 1);
 }
 
 TEST_F(AuditCliTest, ReadsGzipRotationsAndCountsBadLines) {
