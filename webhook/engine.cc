@@ -5,6 +5,7 @@
 #include "core/timeutil.h"
 #include "webhook/break_glass.h"
 #include "webhook/controllers.h"
+#include "webhook/rules/common.h"
 
 namespace stateguard {
 
@@ -34,11 +35,7 @@ bool destroysData(const AdmissionRequest& request) {
   if (request.operation != "UPDATE") return false;
   if (request.kind == "PersistentVolume" || request.kind == "PersistentVolumeClaim") return true;
   if (request.kind != "StatefulSet" && request.kind != "Scale") return false;
-  auto replicas = [](const json& obj) {
-    const json& r = k8s::at(obj, "/spec/replicas");
-    return r.is_number_integer() ? r.get<long>() : 1;
-  };
-  return replicas(request.object) < replicas(request.oldObject) ||
+  return rules::replicas(request.object) < rules::replicas(request.oldObject) ||
          k8s::at(request.object, "/spec/persistentVolumeClaimRetentionPolicy") !=
              k8s::at(request.oldObject, "/spec/persistentVolumeClaimRetentionPolicy");
 }
