@@ -149,6 +149,7 @@ struct Conn {
   std::string out;      // to send
   size_t outPos = 0;    // bytes of `out` sent
   size_t lingered = 0;  // bytes dropped while lingering
+  size_t charged = 0;   // bytes counted against HttpLimits::maxBufferedBytes
   Pending pending;
 };
 
@@ -212,7 +213,11 @@ struct HttpServer::Worker {
 
   Worker(HttpServer& s, int l) : server(s), listener(l) {}
   ~Worker() {
-    for (auto& [fd, c] : conns) release(*c);
+    for (auto& [fd, c] : conns) {
+      recharge(*c, 0);
+      release(*c);
+      server.connections_.fetch_sub(1, std::memory_order_relaxed);
+    }
     conns.clear();
     if (epoll >= 0) ::close(epoll);
     if (spare >= 0) ::close(spare);
@@ -231,8 +236,51 @@ struct HttpServer::Worker {
     auto it = conns.find(fd);
     if (it == conns.end()) return;
     ::epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nullptr);
+    recharge(*it->second, 0);
     release(*it->second);
     conns.erase(it);
+    server.connections_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  /// Sets what a connection counts against the buffered-bytes budget (never refused).
+  void recharge(Conn& c, size_t bytes) {
+    if (bytes >= c.charged) {
+      server.buffered_.fetch_add(bytes - c.charged, std::memory_order_relaxed);
+    } else {
+      server.buffered_.fetch_sub(c.charged - bytes, std::memory_order_relaxed);
+    }
+    c.charged = bytes;
+  }
+
+  /// What a connection holds now: its input buffer and the body of a request being handled.
+  static size_t holding(const Conn& c) {
+    return c.in.capacity() + c.pending.request.body.capacity();
+  }
+
+  /// Asks to hold `bytes` for a connection; false (nothing charged) when the budget is spent.
+  bool admit(Conn& c, size_t bytes) {
+    if (bytes <= c.charged) return true;
+    const size_t budget = limits().maxBufferedBytes;
+    const size_t extra = bytes - c.charged;
+    const size_t before = server.buffered_.fetch_add(extra, std::memory_order_relaxed);
+    if (budget > 0 && before + extra > budget) {
+      server.buffered_.fetch_sub(extra, std::memory_order_relaxed);
+      return false;
+    }
+    c.charged = bytes;
+    return true;
+  }
+
+  /// Refuses the request being read: the server already holds its budget of request bytes.
+  void shed(Conn& c) {
+    server.requestsShed_.fetch_add(1, std::memory_order_relaxed);
+    server.noteLimit("the " + std::to_string(limits().maxBufferedBytes) +
+                     "-byte budget for request bytes held across connections is spent "
+                     "(--max-buffered-bytes); requests past it are answered 503 with Retry-After");
+    fail(c, 503,
+         "the server holds its limit of unread request bytes (" +
+             std::to_string(limits().maxBufferedBytes) + "); retry in a second",
+         /*retryAfter=*/true);
   }
 
   const HttpLimits& limits() const { return server.limits_; }
@@ -341,6 +389,18 @@ struct HttpServer::Worker {
         acceptFailed(err);
         return;
       }
+      const size_t most = limits().maxConnections;
+      if (most > 0 && server.connections_.load(std::memory_order_relaxed) >= most) {
+        // Closed before the TLS handshake: the client learns at once, and the memory stays
+        // what `most` connections can hold.
+        ::close(fd);
+        server.connectionsRefused_.fetch_add(1, std::memory_order_relaxed);
+        server.noteLimit("the limit of " + std::to_string(most) +
+                         " open connections is reached (--max-connections); new connections "
+                         "are closed at once");
+        continue;
+      }
+      server.connections_.fetch_add(1, std::memory_order_relaxed);
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_unique<Conn>();
@@ -349,16 +409,21 @@ struct HttpServer::Worker {
       if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
         ERR_clear_error();
         release(*c);
+        server.connections_.fetch_sub(1, std::memory_order_relaxed);
         continue;
       }
       SSL_set_accept_state(c->ssl);
-      SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      // RELEASE_BUFFERS: an idle connection gives back OpenSSL's read and write buffers
+      // (about 34 KiB each), so thousands of keep-alive connections stay cheap.
+      SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                               SSL_MODE_RELEASE_BUFFERS);
       c->deadline = SteadyClock::now() + limits().requestTimeout;
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.fd = fd;
       if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) {
         release(*c);
+        server.connections_.fetch_sub(1, std::memory_order_relaxed);
         continue;
       }
       Conn& ref = *c;
@@ -374,6 +439,7 @@ struct HttpServer::Worker {
       close(fd);
       return;
     }
+    recharge(c, holding(c));
     updateDeadline(c);
   }
 
@@ -419,6 +485,10 @@ struct HttpServer::Worker {
       ERR_clear_error();
       int n = SSL_read(c.ssl, buffer, static_cast<int>(sizeof buffer));
       if (n > 0) {
+        if (c.phase != Phase::kDrain && !admit(c, c.in.size() + static_cast<size_t>(n))) {
+          shed(c);
+          continue;
+        }
         consume(c, buffer, static_cast<size_t>(n));
         continue;
       }
@@ -484,7 +554,7 @@ struct HttpServer::Worker {
   }
 
   /// Answers with an error and closes the connection after it.
-  void fail(Conn& c, int code, const std::string& message) {
+  void fail(Conn& c, int code, const std::string& message, bool retryAfter = false) {
     HttpResponse res;
     res.status = code;
     try {
@@ -494,9 +564,11 @@ struct HttpServer::Worker {
       res.body = message;
     }
     res.close = true;
+    if (retryAfter) res.headers.emplace_back("Retry-After", "1");
     serialize(c, res, /*head=*/false, /*http10=*/false);
     c.phase = Phase::kClosing;
-    c.in.clear();
+    std::string().swap(c.in);
+    c.pending = Pending{};
   }
 
   void serialize(Conn& c, const HttpResponse& res, bool head, bool http10) {
@@ -533,8 +605,13 @@ struct HttpServer::Worker {
         return readHead(c);
       case Phase::kBody: {
         if (c.in.size() < c.pending.bodyLength) return false;
-        c.pending.request.body.assign(c.in, 0, c.pending.bodyLength);
-        c.in.erase(0, c.pending.bodyLength);
+        if (c.in.size() == c.pending.bodyLength) {
+          c.pending.request.body.swap(c.in);  // the usual case: no copy of a large body
+          c.in.clear();
+        } else {
+          c.pending.request.body.assign(c.in, 0, c.pending.bodyLength);
+          c.in.erase(0, c.pending.bodyLength);
+        }
         dispatch(c);
         return true;
       }
@@ -653,6 +730,16 @@ struct HttpServer::Worker {
         return true;
       }
       p.bodyLength = n;
+    }
+    if (p.bodyLength > c.in.size()) {
+      // The whole declared body is charged now: a client that sends all but its last byte holds
+      // no more than it was granted, and a request the budget cannot take is refused before any
+      // of its body is read.
+      if (!admit(c, p.bodyLength)) {
+        shed(c);
+        return true;
+      }
+      c.in.reserve(p.bodyLength);
     }
     if (p.bodyLength > c.in.size() && lowerCase(req.header("expect")) == "100-continue") {
       c.out += "HTTP/1.1 100 Continue\r\n\r\n";
@@ -847,6 +934,29 @@ void HttpServer::noteAcceptFailure(int err, size_t shed) {
   acceptLoggedAt_ = now;
   acceptFailuresUnlogged_ = 0;
   shedUnlogged_ = 0;
+}
+
+void HttpServer::noteLimit(const std::string& what) {
+  std::lock_guard lock(limitLogMu_);
+  ++limitUnlogged_;
+  const auto now = SteadyClock::now();
+  if (limitLogged_ && now - limitLoggedAt_ < kAcceptLogInterval) return;
+  log::error(what + " (" + std::to_string(limitUnlogged_) +
+             " time(s) since the last report; logged at most every " +
+             std::to_string(kAcceptLogInterval.count()) + " s)");
+  limitLogged_ = true;
+  limitLoggedAt_ = now;
+  limitUnlogged_ = 0;
+}
+
+HttpStats HttpServer::stats() const {
+  HttpStats s;
+  s.connections = connections_.load(std::memory_order_relaxed);
+  s.connectionsRefused = connectionsRefused_.load(std::memory_order_relaxed);
+  s.connectionsShed = connectionsShed_.load(std::memory_order_relaxed);
+  s.bufferedBytes = buffered_.load(std::memory_order_relaxed);
+  s.requestsShed = requestsShed_.load(std::memory_order_relaxed);
+  return s;
 }
 
 void HttpServer::serve(size_t index) {

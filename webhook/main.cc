@@ -23,7 +23,8 @@ namespace {
 constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tls-key FILE
            (--cluster-state FILE | --kubeconfig FILE | --in-cluster)
            [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-flush-ms N]
-           [--threads N] [--max-cache-silence SECONDS]
+           [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
+           [--max-buffered-bytes BYTES]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
   --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change;
@@ -39,9 +40,30 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --max-cache-silence S  with a live source: /readyz answers 503 once some watched kind has not
                          heard from the apiserver (list, event, bookmark, watch end) for S
                          seconds (default 600; 0 = never)
-  --threads N            worker threads (default: the number of CPUs); each runs an event
-                         loop serving any number of connections
+  --threads N            worker threads (default: the CPUs the container may use, from its
+                         cgroup CPU quota); each runs an event loop serving many connections
+  --max-connections N    open connections at most (default 1024); past it new connections are
+                         closed at once (0 = no limit)
+  --max-buffered-bytes B request bytes held across all connections at most (default 32Mi; a
+                         suffix Ki or Mi may be given); a request past it is answered 503 with
+                         Retry-After (0 = no limit)
 )";
+
+/// A count, with an optional Ki/Mi/Gi suffix when `sizes`; -1 when malformed.
+long long parseCount(std::string text, bool sizes) {
+  long long unit = 1;
+  for (const auto& [suffix, size] :
+       {std::pair{"Ki", 1LL << 10}, std::pair{"Mi", 1LL << 20}, std::pair{"Gi", 1LL << 30}}) {
+    if (sizes && text.size() > 2 && text.compare(text.size() - 2, 2, suffix) == 0) {
+      unit = size;
+      text.resize(text.size() - 2);
+      break;
+    }
+  }
+  if (text.empty() || text.size() > 12 || text.find_first_not_of("0123456789") != std::string::npos)
+    return -1;
+  return std::stoll(text) * unit;
+}
 
 int fail(const std::string& message) {
   std::cerr << "stateguard-webhook: " << message << "\n";
@@ -51,11 +73,12 @@ int fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = parseFlags(
-      argc, argv, 1,
-      {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-flush-ms", "cluster-state",
-       "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms", "max-cache-silence"},
-      {"in-cluster", "no-events", "help"});
+  auto flags =
+      parseFlags(argc, argv, 1,
+                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-flush-ms",
+                  "cluster-state", "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms",
+                  "max-cache-silence", "max-connections", "max-buffered-bytes"},
+                 {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -91,6 +114,20 @@ int main(int argc, char** argv) {
     return fail("--max-cache-silence must be a number of seconds (0 = never), got \"" +
                 silenceText + "\"");
   const std::chrono::seconds maxSilence(std::stol(silenceText));
+  const long long maxConnections = parseCount(f.get("max-connections", "1024"), false);
+  if (maxConnections < 0)
+    return fail("--max-connections must be a number (0 = no limit), got \"" +
+                f.get("max-connections") + "\"");
+  options.maxConnections = static_cast<size_t>(maxConnections);
+  const long long maxBuffered = parseCount(f.get("max-buffered-bytes", "32Mi"), true);
+  if (maxBuffered < 0)
+    return fail("--max-buffered-bytes must be a byte count such as 33554432 or 32Mi, got \"" +
+                f.get("max-buffered-bytes") + "\"");
+  if (maxBuffered > 0 && maxBuffered < 4 * 1024 * 1024)
+    return fail("--max-buffered-bytes " + f.get("max-buffered-bytes") +
+                " is below 4Mi: one AdmissionReview may be 3 MiB, and the apiserver would be "
+                "refused it");
+  options.maxBufferedBytes = static_cast<size_t>(maxBuffered);
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 
@@ -207,7 +244,10 @@ int main(int argc, char** argv) {
   auto port = server.value()->bind();
   if (!port.ok()) return fail(port.error());
   log::info("stateguard-webhook listening on https://" + options.host + ":" +
-            std::to_string(port.value()) + " (policy: " + policy->current()->source + ")");
+            std::to_string(port.value()) + " (policy: " + policy->current()->source + "; " +
+            std::to_string(options.threads) + " worker thread(s), at most " +
+            std::to_string(options.maxConnections) + " connections and " +
+            std::to_string(options.maxBufferedBytes >> 20) + " MiB of request bytes)");
 
   WebhookServer* srv = server.value().get();
   metrics.addCounter("stateguard_live_confirmations_total",
@@ -229,6 +269,17 @@ int main(int argc, char** argv) {
   metrics.addCounter("stateguard_http_connections_shed_total",
                      "Connections closed unserved because the process was out of descriptors.",
                      [srv] { return srv->connectionsShed(); });
+  metrics.addGauge("stateguard_http_connections", "Open HTTPS connections.",
+                   [srv] { return static_cast<double>(srv->httpStats().connections); });
+  metrics.addCounter("stateguard_http_connections_refused_total",
+                     "Connections closed at once because --max-connections were open.",
+                     [srv] { return srv->httpStats().connectionsRefused; });
+  metrics.addGauge("stateguard_http_buffered_bytes",
+                   "Request bytes held across connections (budget: --max-buffered-bytes).",
+                   [srv] { return static_cast<double>(srv->httpStats().bufferedBytes); });
+  metrics.addCounter("stateguard_http_requests_shed_total",
+                     "Requests answered 503 because --max-buffered-bytes were held.",
+                     [srv] { return srv->httpStats().requestsShed; });
   std::thread waiter([&signals, srv] {
     int sig = 0;
     sigwait(&signals, &sig);

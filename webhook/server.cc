@@ -2,9 +2,12 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "core/log.h"
@@ -86,6 +89,8 @@ Result<std::unique_ptr<WebhookServer>> WebhookServer::create(const ServerOptions
   HttpLimits limits;
   limits.maxBodyBytes = kMaxReviewBytes;
   limits.maxDrainBytes = kDrainBytes;
+  limits.maxConnections = options.maxConnections;
+  limits.maxBufferedBytes = options.maxBufferedBytes;
   server->http_ = std::make_unique<HttpServer>(
       server->ctx_, [self](const HttpRequest& req, HttpResponse& res) { self->route(req, res); },
       [self](int code, const std::string& message, HttpResponse& res) {
@@ -101,8 +106,37 @@ WebhookServer::~WebhookServer() {
   if (ctx_ != nullptr) SSL_CTX_free(ctx_);
 }
 
+size_t cpusFromCpuMax(const std::string& cpuMax) {
+  std::istringstream in(cpuMax);
+  std::string quota;
+  long long period = 0;
+  if (!(in >> quota >> period) || quota == "max" || period <= 0) return 0;
+  if (quota.empty() || quota.find_first_not_of("0123456789") != std::string::npos ||
+      quota.size() > 15)
+    return 0;
+  const long long q = std::stoll(quota);
+  if (q <= 0) return 0;
+  return static_cast<size_t>((q + period - 1) / period);
+}
+
 size_t ServerOptions::defaultThreads() {
-  return std::max<size_t>(std::thread::hardware_concurrency(), 1);
+  size_t cpus = std::max<size_t>(std::thread::hardware_concurrency(), 1);
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+    cpus = std::min<size_t>(cpus, static_cast<size_t>(CPU_COUNT(&set)));
+  auto readFile = [](const char* path) {
+    std::ifstream in(path);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text;
+  };
+  size_t quota = cpusFromCpuMax(readFile("/sys/fs/cgroup/cpu.max"));  // cgroup v2
+  if (quota == 0) {                                                   // cgroup v1
+    quota = cpusFromCpuMax(readFile("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") + " " +
+                           readFile("/sys/fs/cgroup/cpu/cpu.cfs_period_us"));
+  }
+  if (quota > 0) cpus = std::min(cpus, quota);
+  return std::max<size_t>(cpus, 1);
 }
 
 std::pair<int, std::string> rejectedReview(size_t bodySize, const std::string& decodeError) {

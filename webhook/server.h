@@ -26,11 +26,19 @@ struct ServerOptions {
   std::string tlsKey;
   /// Worker threads (each an epoll loop serving any number of connections).
   size_t threads = defaultThreads();
+  /// Open connections, and request bytes held across them (see HttpLimits).
+  size_t maxConnections = HttpLimits{}.maxConnections;
+  size_t maxBufferedBytes = HttpLimits{}.maxBufferedBytes;
   /// How often the certificate files are checked for rotation.
   std::chrono::milliseconds certPollInterval{1000};
-  /// The number of CPUs (at least 1).
+  /// The CPUs this process may use: those it may run on, within the container's CPU quota
+  /// (cgroup v2 cpu.max or v1 cpu.cfs_quota_us, rounded up); at least 1.
   static size_t defaultThreads();
 };
+
+/// The CPU count a cgroup quota allows, rounded up: `cpuMax` is cgroup v2's cpu.max
+/// ("QUOTA PERIOD" or "max PERIOD"). 0 when there is no quota or the text is not understood.
+size_t cpusFromCpuMax(const std::string& cpuMax);
 
 /// Parts the server reads; all outlive it.
 struct ServerDeps {
@@ -63,6 +71,7 @@ class WebhookServer {
   uint64_t liveReads() const { return liveReads_.load(); }
   /// Connections closed unserved because the process was out of descriptors.
   uint64_t connectionsShed() const { return http_ ? http_->connectionsShed() : 0; }
+  HttpStats httpStats() const { return http_ ? http_->stats() : HttpStats{}; }
 
   /// The response for one AdmissionReview body: 200 with a review, or rejectedReview()'s 4xx.
   std::pair<int, std::string> handleReview(const std::string& body);

@@ -110,6 +110,17 @@ TEST(JsonFast, ReadsWhatJsonParseReadsAndLeavesTheRestToIt) {
     EXPECT_EQ(untouched, "kept");
   }
   EXPECT_FALSE(parseJsonFast("[[[1]]]", untouched, 2)) << "deeper than the limit";
+  // Large documents go to json::parse, which needs half the memory (issue 13).
+  std::string large = "[0";
+  while (large.size() < kFastJsonMaxBytes) large += ",0";
+  large += "]";
+  EXPECT_FALSE(parseJsonFast(large, untouched, 512)) << "over kFastJsonMaxBytes";
+  large.resize(kFastJsonMaxBytes - 2);
+  if (large.back() == ',') large.pop_back();
+  large += "]";
+  json fast;
+  EXPECT_TRUE(parseJsonFast(large, fast, 512));
+  EXPECT_EQ(fast, json::parse(large));
 }
 
 }  // namespace
