@@ -22,7 +22,8 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tls-key FILE
            (--cluster-state FILE | --kubeconfig FILE | --in-cluster)
-           [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-flush-ms N]
+           [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-mode MODE]
+           [--audit-flush-ms N]
            [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
            [--max-buffered-bytes BYTES]
 
@@ -30,9 +31,15 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change;
                          an expired or not yet valid certificate is refused (at start-up too)
   --policy FILE          policy YAML (default: the built-in policy); reloaded when it changes
-  --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout)
-  --audit-flush-ms N     write audit lines in batches, at most N ms after a decision (default
-                         5; a crash loses at most that much); 0 = each line before the answer
+  --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout); a
+                         file renamed or deleted by a log rotation is opened again at its path
+                         (within a second, or at once on SIGHUP)
+  --audit-mode MODE      batch (default): lines are written in the background, a decision
+                         never waits; blocking: a decision waits (up to 2 s) for its line;
+                         blocking-strict: as blocking, and what cannot be recorded is refused.
+                         Lost lines are counted (stateguard_audit_lines_dropped_total) and logged
+  --audit-flush-ms N     batch mode: lines are written at most N ms after a decision (default
+                         5; a crash loses at most that much). 0 without --audit-mode = blocking
   --cluster-state FILE   cluster state from a file (kubectl get -o json List, or YAML documents)
   --kubeconfig FILE      list+watch the cluster named by this kubeconfig
   --in-cluster           list+watch using the pod's service account
@@ -75,9 +82,9 @@ int fail(const std::string& message) {
 int main(int argc, char** argv) {
   auto flags =
       parseFlags(argc, argv, 1,
-                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-flush-ms",
-                  "cluster-state", "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms",
-                  "max-cache-silence", "max-connections", "max-buffered-bytes"},
+                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
+                  "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
+                  "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes"},
                  {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
@@ -138,6 +145,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reopen the audit log (logrotate)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::unique_ptr<PolicyStore> policy;
@@ -162,9 +170,17 @@ int main(int argc, char** argv) {
       flushText.find_first_not_of("0123456789") != std::string::npos)
     return fail("--audit-flush-ms must be a number of milliseconds (0 to 99999), got \"" +
                 flushText + "\"");
-  auto audit =
-      AuditLog::open(f.get("audit-log", "-"), std::chrono::milliseconds(std::stol(flushText)));
+  AuditOptions auditOptions;
+  auditOptions.flushInterval = std::chrono::milliseconds(std::stol(flushText));
+  auditOptions.mode = auditOptions.flushInterval.count() == 0 && !f.has("audit-mode")
+                          ? AuditMode::kBlocking
+                          : AuditMode::kBatch;
+  if (f.has("audit-mode") && !parseAuditMode(f.get("audit-mode"), auditOptions.mode))
+    return fail("--audit-mode must be batch, blocking or blocking-strict, got \"" +
+                f.get("audit-mode") + "\"");
+  auto audit = AuditLog::open(f.get("audit-log", "-"), auditOptions);
   if (!audit.ok()) return fail(audit.error());
+  AuditLog* auditLog = audit.value().get();
 
   std::shared_ptr<const ClusterState> state;
   std::shared_ptr<WatchCache> cache;
@@ -280,12 +296,35 @@ int main(int argc, char** argv) {
   metrics.addCounter("stateguard_http_requests_shed_total",
                      "Requests answered 503 because --max-buffered-bytes were held.",
                      [srv] { return srv->httpStats().requestsShed; });
-  std::thread waiter([&signals, srv] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-              ", shutting down");
-    srv->stop();
+  metrics.addCounter("stateguard_audit_lines_total", "Audit lines written.",
+                     [auditLog] { return auditLog->stats().linesWritten; });
+  metrics.addCounter("stateguard_audit_write_failures_total",
+                     "Audit log writes that failed (disk full, I/O error, closed stdout).",
+                     [auditLog] { return auditLog->stats().writeFailures; });
+  metrics.addCounter("stateguard_audit_lines_dropped_total",
+                     "Decisions whose audit line was lost: a failed write or a full queue.",
+                     [auditLog] { return auditLog->stats().linesDropped; });
+  metrics.addCounter("stateguard_audit_wait_timeouts_total",
+                     "Blocking modes: decisions that stopped waiting for their audit line.",
+                     [auditLog] { return auditLog->stats().waitTimeouts; });
+  metrics.addCounter("stateguard_audit_reopens_total",
+                     "Audit log file opened again after a rename, delete or SIGHUP.",
+                     [auditLog] { return auditLog->stats().reopens; });
+  metrics.addGauge("stateguard_audit_queue_bytes", "Audit line bytes waiting to be written.",
+                   [auditLog] { return static_cast<double>(auditLog->stats().queuedBytes); });
+  std::thread waiter([&signals, srv, auditLog] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        auditLog->reopen();
+        continue;
+      }
+      log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                ", shutting down");
+      srv->stop();
+      return;
+    }
   });
   waiter.detach();
   srv->run();

@@ -159,7 +159,19 @@ std::pair<int, std::string> WebhookServer::handleReview(const std::string& body)
     liveConfirmations_.fetch_add(1, std::memory_order_relaxed);
     liveReads_.fetch_add(decision.liveReads, std::memory_order_relaxed);
   }
-  deps_.audit->writeLine(auditLine(request.value(), decision, nowRfc3339()));
+  const bool recorded = deps_.audit->writeLine(auditLine(request.value(), decision, nowRfc3339()));
+  if (!recorded && deps_.audit->mode() == AuditMode::kBlockingStrict && decision.response.allowed) {
+    // Nothing is admitted that the audit trail does not hold.
+    decision.response.allowed = false;
+    decision.response.code = 503;
+    decision.response.message =
+        "stateguard would have allowed this, but could not record the decision in its audit log (" +
+        deps_.audit->lastError() +
+        "), and --audit-mode blocking-strict admits nothing unrecorded. Nothing was changed. Free "
+        "space where the audit log is written (or fix its destination) and retry; the webhook's "
+        "log and stateguard_audit_write_failures_total say more.";
+    decision.verdicts.push_back({"audit-log", "deny", decision.response.message});
+  }
   if (deps_.events != nullptr && !decision.response.allowed && !request->dryRun) {
     // Dry runs have no side effects; the recorder rate-limits and posts in the background.
     deps_.events->warn(request->current(), "StateguardDenied", decision.response.message);
