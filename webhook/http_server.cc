@@ -59,64 +59,6 @@ bool perConnectionError(int err) {
 
 int openSpare() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
-char lowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string lowerCase(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = lowerChar(c);
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-bool percentDecode(std::string_view in, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    int hi = hexValue(in[i + 1]), lo = hexValue(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return true;
-}
-
-bool isToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (c <= ' ' || c >= 127 || std::strchr("\"(),/:;<=>?@[\\]{}", c) != nullptr) return false;
-  }
-  return true;
-}
-
-/// True if the comma-separated header value holds `token` (case-insensitive).
-bool hasToken(std::string_view value, std::string_view token) {
-  while (!value.empty()) {
-    size_t comma = value.find(',');
-    std::string_view item = trim(value.substr(0, comma));
-    if (lowerCase(item) == token) return true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 enum class Phase {
   kHandshake,  // TLS handshake in progress
   kHeaders,    // waiting for (the rest of) a request line and headers
@@ -154,13 +96,6 @@ struct Conn {
 };
 
 }  // namespace
-
-std::string HttpRequest::header(const std::string& lowerName) const {
-  for (const auto& [name, value] : headers) {
-    if (name == lowerName) return value;
-  }
-  return "";
-}
 
 const char* httpReason(int code) {
   switch (code) {
@@ -638,22 +573,9 @@ struct HttpServer::Worker {
       c.scanned = 0;
     }
     if (c.in.empty()) return false;
-    size_t end = std::string::npos, bodyStart = 0;
-    for (size_t i = c.scanned; i < c.in.size(); ++i) {
-      if (c.in[i] != '\n') continue;
-      if (i + 1 < c.in.size() && c.in[i + 1] == '\n') {
-        end = i + 1;
-        bodyStart = i + 2;
-        break;
-      }
-      if (i + 2 < c.in.size() && c.in[i + 1] == '\r' && c.in[i + 2] == '\n') {
-        end = i + 1;
-        bodyStart = i + 3;
-        break;
-      }
-    }
-    if (end == std::string::npos) {
-      c.scanned = c.in.size() >= 2 ? c.in.size() - 2 : 0;
+    HeadSpan span;
+    if (!findHeadEnd(c.in, c.scanned, span)) {
+      c.scanned = headScanResume(c.in.size());
       if (c.in.size() > limits().maxHeaderBytes) {
         fail(c, 431,
              "the request line and headers are over the " +
@@ -663,7 +585,7 @@ struct HttpServer::Worker {
       return false;
     }
     c.scanned = 0;
-    if (end > limits().maxHeaderBytes) {
+    if (span.headBytes > limits().maxHeaderBytes) {
       fail(c, 431,
            "the request line and headers are over the " + std::to_string(limits().maxHeaderBytes) +
                "-byte limit");
@@ -672,65 +594,29 @@ struct HttpServer::Worker {
     c.pending = Pending{};
     int code = 400;
     std::string error;
-    if (!parseHead(std::string_view(c.in).substr(0, end), c.pending, code, error)) {
+    if (!parseRequestHead(std::string_view(c.in).substr(0, span.headBytes), c.pending.request,
+                          c.pending.keepAlive, c.pending.http10, code, error)) {
       fail(c, code, error);
       return true;
     }
-    c.in.erase(0, bodyStart);
+    c.in.erase(0, span.bodyStart);
     return startBody(c);
   }
 
   /// Decides how the body is read once the headers are in. Always makes progress.
   bool startBody(Conn& c) {
     Pending& p = c.pending;
-    const HttpRequest& req = p.request;
-    bool hasLength = false, hasEncoding = false;
-    std::string length;
-    for (const auto& [name, value] : req.headers) {
-      if (name == "content-length") {
-        if (hasLength && value != length) {
-          fail(c, 400, "conflicting Content-Length headers");
-          return true;
-        }
-        hasLength = true;
-        length = value;
-      } else if (name == "transfer-encoding") {
-        hasEncoding = true;
-      }
-    }
-    if (hasEncoding) {
-      fail(c, 411,
-           "Transfer-Encoding is not supported; send the body with a Content-Length "
-           "(at most " +
-               std::to_string(limits().maxBodyBytes) + " bytes)");
+    const BodyFraming framing = bodyFraming(p.request, limits());
+    if (framing.code != 0) {
+      fail(c, framing.code, framing.error);
       return true;
     }
-    if (!hasLength) {
-      if (req.method == "POST") {
-        fail(c, 411, "POST needs a Content-Length");
-        return true;
-      }
-      p.bodyLength = 0;
-    } else {
-      if (length.empty() || length.size() > 18 ||
-          length.find_first_not_of("0123456789") != std::string::npos) {
-        fail(c, 400, "Content-Length " + length + " is not a number");
-        return true;
-      }
-      size_t n = std::stoull(length);
-      if (n > limits().maxDrainBytes) {
-        fail(c, 413,
-             "Content-Length " + length + " is over the " + std::to_string(limits().maxBodyBytes) +
-                 "-byte limit");
-        return true;
-      }
-      if (n > limits().maxBodyBytes) {
-        p.drainLeft = n;
-        c.phase = Phase::kDrain;
-        return true;
-      }
-      p.bodyLength = n;
+    if (framing.drain) {
+      p.drainLeft = framing.length;
+      c.phase = Phase::kDrain;
+      return true;
     }
+    p.bodyLength = framing.length;
     if (p.bodyLength > c.in.size()) {
       // The whole declared body is charged now: a client that sends all but its last byte holds
       // no more than it was granted, and a request the budget cannot take is refused before any
@@ -741,76 +627,10 @@ struct HttpServer::Worker {
       }
       c.in.reserve(p.bodyLength);
     }
-    if (p.bodyLength > c.in.size() && lowerCase(req.header("expect")) == "100-continue") {
+    if (p.bodyLength > c.in.size() && lowerCase(p.request.header("expect")) == "100-continue") {
       c.out += "HTTP/1.1 100 Continue\r\n\r\n";
     }
     c.phase = Phase::kBody;
-    return true;
-  }
-
-  static bool parseHead(std::string_view head, Pending& p, int& code, std::string& error) {
-    HttpRequest& req = p.request;
-    size_t eol = head.find('\n');
-    std::string_view line = head.substr(0, eol);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    size_t sp1 = line.find(' ');
-    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-      error = "malformed request line";
-      return false;
-    }
-    std::string_view method = line.substr(0, sp1);
-    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::string_view version = line.substr(sp2 + 1);
-    if (!isToken(method)) {
-      error = "malformed request line";
-      return false;
-    }
-    if (method != "GET" && method != "POST" && method != "PUT" && method != "DELETE" &&
-        method != "PATCH" && method != "HEAD") {
-      code = 501;
-      error = "method " + std::string(method) + " is not supported";
-      return false;
-    }
-    if (version == "HTTP/1.0") {
-      p.http10 = true;
-      p.keepAlive = false;
-    } else if (version != "HTTP/1.1") {
-      code = version.substr(0, 5) == "HTTP/" ? 505 : 400;
-      error = code == 505 ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed request line";
-      return false;
-    }
-    if (target.empty() || target.front() != '/') {
-      error = "the request target must be an absolute path";
-      return false;
-    }
-    req.method = std::string(method);
-    size_t q = target.find('?');
-    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
-    if (!percentDecode(target.substr(0, q), req.path)) {
-      error = "malformed percent-encoding in the request path";
-      return false;
-    }
-    while (eol != std::string_view::npos && eol + 1 < head.size()) {
-      size_t start = eol + 1;
-      eol = head.find('\n', start);
-      line =
-          head.substr(start, eol == std::string_view::npos ? std::string_view::npos : eol - start);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (line.empty()) break;
-      size_t colon = line.find(':');
-      if (colon == std::string_view::npos || !isToken(line.substr(0, colon))) {
-        error = "malformed header line";
-        return false;
-      }
-      std::string name = lowerCase(line.substr(0, colon));
-      std::string_view value = trim(line.substr(colon + 1));
-      if (name == "connection") {
-        if (hasToken(value, "close")) p.keepAlive = false;
-        if (p.http10 && hasToken(value, "keep-alive")) p.keepAlive = true;
-      }
-      req.headers.emplace_back(std::move(name), std::string(value));
-    }
     return true;
   }
 

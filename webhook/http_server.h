@@ -16,19 +16,9 @@
 #include <vector>
 
 #include "core/result.h"
+#include "webhook/http_parser.h"
 
 namespace stateguard {
-
-/// One parsed request, as handed to the handler.
-struct HttpRequest {
-  std::string method;  ///< GET, POST, PUT, DELETE, PATCH or HEAD
-  std::string path;    ///< percent-decoded, without the query string
-  std::string query;   ///< after '?', raw
-  std::string body;    ///< at most HttpLimits::maxBodyBytes
-  std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased
-  /// The value of a header (name in lower case), or "" if absent.
-  std::string header(const std::string& lowerName) const;
-};
 
 /// The answer a handler fills in; sent as one buffer (headers and body in one SSL_write).
 struct HttpResponse {
@@ -37,21 +27,6 @@ struct HttpResponse {
   std::string body;
   std::vector<std::pair<std::string, std::string>> headers;  ///< extra headers
   bool close = false;                                        ///< close the connection after it
-};
-
-/// Size and time bounds of the server.
-struct HttpLimits {
-  size_t maxHeaderBytes = 16 * 1024;                ///< request line + headers, else 431
-  size_t maxBodyBytes = 3 * 1024 * 1024;            ///< larger bodies get 413
-  size_t maxDrainBytes = 16 * 1024 * 1024;          ///< bodies up to this are read before the 413
-  std::chrono::milliseconds idleTimeout{30000};     ///< keep-alive connection with no request
-  std::chrono::milliseconds requestTimeout{10000};  ///< handshake, partial request, stalled write
-  /// Open connections across all workers; past it a new connection is closed at once (0 = none).
-  size_t maxConnections = 1024;
-  /// Request bytes held across all connections (input buffers and bodies being read; a body's
-  /// declared Content-Length is charged when its headers arrive). A request that would pass it
-  /// is answered 503 with Retry-After and its connection closed (0 = no budget).
-  size_t maxBufferedBytes = 32 * 1024 * 1024;
 };
 
 /// What the HTTP layer has refused or holds, for metrics.
