@@ -20,6 +20,11 @@ struct HttpRequest {
   std::string query;   ///< after '?', raw
   std::string body;    ///< at most HttpLimits::maxBodyBytes
   std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased
+  /// The TLS client certificate of the connection, when the server asks for one.
+  bool peerPresented = false;  ///< the client sent a certificate
+  bool peerVerified = false;   ///< ... and it verified against the server's client CA
+  std::string peerName;        ///< its subject's common name
+  std::string peerError;       ///< why it did not verify
   /// The value of a header (name in lower case), or "" if absent.
   std::string header(const std::string& lowerName) const;
 };

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -93,7 +94,23 @@ struct Conn {
   size_t lingered = 0;  // bytes dropped while lingering
   size_t charged = 0;   // bytes counted against HttpLimits::maxBufferedBytes
   Pending pending;
+  bool peerPresented = false, peerVerified = false;
+  std::string peerName, peerError;
 };
+
+/// The common name of a certificate's subject ("" when it has none).
+std::string commonName(X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  const int at = subject == nullptr ? -1 : X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (at < 0) return "";
+  unsigned char* utf8 = nullptr;
+  const int n =
+      ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+  if (n < 0) return "";
+  std::string name(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
+  OPENSSL_free(utf8);
+  return name;
+}
 
 }  // namespace
 
@@ -406,6 +423,13 @@ struct HttpServer::Worker {
         return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
       }
       c.phase = Phase::kHeaders;
+      if (X509* cert = SSL_get0_peer_certificate(c.ssl); cert != nullptr) {
+        c.peerPresented = true;
+        c.peerName = commonName(cert);
+        const long verify = SSL_get_verify_result(c.ssl);
+        c.peerVerified = verify == X509_V_OK;
+        if (!c.peerVerified) c.peerError = X509_verify_cert_error_string(verify);
+      }
     }
     if (c.phase == Phase::kLinger) return linger(c);
     while (true) {
@@ -636,6 +660,10 @@ struct HttpServer::Worker {
 
   void dispatch(Conn& c) {
     Pending& p = c.pending;
+    p.request.peerPresented = c.peerPresented;
+    p.request.peerVerified = c.peerVerified;
+    p.request.peerName = c.peerName;
+    p.request.peerError = c.peerError;
     HttpResponse res;
     try {
       server.handler_(p.request, res);

@@ -25,7 +25,7 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-mode MODE]
            [--audit-flush-ms N]
            [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
-           [--max-buffered-bytes BYTES]
+           [--max-buffered-bytes BYTES] [--client-ca FILE [--client-cert-names CN,...]]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
   --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change;
@@ -49,6 +49,12 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
                          seconds (default 600; 0 = never)
   --threads N            worker threads (default: the CPUs the container may use, from its
                          cgroup CPU quota); each runs an event loop serving many connections
+  --client-ca FILE       PEM CA: POST /validate answers only callers whose client certificate
+                         it verifies (the apiserver, via its AdmissionConfiguration
+                         kubeConfigFile); others get 403. Probes and /metrics need none.
+                         Audit lines say whether the caller was verified
+  --client-cert-names L  with --client-ca: the certificate's CN must be one of these
+                         (comma-separated)
   --max-connections N    open connections at most (default 1024); past it new connections are
                          closed at once (0 = no limit)
   --max-buffered-bytes B request bytes held across all connections at most (default 32Mi; a
@@ -80,12 +86,12 @@ int fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags =
-      parseFlags(argc, argv, 1,
-                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
-                  "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
-                  "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes"},
-                 {"in-cluster", "no-events", "help"});
+  auto flags = parseFlags(argc, argv, 1,
+                          {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
+                           "audit-flush-ms", "cluster-state", "kubeconfig", "threads",
+                           "policy-poll-ms", "cert-poll-ms", "max-cache-silence", "max-connections",
+                           "max-buffered-bytes", "client-ca", "client-cert-names"},
+                          {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -135,6 +141,18 @@ int main(int argc, char** argv) {
                 " is below 4Mi: one AdmissionReview may be 3 MiB, and the apiserver would be "
                 "refused it");
   options.maxBufferedBytes = static_cast<size_t>(maxBuffered);
+  options.clientCa = f.get("client-ca", "");
+  if (f.has("client-cert-names")) {
+    if (options.clientCa.empty()) return fail("--client-cert-names needs --client-ca");
+    std::string list = f.get("client-cert-names");
+    for (size_t start = 0; start <= list.size();) {
+      size_t comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      if (comma > start) options.clientNames.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+    if (options.clientNames.empty()) return fail("--client-cert-names names no one");
+  }
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 

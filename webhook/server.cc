@@ -83,6 +83,17 @@ Result<std::unique_ptr<WebhookServer>> WebhookServer::create(const ServerOptions
   server->ctx_ = SSL_CTX_new(TLS_server_method());
   if (server->ctx_ == nullptr) return makeError("cannot set up TLS: " + opensslError());
   SSL_CTX_set_options(server->ctx_, SSL_OP_NO_RENEGOTIATION);
+  if (!options.clientCa.empty()) {
+    // Ask every client for a certificate but finish the handshake without one (probes and
+    // Prometheus present none); /validate then refuses callers that are not verified.
+    if (SSL_CTX_load_verify_locations(server->ctx_, options.clientCa.c_str(), nullptr) != 1) {
+      return makeError("--client-ca " + options.clientCa +
+                       ": cannot read a PEM CA certificate from it: " + opensslError());
+    }
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(options.clientCa.c_str());
+    if (names != nullptr) SSL_CTX_set_client_CA_list(server->ctx_, names);
+    SSL_CTX_set_verify(server->ctx_, SSL_VERIFY_PEER, [](int, X509_STORE_CTX*) { return 1; });
+  }
   server->certs_->install(server->ctx_);
   server->routes();
   WebhookServer* self = server.get();
@@ -145,7 +156,8 @@ std::pair<int, std::string> rejectedReview(size_t bodySize, const std::string& d
                            "stateguard could not read the AdmissionReview: " + decodeError)};
 }
 
-std::pair<int, std::string> WebhookServer::handleReview(const std::string& body) {
+std::pair<int, std::string> WebhookServer::handleReview(const std::string& body,
+                                                        const AuditCaller* caller) {
   auto started = std::chrono::steady_clock::now();
   auto request = decodeReview(body);
   if (!request.ok()) {
@@ -159,7 +171,8 @@ std::pair<int, std::string> WebhookServer::handleReview(const std::string& body)
     liveConfirmations_.fetch_add(1, std::memory_order_relaxed);
     liveReads_.fetch_add(decision.liveReads, std::memory_order_relaxed);
   }
-  const bool recorded = deps_.audit->writeLine(auditLine(request.value(), decision, nowRfc3339()));
+  const bool recorded =
+      deps_.audit->writeLine(auditLine(request.value(), decision, nowRfc3339(), caller));
   if (!recorded && deps_.audit->mode() == AuditMode::kBlockingStrict && decision.response.allowed) {
     // Nothing is admitted that the audit trail does not hold.
     decision.response.allowed = false;
@@ -192,7 +205,13 @@ void WebhookServer::routes() {
   routes_ = {
       {"/validate", "POST",
        [this](const HttpRequest& req, HttpResponse& res) {
-         auto [code, out] = handleReview(req.body);
+         if (std::string refusal = callerRefusal(req); !refusal.empty()) {
+           deps_.metrics->countRejected(403);
+           setJson(res, 403, refusal);
+           return;
+         }
+         const AuditCaller caller{req.peerVerified, req.peerName};
+         auto [code, out] = handleReview(req.body, &caller);
          setText(res, code, std::move(out), "application/json");
        }},
       {"/healthz", "GET", [](const HttpRequest&, HttpResponse& res) { setText(res, 200, "ok\n"); }},
@@ -214,6 +233,28 @@ void WebhookServer::routes() {
          setText(res, 200, deps_.metrics->render(), "text/plain; version=0.0.4");
        }},
   };
+}
+
+std::string WebhookServer::callerRefusal(const HttpRequest& req) const {
+  if (options_.clientCa.empty()) return "";
+  const std::string how =
+      " stateguard takes AdmissionReviews only from a caller with a client certificate from the "
+      "CA in --client-ca (the apiserver presents one through the kubeConfigFile of its "
+      "AdmissionConfiguration; see docs/client-certificates.md). Nothing was judged.";
+  if (!req.peerPresented) return "this connection presented no client certificate." + how;
+  if (!req.peerVerified) {
+    return "the client certificate (CN \"" + req.peerName + "\") did not verify: " + req.peerError +
+           "." + how;
+  }
+  if (!options_.clientNames.empty() &&
+      std::find(options_.clientNames.begin(), options_.clientNames.end(), req.peerName) ==
+          options_.clientNames.end()) {
+    std::string names;
+    for (const auto& n : options_.clientNames) names += (names.empty() ? "" : ", ") + n;
+    return "the client certificate's CN \"" + req.peerName +
+           "\" is not one of --client-cert-names (" + names + "). Nothing was judged.";
+  }
+  return "";
 }
 
 void WebhookServer::route(const HttpRequest& req, HttpResponse& res) {

@@ -29,6 +29,12 @@ struct ServerOptions {
   /// Open connections, and request bytes held across them (see HttpLimits).
   size_t maxConnections = HttpLimits{}.maxConnections;
   size_t maxBufferedBytes = HttpLimits{}.maxBufferedBytes;
+  /// PEM CA bundle: when set, POST /validate is answered only for callers presenting a client
+  /// certificate it verifies (the apiserver, through its AdmissionConfiguration kubeConfigFile).
+  /// Probes and /metrics need none.
+  std::string clientCa;
+  /// With clientCa: the certificate's common name must be one of these (empty: any).
+  std::vector<std::string> clientNames;
   /// How often the certificate files are checked for rotation.
   std::chrono::milliseconds certPollInterval{1000};
   /// The CPUs this process may use: those it may run on, within the container's CPU quota
@@ -74,7 +80,8 @@ class WebhookServer {
   HttpStats httpStats() const { return http_ ? http_->stats() : HttpStats{}; }
 
   /// The response for one AdmissionReview body: 200 with a review, or rejectedReview()'s 4xx.
-  std::pair<int, std::string> handleReview(const std::string& body);
+  std::pair<int, std::string> handleReview(const std::string& body,
+                                           const AuditCaller* caller = nullptr);
 
  private:
   WebhookServer(const ServerOptions& options, ServerDeps deps)
@@ -86,6 +93,8 @@ class WebhookServer {
     std::function<void(const HttpRequest&, HttpResponse&)> handler;
   };
   void routes();
+  /// Why a caller may not send reviews ("" when it may).
+  std::string callerRefusal(const HttpRequest& req) const;
   void route(const HttpRequest& req, HttpResponse& res);
   /// The Status answer to a request the HTTP layer refused.
   void refuse(int code, const std::string& message, HttpResponse& res);
