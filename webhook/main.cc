@@ -25,9 +25,13 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-mode MODE]
            [--audit-flush-ms N]
            [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
+           [--metrics-listen HOST:PORT]
            [--max-buffered-bytes BYTES] [--client-ca FILE [--client-cert-names CN,...]]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
+  --metrics-listen H:P   serve GET /metrics (and /healthz, /readyz) on this second HTTPS address
+                         instead of the main one, so a NetworkPolicy can open it to monitoring
+                         only
   --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change;
                          an expired or not yet valid certificate is refused (at start-up too)
   --policy FILE          policy YAML (default: the built-in policy); reloaded when it changes
@@ -86,12 +90,13 @@ int fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = parseFlags(argc, argv, 1,
-                          {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
-                           "audit-flush-ms", "cluster-state", "kubeconfig", "threads",
-                           "policy-poll-ms", "cert-poll-ms", "max-cache-silence", "max-connections",
-                           "max-buffered-bytes", "client-ca", "client-cert-names"},
-                          {"in-cluster", "no-events", "help"});
+  auto flags =
+      parseFlags(argc, argv, 1,
+                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
+                  "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
+                  "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes",
+                  "client-ca", "client-cert-names", "metrics-listen"},
+                 {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -141,6 +146,19 @@ int main(int argc, char** argv) {
                 " is below 4Mi: one AdmissionReview may be 3 MiB, and the apiserver would be "
                 "refused it");
   options.maxBufferedBytes = static_cast<size_t>(maxBuffered);
+  if (f.has("metrics-listen")) {
+    const std::string m = f.get("metrics-listen");
+    const auto at = m.rfind(':');
+    const std::string portText = at == std::string::npos ? "" : m.substr(at + 1);
+    if (at == std::string::npos || portText.empty() || portText.size() > 5 ||
+        portText.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(portText) > 65535)
+      return fail("--metrics-listen must be HOST:PORT, got \"" + m + "\"");
+    options.metricsHost = m.substr(0, at);
+    if (options.metricsHost.size() > 2 && options.metricsHost.front() == '[')
+      options.metricsHost = options.metricsHost.substr(1, options.metricsHost.size() - 2);
+    options.metricsPort = std::stoi(portText);
+  }
   options.clientCa = f.get("client-ca", "");
   if (f.has("client-cert-names")) {
     if (options.clientCa.empty()) return fail("--client-cert-names needs --client-ca");
@@ -282,6 +300,10 @@ int main(int argc, char** argv) {
             std::to_string(options.threads) + " worker thread(s), at most " +
             std::to_string(options.maxConnections) + " connections and " +
             std::to_string(options.maxBufferedBytes >> 20) + " MiB of request bytes)");
+  if (server.value()->metricsPort() >= 0) {
+    log::info("metrics on https://" + options.metricsHost + ":" +
+              std::to_string(server.value()->metricsPort()) + "/metrics");
+  }
 
   WebhookServer* srv = server.value().get();
   metrics.addCounter("stateguard_live_confirmations_total",

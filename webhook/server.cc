@@ -102,18 +102,32 @@ Result<std::unique_ptr<WebhookServer>> WebhookServer::create(const ServerOptions
   limits.maxDrainBytes = kDrainBytes;
   limits.maxConnections = options.maxConnections;
   limits.maxBufferedBytes = options.maxBufferedBytes;
+  auto onError = [self](int code, const std::string& message, HttpResponse& res) {
+    self->refuse(code, message, res);
+  };
   server->http_ = std::make_unique<HttpServer>(
-      server->ctx_, [self](const HttpRequest& req, HttpResponse& res) { self->route(req, res); },
-      [self](int code, const std::string& message, HttpResponse& res) {
-        self->refuse(code, message, res);
-      },
+      server->ctx_,
+      [self](const HttpRequest& req, HttpResponse& res) { self->route(req, res, false); }, onError,
       options.threads, limits);
+  if (options.metricsPort >= 0) {
+    // One worker and small bounds: scrapes and probes only.
+    HttpLimits small;
+    small.maxBodyBytes = 64 * 1024;
+    small.maxDrainBytes = 1024 * 1024;
+    small.maxConnections = 64;
+    small.maxBufferedBytes = 4 * 1024 * 1024;
+    server->metricsHttp_ = std::make_unique<HttpServer>(
+        server->ctx_,
+        [self](const HttpRequest& req, HttpResponse& res) { self->route(req, res, true); }, onError,
+        1, small);
+  }
   return server;
 }
 
 WebhookServer::~WebhookServer() {
   stop();
   http_.reset();
+  metricsHttp_.reset();
   if (ctx_ != nullptr) SSL_CTX_free(ctx_);
 }
 
@@ -257,9 +271,19 @@ std::string WebhookServer::callerRefusal(const HttpRequest& req) const {
   return "";
 }
 
-void WebhookServer::route(const HttpRequest& req, HttpResponse& res) {
+void WebhookServer::route(const HttpRequest& req, HttpResponse& res, bool metricsPort) {
   // HEAD is GET without the body (the HTTP layer drops it).
   const std::string& method = req.method == "HEAD" ? std::string("GET") : req.method;
+  if (metricsHttp_ && metricsPort != (req.path == "/metrics") && req.path != "/healthz" &&
+      req.path != "/readyz") {
+    // With a metrics port, /metrics is served there only and reviews on the main port only.
+    setJson(res, 404,
+            req.method + " " + req.path + " is not served on this port; " +
+                (metricsPort ? std::string("this is the metrics port (GET /metrics, /healthz, "
+                                           "/readyz); reviews go to the main port")
+                             : "GET /metrics is served on the metrics port (--metrics-listen)"));
+    return;
+  }
   const Route* samePath = nullptr;
   for (const Route& r : routes_) {
     if (r.path != req.path) continue;
@@ -290,12 +314,26 @@ void WebhookServer::refuse(int code, const std::string& message, HttpResponse& r
                         : message);
 }
 
-Result<int> WebhookServer::bind() { return http_->listen(options_.host, options_.port); }
+Result<int> WebhookServer::bind() {
+  if (metricsHttp_) {
+    auto bound = metricsHttp_->listen(options_.metricsHost, options_.metricsPort);
+    if (!bound.ok()) return makeError("metrics port: " + bound.error());
+    boundMetricsPort_ = bound.value();
+  }
+  return http_->listen(options_.host, options_.port);
+}
 
-void WebhookServer::run() { http_->run(); }
+void WebhookServer::run() {
+  std::thread metrics;
+  if (metricsHttp_) metrics = std::thread([this] { metricsHttp_->run(); });
+  http_->run();
+  if (metricsHttp_) metricsHttp_->stop();
+  if (metrics.joinable()) metrics.join();
+}
 
 void WebhookServer::stop() {
   if (http_) http_->stop();
+  if (metricsHttp_) metricsHttp_->stop();
 }
 
 }  // namespace stateguard

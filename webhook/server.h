@@ -22,6 +22,10 @@ namespace stateguard {
 struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8443;  ///< 0 picks a free port
+  /// A second port for GET /metrics (and the probes), so that a NetworkPolicy can open it to
+  /// the monitoring namespace only; -1: /metrics is served on the main port.
+  std::string metricsHost = "127.0.0.1";
+  int metricsPort = -1;
   std::string tlsCert;
   std::string tlsKey;
   /// Worker threads (each an epoll loop serving any number of connections).
@@ -68,6 +72,8 @@ class WebhookServer {
 
   /// Binds; returns the port (useful with port 0).
   Result<int> bind();
+  /// The metrics port bound (after bind(); -1 without one).
+  int metricsPort() const { return boundMetricsPort_; }
   /// Serves until stop(); returns when stopped.
   void run();
   void stop();
@@ -95,7 +101,7 @@ class WebhookServer {
   void routes();
   /// Why a caller may not send reviews ("" when it may).
   std::string callerRefusal(const HttpRequest& req) const;
-  void route(const HttpRequest& req, HttpResponse& res);
+  void route(const HttpRequest& req, HttpResponse& res, bool metricsPort);
   /// The Status answer to a request the HTTP layer refused.
   void refuse(int code, const std::string& message, HttpResponse& res);
 
@@ -105,6 +111,8 @@ class WebhookServer {
   std::vector<Route> routes_;
   SSL_CTX* ctx_ = nullptr;
   std::unique_ptr<HttpServer> http_;
+  std::unique_ptr<HttpServer> metricsHttp_;  ///< with options.metricsPort >= 0
+  int boundMetricsPort_ = -1;
   std::atomic<uint64_t> liveConfirmations_{0};
   std::atomic<uint64_t> liveReads_{0};
 };

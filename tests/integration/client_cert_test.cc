@@ -63,12 +63,13 @@ class ClientCertTest : public ::testing::Test {
     port_ = std::stoi(m[1].str());
   }
 
-  /// A client presenting `cert` (nullptr: none).
+  /// A client presenting `cert` (nullptr: none), to the main port or `port`.
   httplib::Result call(const ClientCertificate* cert, const std::string& method,
-                       const std::string& path) {
+                       const std::string& path, int port = -1) {
+    if (port < 0) port = port_;
     std::unique_ptr<httplib::SSLClient> c =
-        cert == nullptr ? std::make_unique<httplib::SSLClient>("127.0.0.1", port_)
-                        : std::make_unique<httplib::SSLClient>("127.0.0.1", port_, cert->certPath,
+        cert == nullptr ? std::make_unique<httplib::SSLClient>("127.0.0.1", port)
+                        : std::make_unique<httplib::SSLClient>("127.0.0.1", port, cert->certPath,
                                                                cert->keyPath);
     c->set_ca_cert_path(tls_.caCertPath);
     c->enable_server_certificate_verification(true);
@@ -158,6 +159,35 @@ TEST_F(ClientCertTest, WithoutAClientCaTheAuditSaysTheCallerWasNotVerified) {
   for (const auto& r : records) {
     EXPECT_EQ(r["caller"]["verified"], false) << r.dump();
   }
+}
+
+// With --metrics-listen, /metrics moves to a port of its own (which the NetworkPolicy opens to
+// the monitoring namespace only) and reviews stay on the main port.
+TEST_F(ClientCertTest, MetricsOnTheirOwnPortAndReviewsOnlyOnTheMain) {
+  start({"--client-ca", tls_.caCertPath, "--metrics-listen", "127.0.0.1:0"});
+  ASSERT_TRUE(server_->waitForOutput("metrics on https://", 10s)) << server_->stderrText();
+  std::smatch m;
+  const std::string err = server_->stderrText();
+  ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(metrics on https://127\.0\.0\.1:(\d+))")));
+  const int metricsPort = std::stoi(m[1].str());
+  ASSERT_NE(metricsPort, port_);
+  auto scraped = call(nullptr, "GET", "/metrics", metricsPort);
+  ASSERT_TRUE(scraped);
+  EXPECT_EQ(scraped->status, 200);
+  EXPECT_NE(scraped->body.find("stateguard_audit_lines_total"), std::string::npos);
+  auto probe = call(nullptr, "GET", "/readyz", metricsPort);
+  ASSERT_TRUE(probe);
+  EXPECT_EQ(probe->status, 200);
+  auto onMain = call(nullptr, "GET", "/metrics");
+  ASSERT_TRUE(onMain);
+  EXPECT_EQ(onMain->status, 404);
+  EXPECT_NE(messageOf(onMain).find("--metrics-listen"), std::string::npos) << messageOf(onMain);
+  auto review = call(&apiserver_, "POST", "/validate", metricsPort);
+  ASSERT_TRUE(review);
+  EXPECT_EQ(review->status, 404) << "a review was taken on the metrics port";
+  auto judged = call(&apiserver_, "POST", "/validate");
+  ASSERT_TRUE(judged);
+  EXPECT_EQ(judged->status, 200);
 }
 
 TEST_F(ClientCertTest, UnreadableClientCaIsAClearStartupError) {

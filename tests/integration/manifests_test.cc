@@ -694,11 +694,11 @@ void checkWorkload(const std::vector<json>& objects, const std::string& ns, int 
   const json& c = ps["containers"][0];
   EXPECT_EQ(c["image"], "ghcr.io/stateguard/stateguard:0.1.0");
   EXPECT_EQ(c["command"], json::array({"stateguard-webhook"}));
-  EXPECT_EQ(c["args"],
-            json::array({"--listen", "0.0.0.0:8443", "--tls-cert", "/etc/stateguard/tls/tls.crt",
-                         "--tls-key", "/etc/stateguard/tls/tls.key", "--policy",
-                         "/etc/stateguard/policy/policy.yaml", "--audit-log", "-", "--audit-mode",
-                         "batch", "--in-cluster"}));
+  EXPECT_EQ(c["args"], json::array({"--listen", "0.0.0.0:8443", "--metrics-listen", "0.0.0.0:9443",
+                                    "--tls-cert", "/etc/stateguard/tls/tls.crt", "--tls-key",
+                                    "/etc/stateguard/tls/tls.key", "--policy",
+                                    "/etc/stateguard/policy/policy.yaml", "--audit-log", "-",
+                                    "--audit-mode", "batch", "--in-cluster"}));
   // Every flag is one the binary knows.
   CommandResult help = runCommand(binaryPath("stateguard-webhook"), {"--help"});
   for (const auto& a : c["args"]) {
@@ -708,7 +708,8 @@ void checkWorkload(const std::vector<json>& objects, const std::string& ns, int 
     }
   }
   EXPECT_EQ(c["ports"],
-            json::array({{{"name", "https"}, {"containerPort", 8443}, {"protocol", "TCP"}}}));
+            json::array({{{"name", "https"}, {"containerPort", 8443}, {"protocol", "TCP"}},
+                         {{"name", "metrics"}, {"containerPort", 9443}, {"protocol", "TCP"}}}));
   for (const auto& [probe, path] : std::vector<std::pair<std::string, std::string>>{
            {"livenessProbe", "/healthz"}, {"readinessProbe", "/readyz"}}) {
     const json& g = c[probe]["httpGet"];
@@ -1004,7 +1005,10 @@ TEST(Kustomize, NetworkPolicyComponentAndTheChartsClientCa) {
         << "the NetworkPolicy selects " << key << "=" << value << ", the pods do not carry it";
   }
   EXPECT_EQ((*policy)["spec"]["ingress"],
-            json::parse(R"([{"ports":[{"protocol":"TCP","port":8443}]}])"));
+            json::parse(R"([{"ports":[{"protocol":"TCP","port":8443}]},
+                            {"ports":[{"protocol":"TCP","port":9443}],
+                             "from":[{"namespaceSelector":{"matchLabels":
+                                 {"kubernetes.io/metadata.name":"monitoring"}}}]}])"));
   EXPECT_EQ((*deployment)["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
             8443);
 
