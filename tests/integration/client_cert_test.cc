@@ -15,6 +15,7 @@
 #include "core/json_yaml.h"
 #include "tests/support/process.h"
 #include "tests/support/tls_material.h"
+#include "tests/support/webhook_process.h"
 
 namespace stateguard::testing {
 namespace {
@@ -43,24 +44,19 @@ class ClientCertTest : public ::testing::Test {
     review_ = readText(sourcePath("examples/reviews/delete-bound-pv.json"));
   }
   void TearDown() override {
-    if (server_) EXPECT_EQ(server_->stop(10000ms), 0) << server_->stderrText();
+    if (webhook_)
+      EXPECT_EQ(webhook_->process().stop(10000ms), 0) << webhook_->process().stderrText();
     removeTree(dir_);
   }
 
   void start(std::vector<std::string> extra) {
-    std::vector<std::string> args{"--listen",        "127.0.0.1:0",
-                                  "--tls-cert",      tls_.serverCertPath,
-                                  "--tls-key",       tls_.serverKeyPath,
-                                  "--cluster-state", sourcePath("examples/cluster-state.yaml"),
-                                  "--audit-log",     dir_ + "/audit.log",
-                                  "--audit-mode",    "blocking"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    server_ = std::make_unique<ChildProcess>(binaryPath("stateguard-webhook"), args, dir_);
-    ASSERT_TRUE(server_->waitForOutput("listening on https://", 30s)) << server_->stderrText();
-    std::smatch m;
-    const std::string err = server_->stderrText();
-    ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(127\.0\.0\.1:(\d+))")));
-    port_ = std::stoi(m[1].str());
+    // The webhook with this test's own CA and serving certificate.
+    webhook_ = std::make_unique<WebhookProcess>(
+        dir_, DevCerts{dir_, tls_.caCertPath, tls_.serverCertPath, tls_.serverKeyPath},
+        std::vector<std::string>{"--cluster-state", sourcePath("examples/cluster-state.yaml")},
+        std::move(extra));
+    ASSERT_TRUE(webhook_->started()) << webhook_->process().stderrText();
+    port_ = webhook_->port();
   }
 
   /// A client presenting `cert` (nullptr: none), to the main port or `port`.
@@ -90,7 +86,7 @@ class ClientCertTest : public ::testing::Test {
   TlsMaterial tls_;
   ClientCertificate apiserver_, kubelet_, stranger_;
   std::string review_;
-  std::unique_ptr<ChildProcess> server_;
+  std::unique_ptr<WebhookProcess> webhook_;
   int port_ = -1;
 };
 
@@ -165,9 +161,10 @@ TEST_F(ClientCertTest, WithoutAClientCaTheAuditSaysTheCallerWasNotVerified) {
 // the monitoring namespace only) and reviews stay on the main port.
 TEST_F(ClientCertTest, MetricsOnTheirOwnPortAndReviewsOnlyOnTheMain) {
   start({"--client-ca", tls_.caCertPath, "--metrics-listen", "127.0.0.1:0"});
-  ASSERT_TRUE(server_->waitForOutput("metrics on https://", 10s)) << server_->stderrText();
+  ASSERT_TRUE(webhook_->process().waitForOutput("metrics on https://", 10s))
+      << webhook_->process().stderrText();
   std::smatch m;
-  const std::string err = server_->stderrText();
+  const std::string err = webhook_->process().stderrText();
   ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(metrics on https://127\.0\.0\.1:(\d+))")));
   const int metricsPort = std::stoi(m[1].str());
   ASSERT_NE(metricsPort, port_);

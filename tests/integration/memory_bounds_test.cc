@@ -22,6 +22,7 @@
 #include "tests/support/process.h"
 #include "tests/support/raw_tls.h"
 #include "tests/support/tls_material.h"
+#include "tests/support/webhook_process.h"
 #include "webhook/admission.h"
 #include "webhook/server.h"
 
@@ -52,26 +53,21 @@ class MemoryBoundsTest : public ::testing::Test {
     ASSERT_FALSE(goodReview_.empty());
   }
   void TearDown() override {
-    if (server_) {
-      EXPECT_TRUE(server_->running()) << server_->stderrText();
-      EXPECT_EQ(server_->stop(10000ms), 0) << server_->stderrText();
+    if (webhook_) {
+      EXPECT_TRUE(webhook_->process().running()) << webhook_->process().stderrText();
+      EXPECT_EQ(webhook_->process().stop(10000ms), 0) << webhook_->process().stderrText();
     }
     removeTree(dir_);
   }
 
   void start(std::vector<std::string> extra) {
-    std::vector<std::string> args{"--listen",        "127.0.0.1:0",
-                                  "--tls-cert",      tls_.serverCertPath,
-                                  "--tls-key",       tls_.serverKeyPath,
-                                  "--cluster-state", sourcePath("examples/cluster-state.yaml"),
-                                  "--audit-log",     dir_ + "/audit.log"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    server_ = std::make_unique<ChildProcess>(binaryPath("stateguard-webhook"), args, dir_);
-    ASSERT_TRUE(server_->waitForOutput("listening on https://", 30s)) << server_->stderrText();
-    std::smatch m;
-    const std::string err = server_->stderrText();
-    ASSERT_TRUE(std::regex_search(err, m, std::regex(R"(127\.0\.0\.1:(\d+))")));
-    port_ = std::stoi(m[1].str());
+    // The webhook with this test's own CA and serving certificate.
+    webhook_ = std::make_unique<WebhookProcess>(
+        dir_, DevCerts{dir_, tls_.caCertPath, tls_.serverCertPath, tls_.serverKeyPath},
+        std::vector<std::string>{"--cluster-state", sourcePath("examples/cluster-state.yaml")},
+        std::move(extra));
+    ASSERT_TRUE(webhook_->started()) << webhook_->process().stderrText();
+    port_ = webhook_->port();
   }
 
   std::unique_ptr<RawTls> connect() {
@@ -108,7 +104,7 @@ class MemoryBoundsTest : public ::testing::Test {
   std::string dir_;
   TlsMaterial tls_;
   std::string goodReview_;
-  std::unique_ptr<ChildProcess> server_;
+  std::unique_ptr<WebhookProcess> webhook_;
   int port_ = -1;
 };
 
@@ -119,7 +115,7 @@ TEST_F(MemoryBoundsTest, IdleTlsConnectionsCostLittleAndTheConnectionLimitHolds)
   // Warm up: allocator arenas and the TLS context exist before the baseline.
   ASSERT_NE(request("POST", "/validate", goodReview_).find("HTTP/1.1 200"), std::string::npos);
   std::this_thread::sleep_for(200ms);
-  const long before = statusKib(server_->pid(), "VmRSS");
+  const long before = statusKib(webhook_->process().pid(), "VmRSS");
   ASSERT_GT(before, 0);
   std::vector<std::unique_ptr<RawTls>> idle;
   for (int i = 0; i < kIdle; ++i) {
@@ -131,7 +127,7 @@ TEST_F(MemoryBoundsTest, IdleTlsConnectionsCostLittleAndTheConnectionLimitHolds)
     idle.push_back(std::move(conn));
   }
   std::this_thread::sleep_for(300ms);
-  const long after = statusKib(server_->pid(), "VmRSS");
+  const long after = statusKib(webhook_->process().pid(), "VmRSS");
   const double perConnection = static_cast<double>(after - before) / kIdle;
   RecordProperty("rss_kib_per_idle_connection", std::to_string(perConnection));
   std::cout << "RSS per idle TLS connection: " << perConnection << " KiB (" << before << " -> "
@@ -151,8 +147,8 @@ TEST_F(MemoryBoundsTest, IdleTlsConnectionsCostLittleAndTheConnectionLimitHolds)
   EXPECT_EQ(connect(), nullptr) << "a connection past --max-connections " << kLimit
                                 << " was served";
   std::this_thread::sleep_for(100ms);
-  EXPECT_NE(server_->stderrText().find("open connections is reached"), std::string::npos)
-      << server_->stderrText();
+  EXPECT_NE(webhook_->process().stderrText().find("open connections is reached"), std::string::npos)
+      << webhook_->process().stderrText();
   idle.pop_back();  // room for the metrics request
   std::this_thread::sleep_for(200ms);
   EXPECT_GE(metric("stateguard_http_connections_refused_total"), 1);
@@ -167,7 +163,7 @@ TEST_F(MemoryBoundsTest, PartialBodiesCannotHoldMoreThanTheBufferBudget) {
   constexpr long kBudgetMib = 32;  // the shipped default
   start({"--threads", "2"});
   ASSERT_NE(request("POST", "/validate", goodReview_).find("HTTP/1.1 200"), std::string::npos);
-  const long before = statusKib(server_->pid(), "VmRSS");
+  const long before = statusKib(webhook_->process().pid(), "VmRSS");
   // Each sends the headers of a review of the largest allowed size, then all but its last byte.
   const size_t length = kMaxReviewBytes;
   const std::string head =
@@ -184,7 +180,7 @@ TEST_F(MemoryBoundsTest, PartialBodiesCannotHoldMoreThanTheBufferBudget) {
     attackers.push_back(std::move(conn));
   }
   std::this_thread::sleep_for(500ms);
-  const long held = statusKib(server_->pid(), "VmRSS");
+  const long held = statusKib(webhook_->process().pid(), "VmRSS");
   const long growthMib = (held - before) / 1024;
   std::cout << "RSS with " << kAttackers << " partial 3 MiB bodies: " << before / 1024 << " -> "
             << held / 1024 << " MiB\n";
@@ -240,7 +236,7 @@ TEST_F(MemoryBoundsTest, LargestReviewsAtOnceAreBoundedByTheWorkers) {
   review["request"]["object"] = object;
   const std::string body = review.dump();
   ASSERT_LE(body.size(), kMaxReviewBytes);
-  const long before = statusKib(server_->pid(), "VmHWM");
+  const long before = statusKib(webhook_->process().pid(), "VmHWM");
   std::vector<std::thread> clients;
   std::atomic<int> answered{0};
   for (int i = 0; i < kConcurrent; ++i) {
@@ -250,7 +246,7 @@ TEST_F(MemoryBoundsTest, LargestReviewsAtOnceAreBoundedByTheWorkers) {
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(answered.load(), kConcurrent);
-  const long peakMib = statusKib(server_->pid(), "VmHWM") / 1024;
+  const long peakMib = statusKib(webhook_->process().pid(), "VmHWM") / 1024;
   std::cout << "peak RSS with " << kConcurrent
             << " concurrent 3 MiB reviews, 1 worker: " << before / 1024 << " -> " << peakMib
             << " MiB\n";
