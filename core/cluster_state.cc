@@ -3,6 +3,7 @@
 #include <mutex>
 
 #include "core/k8s.h"
+#include "core/projection.h"
 
 namespace stateguard {
 
@@ -106,6 +107,7 @@ std::vector<ObjectPtr> ObjectStore::list(const std::string& kind, const std::str
 }
 
 void ObjectStore::upsert(const std::string& kind, json object) {
+  projectForCache(kind, object);
   Key key{k8s::namespaceOf(object), k8s::name(object)};
   auto ptr = std::make_shared<const json>(std::move(object));
   std::unique_lock lock(mu_);
@@ -121,6 +123,7 @@ void ObjectStore::remove(const std::string& kind, const std::string& ns, const s
 void ObjectStore::replaceAll(const std::string& kind, std::vector<json> objects) {
   std::map<Key, ObjectPtr> fresh;
   for (auto& obj : objects) {
+    projectForCache(kind, obj);  // a second time is cheap: the list pages were projected
     Key key{k8s::namespaceOf(obj), k8s::name(obj)};
     fresh[std::move(key)] = std::make_shared<const json>(std::move(obj));
   }
@@ -136,7 +139,11 @@ size_t ObjectStore::size(const std::string& kind) const {
 
 Result<ObjectStorePtr> loadClusterStateText(std::string_view text, const std::string& source,
                                             const std::vector<ResourceKind>& kinds) {
-  auto objects = parseObjects(text, source);
+  // Each List item is trimmed to what the rules read as soon as it is parsed.
+  const ItemHook project = [](json& item) {
+    if (item.is_object()) projectForCache(k8s::kind(item), item);
+  };
+  auto objects = parseObjects(text, source, &project);
   if (!objects.ok()) return makeError(objects.error());
   auto store = std::make_shared<ObjectStore>();
   for (auto& so : objects.value()) {

@@ -239,7 +239,7 @@ bool startsLikeJson(std::string_view text) {
 }  // namespace
 
 Result<std::vector<json>> parseDocuments(std::string_view text, const std::string& source,
-                                         std::vector<size_t>* lines) {
+                                         std::vector<size_t>* lines, const ItemHook* itemHook) {
   std::vector<json> docs;
   if (size_t bad = invalidUtf8At(text); bad != std::string_view::npos) {
     size_t line = 1 + static_cast<size_t>(
@@ -250,7 +250,15 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
   std::string jsonError;
   if (startsLikeJson(text)) {
     try {
-      docs.push_back(json::parse(text));
+      if (itemHook != nullptr) {
+        docs.push_back(
+            json::parse(text, [itemHook](int depth, json::parse_event_t event, json& parsed) {
+              if (depth == 2 && event == json::parse_event_t::object_end) (*itemHook)(parsed);
+              return true;
+            }));
+      } else {
+        docs.push_back(json::parse(text));
+      }
       if (lines != nullptr) lines->assign(1, 1);
       return docs;
     } catch (const json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
@@ -286,9 +294,10 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
   return docs;
 }
 
-Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std::string& source) {
+Result<std::vector<SourcedObject>> parseObjects(std::string_view text, const std::string& source,
+                                                const ItemHook* itemHook) {
   std::vector<size_t> lines;
-  auto docs = parseDocuments(text, source, &lines);
+  auto docs = parseDocuments(text, source, &lines, itemHook);
   if (!docs.ok()) return makeError(docs.error());
   std::vector<SourcedObject> out;
   size_t docIndex = 0;

@@ -5,6 +5,7 @@
 
 #include "core/k8s.h"
 #include "core/log.h"
+#include "core/projection.h"
 
 namespace stateguard {
 namespace {
@@ -199,6 +200,7 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
           }
           item["kind"] = rk.kind;
           if (!item.contains("apiVersion") && !apiVersion.empty()) item["apiVersion"] = apiVersion;
+          projectForCache(kind, item);  // page by page: whole objects are never all held at once
           items.push_back(std::move(item));
         }
       }
