@@ -39,7 +39,8 @@ void projectPod(json& pod) {
     for (const char* list : {"containers", "initContainers"}) {
       auto cs = spec->find(list);
       if (cs == spec->end() || !cs->is_array()) continue;
-      for (auto& c : *cs) keepOnly(c, {"name", "image"});
+      // args: stateguardctl orphans finds a CSI provisioner's Pods by its --drivername.
+      for (auto& c : *cs) keepOnly(c, {"name", "image", "args"});
     }
   }
   if (auto status = pod.find("status"); status != pod.end()) keepOnly(*status, {"phase"});

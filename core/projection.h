@@ -8,7 +8,7 @@
 // Every kind: metadata.managedFields and the kubectl.kubernetes.io/last-applied-configuration
 // annotation (a copy of the object) go. Pods keep only: metadata (name, namespace, uid,
 // resourceVersion, labels, annotations, ownerReferences, finalizers, deletionTimestamp),
-// spec.volumes that name a claim, the containers' and initContainers' names and images,
+// spec.volumes that name a claim, the containers' and initContainers' names, images and args,
 // spec.nodeName, and status.phase.
 //
 // tests/unit/projection_test.cc runs every rule suite with and without projection and requires

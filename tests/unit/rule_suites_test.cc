@@ -124,6 +124,7 @@ TEST(CacheProjection, KeepsWhatRulesReadOfAPodAndDropsTheRest) {
                   {"name": "token", "projected": {"sources": []}}],
       "initContainers": [{"name": "init", "image": "busybox:1", "command": ["true"]}],
       "containers": [{"name": "registry", "image": "registry:2", "env": [{"name": "A"}],
+                      "args": ["--drivername=x"],
                       "resources": {"limits": {"memory": "1Gi"}}}]},
     "status": {"phase": "Running", "conditions": [{"type": "Ready"}], "podIP": "10.0.0.1"}})");
   projectForCache("Pod", pod);
@@ -135,7 +136,7 @@ TEST(CacheProjection, KeepsWhatRulesReadOfAPodAndDropsTheRest) {
     "spec": {"nodeName": "n1",
       "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-registry-0"}}],
       "initContainers": [{"name": "init", "image": "busybox:1"}],
-      "containers": [{"name": "registry", "image": "registry:2"}]},
+      "containers": [{"name": "registry", "image": "registry:2", "args": ["--drivername=x"]}]},
     "status": {"phase": "Running"}})"));
   // Other kinds lose only managedFields and the last-applied copy.
   json pv = json::parse(R"({"kind": "PersistentVolume", "metadata": {"name": "pv1",
