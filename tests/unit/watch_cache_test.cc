@@ -310,6 +310,31 @@ TEST_F(WatchCacheTest, ExpiredContinueTokenRestartsTheList) {
 
 // ---- watch ----
 
+// Issue 15: what the cache keeps of a listed and of a watched object is only what rules read
+// (core/projection.h): managedFields and a Pod's status details never reach the store.
+TEST_F(WatchCacheTest, ListedAndWatchedObjectsAreKeptProjected) {
+  auto heavy = [](const std::string& name) {
+    json p = pod("default", name);
+    p["metadata"]["managedFields"] = json::array({{{"manager", "kubelet"}}});
+    p["status"]["conditions"] = json::array({{{"type", "Ready"}}});
+    p["spec"]["containers"] = json::array({{{"name", "app"}, {"image", "app:1"}, {"env", {1}}}});
+    return p;
+  };
+  server_->add("Pod", heavy("listed"));
+  auto cache = startReady();
+  ASSERT_NE(cache, nullptr);
+  server_->add("Pod", heavy("watched"));
+  ASSERT_TRUE(eventually([&] { return cache->get("Pod", "default", "watched") != nullptr; }));
+  for (const char* name : {"listed", "watched"}) {
+    SCOPED_TRACE(name);
+    auto p = cache->get("Pod", "default", name);
+    ASSERT_NE(p, nullptr);
+    EXPECT_FALSE((*p)["metadata"].contains("managedFields"));
+    EXPECT_FALSE((*p)["status"].contains("conditions"));
+    EXPECT_EQ((*p)["spec"]["containers"], json::parse(R"([{"name":"app","image":"app:1"}])"));
+  }
+}
+
 TEST_F(WatchCacheTest, AddedModifiedDeletedEventsReachTheStore) {
   seed(*server_);
   auto cache = startReady();
