@@ -21,7 +21,7 @@ namespace {
 
 constexpr const char* kUsage =
     R"(usage: stateguardctl lint [--policy FILE] [--cluster-state FILE] [--as USER] [--as-group G]...
-                          [--namespace NS] [-o text|json|sarif] PATH...|-
+                          [--namespace NS] [-o text|json|sarif] [--warn-exit-code N] PATH...|-
 
 Applies every webhook rule to manifests: files, directories (*.yaml, *.yml, *.json, recursively),
 multi-document YAML, JSON Lists, or `kustomize build` / `helm template` output on stdin (-).
@@ -38,7 +38,8 @@ Also read, beside Kubernetes objects:
   - kops Cluster specs (kops.k8s.io): their etcd-manager backup stores' control/ paths are added
     to backup-lifecycle's protected paths for every lifecycle rule in the same run.
 
-Exit 0 clean (warnings allowed), 1 a denial, 2 unreadable input.
+Exit 0 clean (warnings allowed), 1 a denial, 2 unreadable input. With --warn-exit-code N,
+warnings without a denial exit N (as Kyverno's CLI), so a pipeline can fail on them too.
 Example: kustomize build overlays/prod | stateguardctl lint --cluster-state live.json -o sarif -
 )";
 
@@ -199,9 +200,20 @@ int runLint(int argc, char** argv) {
     return 0;
   }
   auto flags = parseFlags(
-      argc, argv, 2, {"policy", "cluster-state", "as", "as-group", "namespace", "output", "o"}, {});
+      argc, argv, 2,
+      {"policy", "cluster-state", "as", "as-group", "namespace", "output", "o", "warn-exit-code"},
+      {});
   if (!flags.ok()) return usageError(kUsage, flags.error());
   const Flags& f = flags.value();
+  int warnExitCode = 0;
+  if (f.has("warn-exit-code")) {
+    const std::string code = f.get("warn-exit-code");
+    if (code.empty() || code.size() > 3 ||
+        code.find_first_not_of("0123456789") != std::string::npos || std::stoi(code) > 255)
+      return usageError(kUsage,
+                        "--warn-exit-code must be a number from 0 to 255, got \"" + code + "\"");
+    warnExitCode = std::stoi(code);
+  }
   const std::string format = f.get("output", f.get("o", "text"));
   if (format != "text" && format != "json" && format != "sarif") {
     return usageError(kUsage, "-o must be text, json or sarif");
@@ -334,7 +346,8 @@ int runLint(int argc, char** argv) {
               << " denied, " << findings.size() - errors << " warning(s)\n";
   }
   if (unreadable) return 2;
-  return denied ? 1 : 0;
+  if (denied) return 1;
+  return findings.empty() ? 0 : warnExitCode;
 }
 
 }  // namespace stateguard::cli

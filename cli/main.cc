@@ -24,6 +24,29 @@ commands:
   backups   newest good backup per claim and for etcd (cluster, state file, etcd-manager store)
 
 Exit codes: 0 fine, 1 a finding (denial, stale, difference), 2 unusable input or usage.
+stateguardctl --version prints the version; `stateguardctl completion bash|zsh` prints shell
+completion (e.g. `source <(stateguardctl completion bash)`). Installed as kubectl-stateguard too,
+so `kubectl stateguard lint ...` works.
+)";
+
+/// Completes the command, then the flags of the command's --help text, then file names.
+constexpr const char* kBashCompletion =
+    R"(# stateguardctl completion (bash; zsh through bashcompinit)
+_stateguardctl() {
+  local cur=${COMP_WORDS[COMP_CWORD]}
+  if [ "$COMP_CWORD" -eq 1 ]; then
+    COMPREPLY=($(compgen -W "review rules lint audit dqlite orphans csi backups completion --help --version" -- "$cur"))
+    return
+  fi
+  if [[ "$cur" == -* ]]; then
+    local flags
+    flags=$("${COMP_WORDS[0]}" "${COMP_WORDS[1]}" --help 2>/dev/null | grep -o -- '--[a-z][a-z-]*' | sort -u)
+    COMPREPLY=($(compgen -W "$flags" -- "$cur"))
+    return
+  fi
+  COMPREPLY=($(compgen -f -- "$cur"))
+}
+complete -o filenames -F _stateguardctl stateguardctl kubectl-stateguard
 )";
 
 }  // namespace
@@ -44,6 +67,24 @@ int main(int argc, char** argv) {
   const std::string command = argv[1];
   if (command == "help" || command == "--help" || command == "-h") {
     std::cout << kUsage;
+    return 0;
+  }
+  if (command == "completion") {
+    const std::string shell = argc > 2 ? argv[2] : "";
+    if (shell == "bash") {
+      std::cout << kBashCompletion;
+      return 0;
+    }
+    if (shell == "zsh") {
+      std::cout << "autoload -U +X bashcompinit && bashcompinit\n" << kBashCompletion;
+      return 0;
+    }
+    std::cerr << "stateguardctl completion: give bash or zsh, e.g. source <(stateguardctl "
+                 "completion bash)\n";
+    return 2;
+  }
+  if (command == "--version" || command == "version") {
+    std::cout << "stateguardctl " << STATEGUARD_VERSION << "\n";
     return 0;
   }
   auto it = kCommands.find(command);

@@ -88,6 +88,55 @@ TEST(LintCli, WarningsDoNotFail) {
   removeTree(dir);
 }
 
+// Issue 17: a pipeline can fail on warnings too (Kyverno's --warn-exit-code); denials still
+// exit 1, clean input 0, and a bad value is a usage error.
+TEST(LintCli, WarnExitCodeMakesWarningsFailThePipeline) {
+  const std::string dir = makeTempDir("sg-lint");
+  writeText(dir + "/policy.yaml", "rules: {statefulset-recreate: warn, reclaim-policy: warn}\n");
+  auto warned = lint({"--warn-exit-code", "3", "--policy", dir + "/policy.yaml", "--cluster-state",
+                      fixture("state.yaml"), fixture("dangerous.yaml")});
+  EXPECT_EQ(warned.exitCode, 3) << warned.out << warned.err;
+  auto denied = lint({"--warn-exit-code", "3", "--cluster-state", fixture("state.yaml"),
+                      fixture("dangerous.yaml")});
+  EXPECT_EQ(denied.exitCode, 1) << denied.out << denied.err;
+  auto clean = lint(
+      {"--warn-exit-code", "3", "--cluster-state", fixture("state.yaml"), fixture("clean.yaml")});
+  EXPECT_EQ(clean.exitCode, 0) << clean.out << clean.err;
+  auto bad = lint({"--warn-exit-code", "many", fixture("clean.yaml")});
+  EXPECT_EQ(bad.exitCode, 2);
+  EXPECT_NE(bad.err.find("--warn-exit-code must be a number from 0 to 255"), std::string::npos)
+      << bad.err;
+  removeTree(dir);
+}
+
+TEST(StateguardctlCli, VersionAndTheKubectlPlugin) {
+  auto v = runCommand(binaryPath("stateguardctl"), {"--version"});
+  EXPECT_EQ(v.exitCode, 0);
+  EXPECT_EQ(v.out.rfind("stateguardctl ", 0), 0u) << v.out;
+  EXPECT_NE(v.out.find("."), std::string::npos) << v.out;
+  // Shell completion completes commands and a command's flags (from its --help).
+  const std::string bin0 = binaryPath("stateguardctl");
+  auto complete = [&](const std::string& words, int cword) {
+    return runCommand("/bin/bash", {"-c",
+                                    "source <(\"$0\" completion bash) && COMP_WORDS=(" + words +
+                                        ") && COMP_CWORD=" + std::to_string(cword) +
+                                        " && _stateguardctl && echo \"${COMPREPLY[*]}\"",
+                                    bin0});
+  };
+  EXPECT_EQ(complete(bin0 + " li", 1).out, "lint\n");
+  EXPECT_NE(complete(bin0 + " lint --warn", 2).out.find("--warn-exit-code"), std::string::npos);
+  EXPECT_EQ(runCommand(bin0, {"completion", "fish"}).exitCode, 2);
+  // kubectl finds kubectl-stateguard on PATH: `kubectl stateguard ...` is stateguardctl.
+  const std::string kubectl = findProgram("kubectl");
+  if (kubectl.empty()) GTEST_SKIP() << "kubectl is not installed: plugin check skipped";
+  const std::string bin = binaryPath("stateguardctl");
+  const std::string dir = bin.substr(0, bin.rfind('/'));
+  auto r = runCommand("/usr/bin/env",
+                      {"PATH=" + dir + ":/usr/bin:/bin", kubectl, "stateguard", "rules"});
+  EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("pv-delete"), std::string::npos) << r.out;
+}
+
 TEST(LintCli, AsAndAsGroupAreTheRequestingUser) {
   // Creating an object that carries the break-glass annotation is refused for an ordinary user.
   auto outsider = lint({fixture("warn-only.json")});
