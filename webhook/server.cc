@@ -168,6 +168,12 @@ void WebhookServer::routes() {
          setText(res, 200, deps_.metrics->render(), "text/plain; version=0.0.4");
        }},
   };
+  if (deps_.mutateCsi) {
+    routes_.push_back({"/mutate-csi", "POST", [this](const HttpRequest& req, HttpResponse& res) {
+                         auto [code, out] = deps_.mutateCsi(req.body);
+                         setText(res, code, std::move(out), "application/json");
+                       }});
+  }
 }
 
 void WebhookServer::route(const HttpRequest& req, HttpResponse& res) {
