@@ -477,7 +477,28 @@ std::string base64(std::string_view in) {
 // ---------------------------------------------------------------------------------------------
 // The mutating review
 
+namespace {
+CsiMutation mutate(std::string_view body, const CsiGuardConfig& config);
+}  // namespace
+
 CsiMutation mutateCsiReview(std::string_view body, const CsiGuardConfig& config) {
+  try {
+    return mutate(body, config);
+  } catch (const std::exception& e) {
+    // A field of an unexpected type in a hand-made review (the apiserver sends typed objects):
+    // a 400 naming it, never a crash.
+    CsiMutation m;
+    auto [code, out] = rejectedReview(body.size(), std::string("unexpected content: ") + e.what());
+    m.httpStatus = code;
+    m.body = std::move(out);
+    m.outcome = "rejected";
+    m.detail = e.what();
+    return m;
+  }
+}
+
+namespace {
+CsiMutation mutate(std::string_view body, const CsiGuardConfig& config) {
   CsiMutation m;
   auto request = decodeReview(body);
   if (!request.ok()) {
@@ -536,6 +557,7 @@ CsiMutation mutateCsiReview(std::string_view body, const CsiGuardConfig& config)
   m.body = response.dump(-1, ' ', false, json::error_handler_t::replace);
   return m;
 }
+}  // namespace
 
 std::pair<int, std::string> CsiInjector::handle(const std::string& body) {
   CsiGuardConfigPtr config = store_->current();

@@ -125,7 +125,14 @@ void CsiGuardMonitor::run() {
 void CsiGuardMonitor::checkNow() {
   auto config = config_();
   if (!config || !state_->ready()) return;
-  auto found = checkCsiGuard(*state_, *config);
+  std::vector<CsiGuardFinding> found;
+  try {
+    found = checkCsiGuard(*state_, *config);
+  } catch (const std::exception& e) {
+    log::error("csi-guard: the unguarded check failed (keeping the last findings): " +
+               std::string(e.what()));
+    return;
+  }
   std::map<std::string, std::string> reported;
   std::vector<std::pair<ObjectPtr, std::string>> post;
   {

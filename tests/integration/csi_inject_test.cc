@@ -316,6 +316,27 @@ TEST(CsiInject, BadConfigurationIsRefusedWithTheKeyNamed) {
   EXPECT_TRUE(parseCsiGuardConfig("drivers: [{" + ok + "}]", "t").ok());
 }
 
+TEST(CsiInject, ConfigFileIsReloadedAndABadChangeKeepsTheLastGoodOne) {
+  const std::string dir = makeTempDir("sg-csi-reload");
+  const std::string path = dir + "/csi-guard.yaml";
+  const std::string driver =
+      "drivers: [{name: a, namespace: ns, daemonSet: p, driverName: a.csi.io, driverContainer: d, "
+      "devicePathTemplate: \"/dev/{volume_id}\"}]\n";
+  writeText(path, "image: one:1\n" + driver);
+  auto store = CsiGuardStore::fromFile(path, std::chrono::hours(1));  // checked by hand below
+  ASSERT_TRUE(store.ok()) << store.error();
+  EXPECT_EQ(store.value()->current()->image, "one:1");
+  EXPECT_FALSE(store.value()->checkForChange());
+  writeText(path, "image: two:2\ncheckIntervalSeconds: 5\n" + driver);
+  EXPECT_TRUE(store.value()->checkForChange());
+  EXPECT_EQ(store.value()->current()->image, "two:2");
+  EXPECT_EQ(store.value()->current()->checkInterval, std::chrono::seconds(5));
+  writeText(path, "image: three:3\nchecks: 1\n" + driver);
+  EXPECT_FALSE(store.value()->checkForChange());
+  EXPECT_EQ(store.value()->current()->image, "two:2");
+  removeTree(dir);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The AdmissionReview answer
 
@@ -418,6 +439,24 @@ TEST(CsiInject, ReviewAnswerIsABase64JsonPatchOnlyWhenSomethingIsMissing) {
   m = mutateCsiReview("{not json", config);
   EXPECT_EQ(m.httpStatus, 400);
   EXPECT_EQ(m.outcome, "rejected");
+}
+
+TEST(CsiInject, ReviewsWithFieldsOfTheWrongTypeAreRefusedNotCrashed) {
+  const CsiGuardConfig config = shippedConfig();
+  json ds = longhorn();
+  ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"] = 7;
+  ds["spec"]["template"]["spec"]["containers"][0]["name"] = 3;
+  for (const json& bad :
+       {ds,
+        json{{"metadata",
+              {{"name", "longhorn-csi-plugin"}, {"namespace", "longhorn-system"}, {"labels", "x"}}},
+             {"spec", "nothing"}}}) {
+    json r = review("CREATE", longhorn());
+    r["request"]["object"] = bad;
+    CsiMutation m = mutateCsiReview(r.dump(), config);
+    EXPECT_TRUE(m.httpStatus == 200 || m.httpStatus == 400) << m.body;
+    EXPECT_FALSE(json::parse(m.body, nullptr, false).is_discarded()) << m.body;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
