@@ -644,7 +644,8 @@ TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
         {"chart (defaults)", {}},
         {"chart (certificates.mode=provided)",
          {"--set", "certificates.mode=provided", "--set",
-          "certificates.provided.caBundle=" + g->caBundle}}};
+          "certificates.provided.caBundle=" + g->caBundle}},
+        {"chart (csiGuard.enabled)", {"--set", "csiGuard.enabled=true"}}};
     for (const auto& [name, args] : values) {
       // As `helm install` does, the chart sees the cluster's version.
       std::vector<std::string> withVersion = args;
