@@ -34,6 +34,7 @@
 #include "core/json_yaml.h"
 #include "tests/support/helm_render.h"
 #include "tests/support/process.h"
+#include "webhook/csi_inject.h"
 
 namespace stateguard::testing {
 namespace {
@@ -1136,6 +1137,14 @@ TEST(HelmChart, CsiGuardValuesRenderTheSameObjectsAsTheCsiInjectionComponent) {
 
   const auto chart = renderChart({"--set", "csiGuard.enabled=true"});
   checkWellFormed(chart, "chart (csiGuard.enabled)");
+  // The file the chart renders is one the webhook takes (it refuses to start on a bad one).
+  const json* chartConfig = find(chart, "ConfigMap", "stateguard-policy");
+  ASSERT_NE(chartConfig, nullptr);
+  auto guard =
+      parseCsiGuardConfig((*chartConfig)["data"]["csi-guard.yaml"].get<std::string>(), "chart");
+  ASSERT_TRUE(guard.ok()) << guard.error();
+  EXPECT_EQ(guard->image, "ghcr.io/stateguard/stateguard:0.1.0");
+  EXPECT_EQ(guard->drivers.size(), 2u);
   expectSameObjects(objects, chart, "cert-manager overlay + csi-injection vs chart (csiGuard)");
 
   for (const auto& o : renderChart({}))
@@ -1285,6 +1294,10 @@ TEST(HelmChart, InvalidValuesAreRefused) {
       {{"--set", "certificates.mode=provided"}, "certificates.provided.caBundle is required"},
       {{"--set", "certificates.mode=vault"}, "certificates.mode must be certManager or provided"},
       {{"--set", "replicaCount=0"}, "replicaCount must be at least 1"},
+      {{"--set", "csiGuard.enabled=true", "--set", "csiGuard.failurePolicy=Sometimes"},
+       "csiGuard.failurePolicy must be Fail or Ignore"},
+      {{"--set", "csiGuard.enabled=true", "--set", "csiGuard.drivers={}"},
+       "csiGuard.enabled is true but csiGuard.drivers is empty"},
   };
   for (const auto& c : cases) {
     CommandResult r = helmTemplate(c.args);
