@@ -4,14 +4,18 @@
 // json::parse for AdmissionReviews (bench/review-path-bench). Inputs simdjson refuses are left to
 // json::parse, whose error messages the webhook reports.
 
+#include <cstddef>
 #include <string_view>
 
 #include "core/json_yaml.h"
 
 namespace stateguard {
 
-/// Parses `text` into `out`; false (and `out` untouched) when simdjson cannot, or the document
-/// nests deeper than `maxDepth`.
+/// Documents larger than this are left to json::parse, which needs half the memory.
+inline constexpr size_t kFastJsonMaxBytes = 256 * 1024;
+
+/// Parses `text` into `out`; false (and `out` untouched) when simdjson cannot, the document
+/// nests deeper than `maxDepth`, or it is over kFastJsonMaxBytes.
 bool parseJsonFast(std::string_view text, json& out, size_t maxDepth);
 
 }  // namespace stateguard

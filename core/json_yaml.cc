@@ -73,9 +73,14 @@ json scalarToJson(const std::string& tag, const std::string& s) {
 }
 
 /// Builds JSON documents straight from the parser's events (no intermediate node tree: about
-/// twice as fast as YAML::LoadAll for large manifests). Aliases copy the anchored value.
+/// twice as fast as YAML::LoadAll for large manifests). Aliases copy the anchored value, within
+/// a budget: a few hundred bytes of nested aliases ("a billion laughs") would otherwise expand
+/// to gigabytes before anything could look at them.
 class JsonBuilder : public YAML::EventHandler {
  public:
+  /// `aliasBudget`: bytes (estimated as 32 per node plus string lengths) that all alias
+  /// copies in one document may add together.
+  explicit JsonBuilder(size_t aliasBudget) : aliasBudget_(aliasBudget) {}
   std::vector<json> docs;
   std::vector<size_t> lines;
   size_t started = 0;  ///< documents begun, empty ones included
@@ -93,33 +98,47 @@ class JsonBuilder : public YAML::EventHandler {
     }
     root_ = nullptr;
     anchors_.clear();
+    aliasCost_ = 0;
   }
   void OnNull(const YAML::Mark& mark, YAML::anchor_t anchor) override {
-    complete(nullptr, anchor, mark);
+    complete(nullptr, anchor, mark, kNodeCost);
   }
   void OnAlias(const YAML::Mark& mark, YAML::anchor_t anchor) override {
     auto it = anchors_.find(anchor);
-    complete(it == anchors_.end() ? json(nullptr) : it->second, 0, mark);
+    if (it == anchors_.end()) {
+      complete(nullptr, 0, mark, kNodeCost);
+      return;
+    }
+    aliasCost_ += it->second.cost;
+    if (aliasCost_ > aliasBudget_) {
+      throw YAML::ParserException(
+          mark, "aliases in this document expand to more than " +
+                    std::to_string(aliasBudget_ / 1024) +
+                    " KiB (a YAML alias bomb?); stateguard stops reading here. Write the "
+                    "repeated values out if this is meant");
+    }
+    complete(it->second.value, 0, mark, it->second.cost);
   }
   void OnScalar(const YAML::Mark& mark, const std::string& tag, YAML::anchor_t anchor,
                 const std::string& value) override {
     // Map keys stay text ("true", "1" as keys are names, not values).
+    const size_t cost = kNodeCost + value.size();
     if (!stack_.empty() && stack_.back().isMap && !stack_.back().haveKey) {
-      complete(value, anchor, mark);
+      complete(value, anchor, mark, cost);
       return;
     }
-    complete(scalarToJson(tag, value), anchor, mark);
+    complete(scalarToJson(tag, value), anchor, mark, cost);
   }
   void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
                        YAML::EmitterStyle::value) override {
     noteRoot(mark);
-    stack_.push_back(Frame{json::array(), false, false, {}, anchor});
+    stack_.push_back(Frame{json::array(), false, false, {}, anchor, kNodeCost});
   }
   void OnSequenceEnd() override { finishContainer(); }
   void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t anchor,
                   YAML::EmitterStyle::value) override {
     noteRoot(mark);
-    stack_.push_back(Frame{json::object(), true, false, {}, anchor});
+    stack_.push_back(Frame{json::object(), true, false, {}, anchor, kNodeCost});
   }
   void OnMapEnd() override { finishContainer(); }
 
@@ -130,12 +149,18 @@ class JsonBuilder : public YAML::EventHandler {
     bool haveKey;
     std::string key;
     YAML::anchor_t anchor;
+    size_t cost;  ///< estimated bytes of the value and everything in it
   };
+  struct Anchored {
+    json value;
+    size_t cost;
+  };
+  static constexpr size_t kNodeCost = 32;
 
   void finishContainer() {
     Frame f = std::move(stack_.back());
     stack_.pop_back();
-    complete(std::move(f.value), f.anchor, YAML::Mark());
+    complete(std::move(f.value), f.anchor, YAML::Mark(), f.cost);
   }
 
   /// The document's line is where its first node starts (after any "---" and comments).
@@ -146,9 +171,10 @@ class JsonBuilder : public YAML::EventHandler {
     }
   }
 
-  void complete(json value, YAML::anchor_t anchor, const YAML::Mark& mark) {
+  void complete(json value, YAML::anchor_t anchor, const YAML::Mark& mark, size_t cost) {
     noteRoot(mark);
-    if (anchor != 0) anchors_[anchor] = value;
+    if (anchor != 0) anchors_[anchor] = Anchored{value, cost};
+    if (!stack_.empty()) stack_.back().cost += cost;
     if (stack_.empty()) {
       root_ = std::move(value);
       return;
@@ -167,7 +193,9 @@ class JsonBuilder : public YAML::EventHandler {
   }
 
   std::vector<Frame> stack_;
-  std::map<YAML::anchor_t, json> anchors_;
+  std::map<YAML::anchor_t, Anchored> anchors_;
+  size_t aliasBudget_;
+  size_t aliasCost_ = 0;
   json root_;
   size_t docLine_ = 1;
   bool rootSeen_ = false;
@@ -233,7 +261,8 @@ Result<std::vector<json>> parseDocuments(std::string_view text, const std::strin
   try {
     std::istringstream in{std::string(text)};
     YAML::Parser parser(in);
-    JsonBuilder builder;
+    // Aliases may add 1 MiB, or 16 times the input, whichever is more.
+    JsonBuilder builder(std::max<size_t>(1 << 20, 16 * text.size()));
     // yaml-cpp 0.7 can report endless empty documents after a flow collection followed by a
     // comma ("[1],"; upstream issue 1040). Real input cannot hold more documents than bytes.
     const size_t maxDocuments = text.size() + 1;

@@ -52,13 +52,19 @@ class Engine {
   std::unordered_map<std::string, std::vector<const Rule*>> byKind_;
 };
 
+/// Who sent the review, as far as TLS can tell (the webhook's audit lines carry it).
+struct AuditCaller {
+  bool verified = false;  ///< a client certificate verified against --client-ca
+  std::string name;       ///< its common name
+};
+
 /// One audit-log record for a decision, as JSON: the reference form of auditLine().
-json auditRecord(const AdmissionRequest& request, const Decision& decision,
-                 const std::string& time);
+json auditRecord(const AdmissionRequest& request, const Decision& decision, const std::string& time,
+                 const AuditCaller* caller = nullptr);
 /// The same record as the line the audit log gets (JSON and a newline), written directly: what
 /// the webhook uses per request.
 std::string auditLine(const AdmissionRequest& request, const Decision& decision,
-                      const std::string& time);
+                      const std::string& time, const AuditCaller* caller = nullptr);
 
 /// Keeps a warning under the apiserver's comfortable length (120 characters).
 std::string shortWarning(const std::string& text);

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/x509.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
@@ -59,64 +60,6 @@ bool perConnectionError(int err) {
 
 int openSpare() { return ::open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
-char lowerChar(char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c - 'A' + 'a') : c; }
-
-std::string lowerCase(std::string_view s) {
-  std::string out(s);
-  for (char& c : out) c = lowerChar(c);
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-bool percentDecode(std::string_view in, std::string& out) {
-  out.clear();
-  out.reserve(in.size());
-  for (size_t i = 0; i < in.size(); ++i) {
-    if (in[i] != '%') {
-      out.push_back(in[i]);
-      continue;
-    }
-    if (i + 2 >= in.size()) return false;
-    int hi = hexValue(in[i + 1]), lo = hexValue(in[i + 2]);
-    if (hi < 0 || lo < 0) return false;
-    out.push_back(static_cast<char>(hi * 16 + lo));
-    i += 2;
-  }
-  return true;
-}
-
-bool isToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (c <= ' ' || c >= 127 || std::strchr("\"(),/:;<=>?@[\\]{}", c) != nullptr) return false;
-  }
-  return true;
-}
-
-/// True if the comma-separated header value holds `token` (case-insensitive).
-bool hasToken(std::string_view value, std::string_view token) {
-  while (!value.empty()) {
-    size_t comma = value.find(',');
-    std::string_view item = trim(value.substr(0, comma));
-    if (lowerCase(item) == token) return true;
-    if (comma == std::string_view::npos) break;
-    value.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
 enum class Phase {
   kHandshake,  // TLS handshake in progress
   kHeaders,    // waiting for (the rest of) a request line and headers
@@ -149,17 +92,27 @@ struct Conn {
   std::string out;      // to send
   size_t outPos = 0;    // bytes of `out` sent
   size_t lingered = 0;  // bytes dropped while lingering
+  size_t charged = 0;   // bytes counted against HttpLimits::maxBufferedBytes
   Pending pending;
+  bool peerPresented = false, peerVerified = false;
+  std::string peerName, peerError;
 };
 
-}  // namespace
-
-std::string HttpRequest::header(const std::string& lowerName) const {
-  for (const auto& [name, value] : headers) {
-    if (name == lowerName) return value;
-  }
-  return "";
+/// The common name of a certificate's subject ("" when it has none).
+std::string commonName(X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  const int at = subject == nullptr ? -1 : X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (at < 0) return "";
+  unsigned char* utf8 = nullptr;
+  const int n =
+      ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, at)));
+  if (n < 0) return "";
+  std::string name(reinterpret_cast<char*>(utf8), static_cast<size_t>(n));
+  OPENSSL_free(utf8);
+  return name;
 }
+
+}  // namespace
 
 const char* httpReason(int code) {
   switch (code) {
@@ -212,7 +165,11 @@ struct HttpServer::Worker {
 
   Worker(HttpServer& s, int l) : server(s), listener(l) {}
   ~Worker() {
-    for (auto& [fd, c] : conns) release(*c);
+    for (auto& [fd, c] : conns) {
+      recharge(*c, 0);
+      release(*c);
+      server.connections_.fetch_sub(1, std::memory_order_relaxed);
+    }
     conns.clear();
     if (epoll >= 0) ::close(epoll);
     if (spare >= 0) ::close(spare);
@@ -231,8 +188,51 @@ struct HttpServer::Worker {
     auto it = conns.find(fd);
     if (it == conns.end()) return;
     ::epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nullptr);
+    recharge(*it->second, 0);
     release(*it->second);
     conns.erase(it);
+    server.connections_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  /// Sets what a connection counts against the buffered-bytes budget (never refused).
+  void recharge(Conn& c, size_t bytes) {
+    if (bytes >= c.charged) {
+      server.buffered_.fetch_add(bytes - c.charged, std::memory_order_relaxed);
+    } else {
+      server.buffered_.fetch_sub(c.charged - bytes, std::memory_order_relaxed);
+    }
+    c.charged = bytes;
+  }
+
+  /// What a connection holds now: its input buffer and the body of a request being handled.
+  static size_t holding(const Conn& c) {
+    return c.in.capacity() + c.pending.request.body.capacity();
+  }
+
+  /// Asks to hold `bytes` for a connection; false (nothing charged) when the budget is spent.
+  bool admit(Conn& c, size_t bytes) {
+    if (bytes <= c.charged) return true;
+    const size_t budget = limits().maxBufferedBytes;
+    const size_t extra = bytes - c.charged;
+    const size_t before = server.buffered_.fetch_add(extra, std::memory_order_relaxed);
+    if (budget > 0 && before + extra > budget) {
+      server.buffered_.fetch_sub(extra, std::memory_order_relaxed);
+      return false;
+    }
+    c.charged = bytes;
+    return true;
+  }
+
+  /// Refuses the request being read: the server already holds its budget of request bytes.
+  void shed(Conn& c) {
+    server.requestsShed_.fetch_add(1, std::memory_order_relaxed);
+    server.noteLimit("the " + std::to_string(limits().maxBufferedBytes) +
+                     "-byte budget for request bytes held across connections is spent "
+                     "(--max-buffered-bytes); requests past it are answered 503 with Retry-After");
+    fail(c, 503,
+         "the server holds its limit of unread request bytes (" +
+             std::to_string(limits().maxBufferedBytes) + "); retry in a second",
+         /*retryAfter=*/true);
   }
 
   const HttpLimits& limits() const { return server.limits_; }
@@ -341,6 +341,18 @@ struct HttpServer::Worker {
         acceptFailed(err);
         return;
       }
+      const size_t most = limits().maxConnections;
+      if (most > 0 && server.connections_.load(std::memory_order_relaxed) >= most) {
+        // Closed before the TLS handshake: the client learns at once, and the memory stays
+        // what `most` connections can hold.
+        ::close(fd);
+        server.connectionsRefused_.fetch_add(1, std::memory_order_relaxed);
+        server.noteLimit("the limit of " + std::to_string(most) +
+                         " open connections is reached (--max-connections); new connections "
+                         "are closed at once");
+        continue;
+      }
+      server.connections_.fetch_add(1, std::memory_order_relaxed);
       int one = 1;
       ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       auto c = std::make_unique<Conn>();
@@ -349,16 +361,21 @@ struct HttpServer::Worker {
       if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
         ERR_clear_error();
         release(*c);
+        server.connections_.fetch_sub(1, std::memory_order_relaxed);
         continue;
       }
       SSL_set_accept_state(c->ssl);
-      SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+      // RELEASE_BUFFERS: an idle connection gives back OpenSSL's read and write buffers
+      // (about 34 KiB each), so thousands of keep-alive connections stay cheap.
+      SSL_set_mode(c->ssl, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                               SSL_MODE_RELEASE_BUFFERS);
       c->deadline = SteadyClock::now() + limits().requestTimeout;
       epoll_event ev{};
       ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
       ev.data.fd = fd;
       if (::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev) != 0) {
         release(*c);
+        server.connections_.fetch_sub(1, std::memory_order_relaxed);
         continue;
       }
       Conn& ref = *c;
@@ -374,6 +391,7 @@ struct HttpServer::Worker {
       close(fd);
       return;
     }
+    recharge(c, holding(c));
     updateDeadline(c);
   }
 
@@ -405,6 +423,13 @@ struct HttpServer::Worker {
         return err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE;
       }
       c.phase = Phase::kHeaders;
+      if (X509* cert = SSL_get0_peer_certificate(c.ssl); cert != nullptr) {
+        c.peerPresented = true;
+        c.peerName = commonName(cert);
+        const long verify = SSL_get_verify_result(c.ssl);
+        c.peerVerified = verify == X509_V_OK;
+        if (!c.peerVerified) c.peerError = X509_verify_cert_error_string(verify);
+      }
     }
     if (c.phase == Phase::kLinger) return linger(c);
     while (true) {
@@ -419,6 +444,10 @@ struct HttpServer::Worker {
       ERR_clear_error();
       int n = SSL_read(c.ssl, buffer, static_cast<int>(sizeof buffer));
       if (n > 0) {
+        if (c.phase != Phase::kDrain && !admit(c, c.in.size() + static_cast<size_t>(n))) {
+          shed(c);
+          continue;
+        }
         consume(c, buffer, static_cast<size_t>(n));
         continue;
       }
@@ -484,7 +513,7 @@ struct HttpServer::Worker {
   }
 
   /// Answers with an error and closes the connection after it.
-  void fail(Conn& c, int code, const std::string& message) {
+  void fail(Conn& c, int code, const std::string& message, bool retryAfter = false) {
     HttpResponse res;
     res.status = code;
     try {
@@ -494,9 +523,11 @@ struct HttpServer::Worker {
       res.body = message;
     }
     res.close = true;
+    if (retryAfter) res.headers.emplace_back("Retry-After", "1");
     serialize(c, res, /*head=*/false, /*http10=*/false);
     c.phase = Phase::kClosing;
-    c.in.clear();
+    std::string().swap(c.in);
+    c.pending = Pending{};
   }
 
   void serialize(Conn& c, const HttpResponse& res, bool head, bool http10) {
@@ -533,8 +564,13 @@ struct HttpServer::Worker {
         return readHead(c);
       case Phase::kBody: {
         if (c.in.size() < c.pending.bodyLength) return false;
-        c.pending.request.body.assign(c.in, 0, c.pending.bodyLength);
-        c.in.erase(0, c.pending.bodyLength);
+        if (c.in.size() == c.pending.bodyLength) {
+          c.pending.request.body.swap(c.in);  // the usual case: no copy of a large body
+          c.in.clear();
+        } else {
+          c.pending.request.body.assign(c.in, 0, c.pending.bodyLength);
+          c.in.erase(0, c.pending.bodyLength);
+        }
         dispatch(c);
         return true;
       }
@@ -561,22 +597,9 @@ struct HttpServer::Worker {
       c.scanned = 0;
     }
     if (c.in.empty()) return false;
-    size_t end = std::string::npos, bodyStart = 0;
-    for (size_t i = c.scanned; i < c.in.size(); ++i) {
-      if (c.in[i] != '\n') continue;
-      if (i + 1 < c.in.size() && c.in[i + 1] == '\n') {
-        end = i + 1;
-        bodyStart = i + 2;
-        break;
-      }
-      if (i + 2 < c.in.size() && c.in[i + 1] == '\r' && c.in[i + 2] == '\n') {
-        end = i + 1;
-        bodyStart = i + 3;
-        break;
-      }
-    }
-    if (end == std::string::npos) {
-      c.scanned = c.in.size() >= 2 ? c.in.size() - 2 : 0;
+    HeadSpan span;
+    if (!findHeadEnd(c.in, c.scanned, span)) {
+      c.scanned = headScanResume(c.in.size());
       if (c.in.size() > limits().maxHeaderBytes) {
         fail(c, 431,
              "the request line and headers are over the " +
@@ -586,7 +609,7 @@ struct HttpServer::Worker {
       return false;
     }
     c.scanned = 0;
-    if (end > limits().maxHeaderBytes) {
+    if (span.headBytes > limits().maxHeaderBytes) {
       fail(c, 431,
            "the request line and headers are over the " + std::to_string(limits().maxHeaderBytes) +
                "-byte limit");
@@ -595,140 +618,52 @@ struct HttpServer::Worker {
     c.pending = Pending{};
     int code = 400;
     std::string error;
-    if (!parseHead(std::string_view(c.in).substr(0, end), c.pending, code, error)) {
+    if (!parseRequestHead(std::string_view(c.in).substr(0, span.headBytes), c.pending.request,
+                          c.pending.keepAlive, c.pending.http10, code, error)) {
       fail(c, code, error);
       return true;
     }
-    c.in.erase(0, bodyStart);
+    c.in.erase(0, span.bodyStart);
     return startBody(c);
   }
 
   /// Decides how the body is read once the headers are in. Always makes progress.
   bool startBody(Conn& c) {
     Pending& p = c.pending;
-    const HttpRequest& req = p.request;
-    bool hasLength = false, hasEncoding = false;
-    std::string length;
-    for (const auto& [name, value] : req.headers) {
-      if (name == "content-length") {
-        if (hasLength && value != length) {
-          fail(c, 400, "conflicting Content-Length headers");
-          return true;
-        }
-        hasLength = true;
-        length = value;
-      } else if (name == "transfer-encoding") {
-        hasEncoding = true;
-      }
-    }
-    if (hasEncoding) {
-      fail(c, 411,
-           "Transfer-Encoding is not supported; send the body with a Content-Length "
-           "(at most " +
-               std::to_string(limits().maxBodyBytes) + " bytes)");
+    const BodyFraming framing = bodyFraming(p.request, limits());
+    if (framing.code != 0) {
+      fail(c, framing.code, framing.error);
       return true;
     }
-    if (!hasLength) {
-      if (req.method == "POST") {
-        fail(c, 411, "POST needs a Content-Length");
-        return true;
-      }
-      p.bodyLength = 0;
-    } else {
-      if (length.empty() || length.size() > 18 ||
-          length.find_first_not_of("0123456789") != std::string::npos) {
-        fail(c, 400, "Content-Length " + length + " is not a number");
-        return true;
-      }
-      size_t n = std::stoull(length);
-      if (n > limits().maxDrainBytes) {
-        fail(c, 413,
-             "Content-Length " + length + " is over the " + std::to_string(limits().maxBodyBytes) +
-                 "-byte limit");
-        return true;
-      }
-      if (n > limits().maxBodyBytes) {
-        p.drainLeft = n;
-        c.phase = Phase::kDrain;
-        return true;
-      }
-      p.bodyLength = n;
+    if (framing.drain) {
+      p.drainLeft = framing.length;
+      c.phase = Phase::kDrain;
+      return true;
     }
-    if (p.bodyLength > c.in.size() && lowerCase(req.header("expect")) == "100-continue") {
+    p.bodyLength = framing.length;
+    if (p.bodyLength > c.in.size()) {
+      // The whole declared body is charged now: a client that sends all but its last byte holds
+      // no more than it was granted, and a request the budget cannot take is refused before any
+      // of its body is read.
+      if (!admit(c, p.bodyLength)) {
+        shed(c);
+        return true;
+      }
+      c.in.reserve(p.bodyLength);
+    }
+    if (p.bodyLength > c.in.size() && lowerCase(p.request.header("expect")) == "100-continue") {
       c.out += "HTTP/1.1 100 Continue\r\n\r\n";
     }
     c.phase = Phase::kBody;
     return true;
   }
 
-  static bool parseHead(std::string_view head, Pending& p, int& code, std::string& error) {
-    HttpRequest& req = p.request;
-    size_t eol = head.find('\n');
-    std::string_view line = head.substr(0, eol);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    size_t sp1 = line.find(' ');
-    size_t sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos) {
-      error = "malformed request line";
-      return false;
-    }
-    std::string_view method = line.substr(0, sp1);
-    std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
-    std::string_view version = line.substr(sp2 + 1);
-    if (!isToken(method)) {
-      error = "malformed request line";
-      return false;
-    }
-    if (method != "GET" && method != "POST" && method != "PUT" && method != "DELETE" &&
-        method != "PATCH" && method != "HEAD") {
-      code = 501;
-      error = "method " + std::string(method) + " is not supported";
-      return false;
-    }
-    if (version == "HTTP/1.0") {
-      p.http10 = true;
-      p.keepAlive = false;
-    } else if (version != "HTTP/1.1") {
-      code = version.substr(0, 5) == "HTTP/" ? 505 : 400;
-      error = code == 505 ? "only HTTP/1.0 and HTTP/1.1 are supported" : "malformed request line";
-      return false;
-    }
-    if (target.empty() || target.front() != '/') {
-      error = "the request target must be an absolute path";
-      return false;
-    }
-    req.method = std::string(method);
-    size_t q = target.find('?');
-    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
-    if (!percentDecode(target.substr(0, q), req.path)) {
-      error = "malformed percent-encoding in the request path";
-      return false;
-    }
-    while (eol != std::string_view::npos && eol + 1 < head.size()) {
-      size_t start = eol + 1;
-      eol = head.find('\n', start);
-      line =
-          head.substr(start, eol == std::string_view::npos ? std::string_view::npos : eol - start);
-      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-      if (line.empty()) break;
-      size_t colon = line.find(':');
-      if (colon == std::string_view::npos || !isToken(line.substr(0, colon))) {
-        error = "malformed header line";
-        return false;
-      }
-      std::string name = lowerCase(line.substr(0, colon));
-      std::string_view value = trim(line.substr(colon + 1));
-      if (name == "connection") {
-        if (hasToken(value, "close")) p.keepAlive = false;
-        if (p.http10 && hasToken(value, "keep-alive")) p.keepAlive = true;
-      }
-      req.headers.emplace_back(std::move(name), std::string(value));
-    }
-    return true;
-  }
-
   void dispatch(Conn& c) {
     Pending& p = c.pending;
+    p.request.peerPresented = c.peerPresented;
+    p.request.peerVerified = c.peerVerified;
+    p.request.peerName = c.peerName;
+    p.request.peerError = c.peerError;
     HttpResponse res;
     try {
       server.handler_(p.request, res);
@@ -847,6 +782,29 @@ void HttpServer::noteAcceptFailure(int err, size_t shed) {
   acceptLoggedAt_ = now;
   acceptFailuresUnlogged_ = 0;
   shedUnlogged_ = 0;
+}
+
+void HttpServer::noteLimit(const std::string& what) {
+  std::lock_guard lock(limitLogMu_);
+  ++limitUnlogged_;
+  const auto now = SteadyClock::now();
+  if (limitLogged_ && now - limitLoggedAt_ < kAcceptLogInterval) return;
+  log::error(what + " (" + std::to_string(limitUnlogged_) +
+             " time(s) since the last report; logged at most every " +
+             std::to_string(kAcceptLogInterval.count()) + " s)");
+  limitLogged_ = true;
+  limitLoggedAt_ = now;
+  limitUnlogged_ = 0;
+}
+
+HttpStats HttpServer::stats() const {
+  HttpStats s;
+  s.connections = connections_.load(std::memory_order_relaxed);
+  s.connectionsRefused = connectionsRefused_.load(std::memory_order_relaxed);
+  s.connectionsShed = connectionsShed_.load(std::memory_order_relaxed);
+  s.bufferedBytes = buffered_.load(std::memory_order_relaxed);
+  s.requestsShed = requestsShed_.load(std::memory_order_relaxed);
+  return s;
 }
 
 void HttpServer::serve(size_t index) {

@@ -16,19 +16,9 @@
 #include <vector>
 
 #include "core/result.h"
+#include "webhook/http_parser.h"
 
 namespace stateguard {
-
-/// One parsed request, as handed to the handler.
-struct HttpRequest {
-  std::string method;  ///< GET, POST, PUT, DELETE, PATCH or HEAD
-  std::string path;    ///< percent-decoded, without the query string
-  std::string query;   ///< after '?', raw
-  std::string body;    ///< at most HttpLimits::maxBodyBytes
-  std::vector<std::pair<std::string, std::string>> headers;  ///< names lower-cased
-  /// The value of a header (name in lower case), or "" if absent.
-  std::string header(const std::string& lowerName) const;
-};
 
 /// The answer a handler fills in; sent as one buffer (headers and body in one SSL_write).
 struct HttpResponse {
@@ -39,13 +29,13 @@ struct HttpResponse {
   bool close = false;                                        ///< close the connection after it
 };
 
-/// Size and time bounds of the server.
-struct HttpLimits {
-  size_t maxHeaderBytes = 16 * 1024;                ///< request line + headers, else 431
-  size_t maxBodyBytes = 3 * 1024 * 1024;            ///< larger bodies get 413
-  size_t maxDrainBytes = 16 * 1024 * 1024;          ///< bodies up to this are read before the 413
-  std::chrono::milliseconds idleTimeout{30000};     ///< keep-alive connection with no request
-  std::chrono::milliseconds requestTimeout{10000};  ///< handshake, partial request, stalled write
+/// What the HTTP layer has refused or holds, for metrics.
+struct HttpStats {
+  uint64_t connections = 0;         ///< open now
+  uint64_t connectionsRefused = 0;  ///< closed at once: maxConnections reached
+  uint64_t connectionsShed = 0;     ///< closed at once: out of descriptors
+  uint64_t bufferedBytes = 0;       ///< request bytes held now
+  uint64_t requestsShed = 0;        ///< answered 503: maxBufferedBytes reached
 };
 
 /// Event-driven HTTPS/1.1 server: N epoll workers, each accepting on its own SO_REUSEPORT socket.
@@ -70,12 +60,15 @@ class HttpServer {
   void stop();
   /// Connections accepted and closed at once because the process was out of descriptors.
   uint64_t connectionsShed() const { return connectionsShed_.load(std::memory_order_relaxed); }
+  HttpStats stats() const;
 
  private:
   struct Worker;
   void serve(size_t index);
   /// Counts an accept failure and logs it, at most once per interval for all workers.
   void noteAcceptFailure(int err, size_t shed);
+  /// Logs a limit being reached (connections or buffered bytes), at most once per interval.
+  void noteLimit(const std::string& what);
 
   SSL_CTX* ctx_;
   Handler handler_;
@@ -86,6 +79,12 @@ class HttpServer {
   int stopFd_ = -1;  // eventfd: readable once stop() was called
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> connectionsShed_{0};
+  std::atomic<uint64_t> connections_{0}, connectionsRefused_{0}, requestsShed_{0};
+  std::atomic<uint64_t> buffered_{0};
+  std::mutex limitLogMu_;
+  std::chrono::steady_clock::time_point limitLoggedAt_;
+  bool limitLogged_ = false;
+  uint64_t limitUnlogged_ = 0;
   std::mutex acceptLogMu_;
   bool acceptLogged_ = false;
   std::chrono::steady_clock::time_point acceptLoggedAt_;

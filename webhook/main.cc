@@ -23,16 +23,29 @@ namespace {
 
 constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tls-key FILE
            (--cluster-state FILE | --kubeconfig FILE | --in-cluster)
-           [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-flush-ms N]
-           [--threads N] [--max-cache-silence SECONDS] [--csi-guard FILE]
+           [--listen HOST:PORT] [--policy FILE] [--audit-log FILE|-] [--audit-mode MODE]
+           [--audit-flush-ms N]
+           [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
+           [--metrics-listen HOST:PORT]
+           [--max-buffered-bytes BYTES] [--client-ca FILE [--client-cert-names CN,...]]
+           [--csi-guard FILE]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
+  --metrics-listen H:P   serve GET /metrics (and /healthz, /readyz) on this second HTTPS address
+                         instead of the main one, so a NetworkPolicy can open it to monitoring
+                         only
   --tls-cert, --tls-key  PEM serving certificate (chain) and key; reloaded when the files change;
                          an expired or not yet valid certificate is refused (at start-up too)
   --policy FILE          policy YAML (default: the built-in policy); reloaded when it changes
-  --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout)
-  --audit-flush-ms N     write audit lines in batches, at most N ms after a decision (default
-                         5; a crash loses at most that much); 0 = each line before the answer
+  --audit-log FILE|-     where decisions are written as JSON lines (default: - = stdout); a
+                         file renamed or deleted by a log rotation is opened again at its path
+                         (within a second, or at once on SIGHUP)
+  --audit-mode MODE      batch (default): lines are written in the background, a decision
+                         never waits; blocking: a decision waits (up to 2 s) for its line;
+                         blocking-strict: as blocking, and what cannot be recorded is refused.
+                         Lost lines are counted (stateguard_audit_lines_dropped_total) and logged
+  --audit-flush-ms N     batch mode: lines are written at most N ms after a decision (default
+                         5; a crash loses at most that much). 0 without --audit-mode = blocking
   --cluster-state FILE   cluster state from a file (kubectl get -o json List, or YAML documents)
   --kubeconfig FILE      list+watch the cluster named by this kubeconfig
   --in-cluster           list+watch using the pod's service account
@@ -43,9 +56,36 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --csi-guard FILE       serve POST /mutate-csi, adding stateguard-csi to the CSI node DaemonSets
                          FILE names, and report those running without it (metric
                          stateguard_csi_unguarded, Events); reloaded when it changes
-  --threads N            worker threads (default: the number of CPUs); each runs an event
-                         loop serving any number of connections
+  --threads N            worker threads (default: the CPUs the container may use, from its
+                         cgroup CPU quota); each runs an event loop serving many connections
+  --client-ca FILE       PEM CA: POST /validate answers only callers whose client certificate
+                         it verifies (the apiserver, via its AdmissionConfiguration
+                         kubeConfigFile); others get 403. Probes and /metrics need none.
+                         Audit lines say whether the caller was verified
+  --client-cert-names L  with --client-ca: the certificate's CN must be one of these
+                         (comma-separated)
+  --max-connections N    open connections at most (default 1024); past it new connections are
+                         closed at once (0 = no limit)
+  --max-buffered-bytes B request bytes held across all connections at most (default 32Mi; a
+                         suffix Ki or Mi may be given); a request past it is answered 503 with
+                         Retry-After (0 = no limit)
 )";
+
+/// A count, with an optional Ki/Mi/Gi suffix when `sizes`; -1 when malformed.
+long long parseCount(std::string text, bool sizes) {
+  long long unit = 1;
+  for (const auto& [suffix, size] :
+       {std::pair{"Ki", 1LL << 10}, std::pair{"Mi", 1LL << 20}, std::pair{"Gi", 1LL << 30}}) {
+    if (sizes && text.size() > 2 && text.compare(text.size() - 2, 2, suffix) == 0) {
+      unit = size;
+      text.resize(text.size() - 2);
+      break;
+    }
+  }
+  if (text.empty() || text.size() > 12 || text.find_first_not_of("0123456789") != std::string::npos)
+    return -1;
+  return std::stoll(text) * unit;
+}
 
 int fail(const std::string& message) {
   std::cerr << "stateguard-webhook: " << message << "\n";
@@ -55,11 +95,13 @@ int fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = parseFlags(
-      argc, argv, 1,
-      {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-flush-ms", "cluster-state",
-       "kubeconfig", "threads", "policy-poll-ms", "cert-poll-ms", "max-cache-silence", "csi-guard"},
-      {"in-cluster", "no-events", "help"});
+  auto flags =
+      parseFlags(argc, argv, 1,
+                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
+                  "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
+                  "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes",
+                  "client-ca", "client-cert-names", "metrics-listen", "csi-guard"},
+                 {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -95,6 +137,45 @@ int main(int argc, char** argv) {
     return fail("--max-cache-silence must be a number of seconds (0 = never), got \"" +
                 silenceText + "\"");
   const std::chrono::seconds maxSilence(std::stol(silenceText));
+  const long long maxConnections = parseCount(f.get("max-connections", "1024"), false);
+  if (maxConnections < 0)
+    return fail("--max-connections must be a number (0 = no limit), got \"" +
+                f.get("max-connections") + "\"");
+  options.maxConnections = static_cast<size_t>(maxConnections);
+  const long long maxBuffered = parseCount(f.get("max-buffered-bytes", "32Mi"), true);
+  if (maxBuffered < 0)
+    return fail("--max-buffered-bytes must be a byte count such as 33554432 or 32Mi, got \"" +
+                f.get("max-buffered-bytes") + "\"");
+  if (maxBuffered > 0 && maxBuffered < 4 * 1024 * 1024)
+    return fail("--max-buffered-bytes " + f.get("max-buffered-bytes") +
+                " is below 4Mi: one AdmissionReview may be 3 MiB, and the apiserver would be "
+                "refused it");
+  options.maxBufferedBytes = static_cast<size_t>(maxBuffered);
+  if (f.has("metrics-listen")) {
+    const std::string m = f.get("metrics-listen");
+    const auto at = m.rfind(':');
+    const std::string portText = at == std::string::npos ? "" : m.substr(at + 1);
+    if (at == std::string::npos || portText.empty() || portText.size() > 5 ||
+        portText.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoi(portText) > 65535)
+      return fail("--metrics-listen must be HOST:PORT, got \"" + m + "\"");
+    options.metricsHost = m.substr(0, at);
+    if (options.metricsHost.size() > 2 && options.metricsHost.front() == '[')
+      options.metricsHost = options.metricsHost.substr(1, options.metricsHost.size() - 2);
+    options.metricsPort = std::stoi(portText);
+  }
+  options.clientCa = f.get("client-ca", "");
+  if (f.has("client-cert-names")) {
+    if (options.clientCa.empty()) return fail("--client-cert-names needs --client-ca");
+    std::string list = f.get("client-cert-names");
+    for (size_t start = 0; start <= list.size();) {
+      size_t comma = list.find(',', start);
+      if (comma == std::string::npos) comma = list.size();
+      if (comma > start) options.clientNames.push_back(list.substr(start, comma - start));
+      start = comma + 1;
+    }
+    if (options.clientNames.empty()) return fail("--client-cert-names names no one");
+  }
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 
@@ -105,6 +186,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);  // reopen the audit log (logrotate)
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   std::unique_ptr<PolicyStore> policy;
@@ -129,9 +211,17 @@ int main(int argc, char** argv) {
       flushText.find_first_not_of("0123456789") != std::string::npos)
     return fail("--audit-flush-ms must be a number of milliseconds (0 to 99999), got \"" +
                 flushText + "\"");
-  auto audit =
-      AuditLog::open(f.get("audit-log", "-"), std::chrono::milliseconds(std::stol(flushText)));
+  AuditOptions auditOptions;
+  auditOptions.flushInterval = std::chrono::milliseconds(std::stol(flushText));
+  auditOptions.mode = auditOptions.flushInterval.count() == 0 && !f.has("audit-mode")
+                          ? AuditMode::kBlocking
+                          : AuditMode::kBatch;
+  if (f.has("audit-mode") && !parseAuditMode(f.get("audit-mode"), auditOptions.mode))
+    return fail("--audit-mode must be batch, blocking or blocking-strict, got \"" +
+                f.get("audit-mode") + "\"");
+  auto audit = AuditLog::open(f.get("audit-log", "-"), auditOptions);
   if (!audit.ok()) return fail(audit.error());
+  AuditLog* auditLog = audit.value().get();
 
   // The CSI guard (optional): its file, and DaemonSets in the cache for the unguarded check.
   std::unique_ptr<CsiGuardStore> csiGuard;
@@ -232,7 +322,14 @@ int main(int argc, char** argv) {
   auto port = server.value()->bind();
   if (!port.ok()) return fail(port.error());
   log::info("stateguard-webhook listening on https://" + options.host + ":" +
-            std::to_string(port.value()) + " (policy: " + policy->current()->source + ")");
+            std::to_string(port.value()) + " (policy: " + policy->current()->source + "; " +
+            std::to_string(options.threads) + " worker thread(s), at most " +
+            std::to_string(options.maxConnections) + " connections and " +
+            std::to_string(options.maxBufferedBytes >> 20) + " MiB of request bytes)");
+  if (server.value()->metricsPort() >= 0) {
+    log::info("metrics on https://" + options.metricsHost + ":" +
+              std::to_string(server.value()->metricsPort()) + "/metrics");
+  }
 
   WebhookServer* srv = server.value().get();
   metrics.addCounter("stateguard_live_confirmations_total",
@@ -254,12 +351,46 @@ int main(int argc, char** argv) {
   metrics.addCounter("stateguard_http_connections_shed_total",
                      "Connections closed unserved because the process was out of descriptors.",
                      [srv] { return srv->connectionsShed(); });
-  std::thread waiter([&signals, srv] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-              ", shutting down");
-    srv->stop();
+  metrics.addGauge("stateguard_http_connections", "Open HTTPS connections.",
+                   [srv] { return static_cast<double>(srv->httpStats().connections); });
+  metrics.addCounter("stateguard_http_connections_refused_total",
+                     "Connections closed at once because --max-connections were open.",
+                     [srv] { return srv->httpStats().connectionsRefused; });
+  metrics.addGauge("stateguard_http_buffered_bytes",
+                   "Request bytes held across connections (budget: --max-buffered-bytes).",
+                   [srv] { return static_cast<double>(srv->httpStats().bufferedBytes); });
+  metrics.addCounter("stateguard_http_requests_shed_total",
+                     "Requests answered 503 because --max-buffered-bytes were held.",
+                     [srv] { return srv->httpStats().requestsShed; });
+  metrics.addCounter("stateguard_audit_lines_total", "Audit lines written.",
+                     [auditLog] { return auditLog->stats().linesWritten; });
+  metrics.addCounter("stateguard_audit_write_failures_total",
+                     "Audit log writes that failed (disk full, I/O error, closed stdout).",
+                     [auditLog] { return auditLog->stats().writeFailures; });
+  metrics.addCounter("stateguard_audit_lines_dropped_total",
+                     "Decisions whose audit line was lost: a failed write or a full queue.",
+                     [auditLog] { return auditLog->stats().linesDropped; });
+  metrics.addCounter("stateguard_audit_wait_timeouts_total",
+                     "Blocking modes: decisions that stopped waiting for their audit line.",
+                     [auditLog] { return auditLog->stats().waitTimeouts; });
+  metrics.addCounter("stateguard_audit_reopens_total",
+                     "Audit log file opened again after a rename, delete or SIGHUP.",
+                     [auditLog] { return auditLog->stats().reopens; });
+  metrics.addGauge("stateguard_audit_queue_bytes", "Audit line bytes waiting to be written.",
+                   [auditLog] { return static_cast<double>(auditLog->stats().queuedBytes); });
+  std::thread waiter([&signals, srv, auditLog] {
+    while (true) {
+      int sig = 0;
+      if (sigwait(&signals, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        auditLog->reopen();
+        continue;
+      }
+      log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
+                ", shutting down");
+      srv->stop();
+      return;
+    }
   });
   waiter.detach();
   srv->run();

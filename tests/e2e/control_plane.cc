@@ -181,6 +181,29 @@ bool ControlPlane::makePki(std::string* error) {
     *error = "front-proxy client: " + client.error();
     return false;
   }
+  // The apiserver's client certificate for admission webhooks: an AdmissionConfiguration whose
+  // kubeConfigFile presents it to every webhook ("*"), as users set it up for --client-ca.
+  auto webhookClient = makeClientCertificate(*tls, "webhook-client", kWebhookClientName);
+  if (!webhookClient.ok()) {
+    *error = "webhook client certificate: " + webhookClient.error();
+    return false;
+  }
+  const std::string webhookKubeconfig = workDir_ + "/pki/webhook-client.kubeconfig";
+  writeText(webhookKubeconfig,
+            "apiVersion: v1\nkind: Config\nusers:\n- name: \"*\"\n  user:\n"
+            "    client-certificate: " +
+                webhookClient->certPath + "\n    client-key: " + webhookClient->keyPath + "\n");
+  admissionConfig_ = workDir_ + "/pki/admission.yaml";
+  std::string plugins;
+  for (const char* plugin : {"ValidatingAdmissionWebhook", "MutatingAdmissionWebhook"}) {
+    plugins += std::string("- name: ") + plugin +
+               "\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n"
+               "    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: " +
+               webhookKubeconfig + "\n";
+  }
+  writeText(
+      admissionConfig_,
+      "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n" + plugins);
   CommandResult r =
       runCommand("/bin/sh", {"-c",
                              "openssl genrsa -out \"$0/sa.key\" 2048 && "
@@ -307,7 +330,7 @@ bool ControlPlane::start(std::string* error) {
       "--advertise-address=127.0.0.1", "--secure-port=" + std::to_string(apiPort_),
       "--tls-cert-file=" + workDir_ + "/pki/server.crt",
       "--tls-private-key-file=" + workDir_ + "/pki/server.key", "--client-ca-file=" + caPath_,
-      "--token-auth-file=" + tokenFile_,
+      "--admission-control-config-file=" + admissionConfig_, "--token-auth-file=" + tokenFile_,
       "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
       "--service-account-key-file=" + workDir_ + "/pki/sa.pub",
       "--service-account-signing-key-file=" + workDir_ + "/pki/sa.key",

@@ -85,6 +85,10 @@ class ControlPlane {
   /// Where hostPath volumes go: below /tmp, the only place the hostPath deleter removes.
   const std::string& volumeDir() const { return volumeDir_; }
   const std::string& caPath() const { return caPath_; }
+  /// The common name of the client certificate kube-apiserver presents to every admission
+  /// webhook (signed by caPath(); set through --admission-control-config-file, as
+  /// docs/client-certificates.md tells users to).
+  static constexpr const char* kWebhookClientName = "kube-apiserver-webhook-client";
   int apiPort() const { return apiPort_; }
   std::string server() const { return "https://127.0.0.1:" + std::to_string(apiPort_); }
   Daemon& etcd() { return *etcd_; }
@@ -101,7 +105,7 @@ class ControlPlane {
   KubeBinaries binaries_;
   std::string kubectl_, etcdBin_;
   std::string workDir_, volumeDir_, etcdDataDir_;
-  std::string caPath_, tokenFile_;
+  std::string caPath_, tokenFile_, admissionConfig_;
   std::map<std::string, std::string> tokens_;  ///< user -> bearer token
   int etcdPort_ = 0, etcdPeerPort_ = 0, apiPort_ = 0;
   std::unique_ptr<Daemon> etcd_, apiServer_, controllerManager_;

@@ -176,8 +176,10 @@ bool startWebhook(std::string* error) {
   g->webhook = std::make_unique<WebhookProcess>(
       g->webhookDir, g->certs, std::vector<std::string>{"--kubeconfig", g->webhookKubeconfig},
       std::vector<std::string>{"--listen", "127.0.0.1:" + std::to_string(g->webhookPort),
-                               "--policy", sourcePath("manifests/base/policy.yaml"), "--csi-guard",
-                               g->csiGuardPath});
+                               "--policy", sourcePath("manifests/base/policy.yaml"),
+                               // Only kube-apiserver may send reviews (its client certificate).
+                               "--client-ca", g->cp->caPath(), "--client-cert-names",
+                               ControlPlane::kWebhookClientName, "--csi-guard", g->csiGuardPath});
   if (!g->webhook->started()) {
     *error = "stateguard-webhook did not start: " + g->webhook->process().stderrText();
     return false;
@@ -541,6 +543,11 @@ class E2e : public ::testing::Test {
           rec.value("kind", "") == kind && rec.value("namespace", "") == ns &&
           rec.value("name", "") == name && rec.value("verdict", "") == verdict &&
           rec.value("dryRun", false) == dryRun) {
+        // The review came from kube-apiserver, verified by its client certificate.
+        EXPECT_EQ(rec.value("caller", json()),
+                  (json{{"name", ControlPlane::kWebhookClientName}, {"verified", true}}))
+            << "the audit line does not show kube-apiserver's verified client certificate: "
+            << rec.dump();
         return;
       }
     }
@@ -1059,6 +1066,18 @@ TEST_F(E2e, PolicyTamperingRefusedForNamespaceEditor) {
 
 // ---------------------------------------------------------------------------------------------
 // i. The seed incidents' requests, with the verdicts of the in-process suites.
+
+// Only kube-apiserver may speak: a pod that reaches the webhook's port without the apiserver's
+// client certificate cannot have a review judged (or audited), while the apiserver's own calls
+// (every other test here) are.
+TEST_F(E2e, ReviewsFromAnyoneButTheApiServerAreRefused) {
+  const size_t before = audit().size();
+  auto [status, body] =
+      g->webhook->post(readText(sourcePath("examples/reviews/delete-bound-pv.json")));
+  EXPECT_EQ(status, 403) << body;
+  EXPECT_NE(body.find("presented no client certificate"), std::string::npos) << body;
+  EXPECT_EQ(audit().size(), before) << "an unverified caller's review reached the audit log";
+}
 
 TEST_F(E2e, BoundPvDeleteRefused) {
   makeNamespace("e2e-i1");

@@ -34,6 +34,7 @@
 #include "core/json_yaml.h"
 #include "tests/support/helm_render.h"
 #include "tests/support/process.h"
+#include "tests/support/tls_material.h"
 #include "webhook/csi_inject.h"
 
 namespace stateguard::testing {
@@ -694,11 +695,11 @@ void checkWorkload(const std::vector<json>& objects, const std::string& ns, int 
   const json& c = ps["containers"][0];
   EXPECT_EQ(c["image"], "ghcr.io/stateguard/stateguard:0.1.0");
   EXPECT_EQ(c["command"], json::array({"stateguard-webhook"}));
-  EXPECT_EQ(
-      c["args"],
-      json::array({"--listen", "0.0.0.0:8443", "--tls-cert", "/etc/stateguard/tls/tls.crt",
-                   "--tls-key", "/etc/stateguard/tls/tls.key", "--policy",
-                   "/etc/stateguard/policy/policy.yaml", "--audit-log", "-", "--in-cluster"}));
+  EXPECT_EQ(c["args"], json::array({"--listen", "0.0.0.0:8443", "--metrics-listen", "0.0.0.0:9443",
+                                    "--tls-cert", "/etc/stateguard/tls/tls.crt", "--tls-key",
+                                    "/etc/stateguard/tls/tls.key", "--policy",
+                                    "/etc/stateguard/policy/policy.yaml", "--audit-log", "-",
+                                    "--audit-mode", "batch", "--in-cluster"}));
   // Every flag is one the binary knows.
   CommandResult help = runCommand(binaryPath("stateguard-webhook"), {"--help"});
   for (const auto& a : c["args"]) {
@@ -708,7 +709,8 @@ void checkWorkload(const std::vector<json>& objects, const std::string& ns, int 
     }
   }
   EXPECT_EQ(c["ports"],
-            json::array({{{"name", "https"}, {"containerPort", 8443}, {"protocol", "TCP"}}}));
+            json::array({{{"name", "https"}, {"containerPort", 8443}, {"protocol", "TCP"}},
+                         {{"name", "metrics"}, {"containerPort", 9443}, {"protocol", "TCP"}}}));
   for (const auto& [probe, path] : std::vector<std::pair<std::string, std::string>>{
            {"livenessProbe", "/healthz"}, {"readinessProbe", "/readyz"}}) {
     const json& g = c[probe]["httpGet"];
@@ -982,6 +984,72 @@ TEST(Kustomize, CertManagerOverlay) {
   checkCertManager(objects, kNamespace, "cert-manager overlay");
   checkRbac(objects, kNamespace, "cert-manager overlay");
   checkWorkload(objects, kNamespace, 2, "cert-manager overlay");
+}
+
+// Only the apiserver may speak (issue 13, docs/client-certificates.md): the NetworkPolicy
+// component and the chart's networkPolicy admit the webhook's port only, for the webhook's pods;
+// the chart's clientCA mounts the CA and passes --client-ca / --client-cert-names.
+TEST(Kustomize, NetworkPolicyComponentAndTheChartsClientCa) {
+  const std::string dir = makeTempDir("sg-netpol");
+  const std::string rel =
+      std::filesystem::relative(sourcePath("manifests"), std::filesystem::path(dir)).string();
+  writeText(dir + "/kustomization.yaml", "resources: [" + rel + "/overlays/cert-manager]\n" +
+                                             "components: [" + rel +
+                                             "/components/network-policy]\n");
+  const auto objects = kustomize(dir);
+  const json* policy = find(objects, "NetworkPolicy", "stateguard-webhook");
+  ASSERT_NE(policy, nullptr) << "the component adds no NetworkPolicy";
+  const json* deployment = find(objects, "Deployment", "stateguard-webhook");
+  ASSERT_NE(deployment, nullptr);
+  EXPECT_EQ((*policy)["metadata"]["namespace"], kNamespace);
+  // It selects the webhook's pods, and admits their serving port.
+  for (const auto& [key, value] : (*policy)["spec"]["podSelector"]["matchLabels"].items()) {
+    EXPECT_EQ((*deployment)["spec"]["template"]["metadata"]["labels"].value(key, ""), value)
+        << "the NetworkPolicy selects " << key << "=" << value << ", the pods do not carry it";
+  }
+  EXPECT_EQ((*policy)["spec"]["ingress"],
+            json::parse(R"([{"ports":[{"protocol":"TCP","port":8443}]},
+                            {"ports":[{"protocol":"TCP","port":9443}],
+                             "from":[{"namespaceSelector":{"matchLabels":
+                                 {"kubernetes.io/metadata.name":"monitoring"}}}]}])"));
+  EXPECT_EQ((*deployment)["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+            8443);
+
+  const auto chart = renderChart({"--set", "networkPolicy.enabled=true"});
+  const json* chartPolicy = find(chart, "NetworkPolicy", "stateguard-webhook");
+  ASSERT_NE(chartPolicy, nullptr);
+  EXPECT_EQ((*chartPolicy)["spec"], (*policy)["spec"]);
+  EXPECT_EQ(find(renderChart({}), "NetworkPolicy", "stateguard-webhook"), nullptr)
+      << "the chart ships a NetworkPolicy by default";
+
+  auto tls = makeTlsMaterial(dir + "/ca");
+  ASSERT_TRUE(tls.ok()) << tls.error();
+  json values = {
+      {"clientCA", {{"certificate", tls->caPem}, {"names", {"kube-apiserver-webhook-client"}}}}};
+  writeText(dir + "/values.yaml", values.dump());
+  const auto withCa = renderChart({"--values", dir + "/values.yaml"});
+  removeTree(dir);
+  const json* cm = find(withCa, "ConfigMap", "stateguard-client-ca");
+  ASSERT_NE(cm, nullptr);
+  EXPECT_EQ((*cm)["data"]["ca.crt"].get<std::string>(), tls->caPem);
+  const json* d = find(withCa, "Deployment", "stateguard-webhook");
+  ASSERT_NE(d, nullptr);
+  const json& container = (*d)["spec"]["template"]["spec"]["containers"][0];
+  const std::string args = container["args"].dump();
+  EXPECT_NE(args.find(R"("--client-ca","/etc/stateguard/client-ca/ca.crt")"), std::string::npos)
+      << args;
+  EXPECT_NE(args.find(R"("--client-cert-names","kube-apiserver-webhook-client")"),
+            std::string::npos)
+      << args;
+  EXPECT_NE(container["volumeMounts"].dump().find("/etc/stateguard/client-ca"), std::string::npos);
+  EXPECT_NE((*d)["spec"]["template"]["spec"]["volumes"].dump().find("stateguard-client-ca"),
+            std::string::npos);
+  EXPECT_EQ(find(renderChart({}), "Deployment", "stateguard-webhook")
+                ->at("spec")["template"]["spec"]["containers"][0]["args"]
+                .dump()
+                .find("--client-ca"),
+            std::string::npos)
+      << "the chart asks for client certificates by default";
 }
 
 // Kubernetes < 1.28: the pre-1.28 component beside an overlay drops matchConditions and moves PV

@@ -18,6 +18,15 @@ WebhookProcess::WebhookProcess(const std::string& dir, const DevCerts& certs,
                                std::vector<std::string> extraArgs)
     : certs_(certs), auditPath_(dir + "/audit.log") {
   // Audit lines written before each answer: the tests read the log right after a response.
+  // extraArgs may name another --audit-log (and --audit-mode).
+  for (size_t i = 0; i + 1 < extraArgs.size(); ++i) {
+    if (extraArgs[i] == "--audit-log") {
+      auditPath_ = extraArgs[i + 1];
+      extraArgs.erase(extraArgs.begin() + static_cast<long>(i),
+                      extraArgs.begin() + static_cast<long>(i) + 2);
+      break;
+    }
+  }
   std::vector<std::string> args = {
       "--listen",   "127.0.0.1:0", "--tls-cert", certs.tlsCert,      "--tls-key",
       certs.tlsKey, "--audit-log", auditPath_,   "--audit-flush-ms", "0"};

@@ -1,6 +1,7 @@
 // Reading Kubernetes documents: YAML scalars, multi-document files, Lists, errors with positions.
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include "core/cluster_state.h"
 #include "core/json_fast.h"
@@ -70,6 +71,34 @@ TEST(Documents, ErrorsSayWhere) {
   EXPECT_NE(scalar.error().find("document 0 is not an object"), std::string::npos);
 }
 
+// A 330-byte "billion laughs": nine levels of nine aliases each would be 9^9 strings. Issue 13
+// measured RSS going to 279 MB before the reader gave up; now it stops at the alias budget.
+TEST(Documents, AliasBombIsRefusedBeforeItExpands) {
+  std::string bomb =
+      "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n";
+  for (char level = 'b'; level <= 'i'; ++level) {
+    const char prev = static_cast<char>(level - 1);
+    bomb += std::string(1, level) + ": &" + level + " [";
+    for (int i = 0; i < 9; ++i) bomb += std::string(i ? "," : "") + "*" + prev;
+    bomb += "]\n";
+  }
+  ASSERT_LT(bomb.size(), 400u);
+  rusage before{};
+  getrusage(RUSAGE_SELF, &before);
+  auto docs = parseDocuments(bomb, "policy.yaml");
+  rusage after{};
+  getrusage(RUSAGE_SELF, &after);
+  ASSERT_FALSE(docs.ok()) << "the alias bomb was expanded";
+  EXPECT_NE(docs.error().find("policy.yaml: invalid YAML at line "), std::string::npos)
+      << docs.error();
+  EXPECT_NE(docs.error().find("alias bomb"), std::string::npos) << docs.error();
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 32 * 1024) << "KiB of peak memory to refuse it";
+  // Ordinary reuse of anchors is still read.
+  auto ok = parseDocuments("base: &b {a: 1, b: [x, y]}\none: *b\ntwo: *b\n", "f.yaml");
+  ASSERT_TRUE(ok.ok()) << ok.error();
+  EXPECT_EQ(ok.value()[0]["two"]["b"][1], "y");
+}
+
 TEST(ClusterStateFile, KeepsWatchedKindsAndRejectsNamelessObjects) {
   auto store = loadClusterStateText(
       "{kind: PersistentVolume, metadata: {name: pv1}}\n---\n{kind: ConfigMap, metadata: {name: c, "
@@ -110,6 +139,17 @@ TEST(JsonFast, ReadsWhatJsonParseReadsAndLeavesTheRestToIt) {
     EXPECT_EQ(untouched, "kept");
   }
   EXPECT_FALSE(parseJsonFast("[[[1]]]", untouched, 2)) << "deeper than the limit";
+  // Large documents go to json::parse, which needs half the memory (issue 13).
+  std::string large = "[0";
+  while (large.size() < kFastJsonMaxBytes) large += ",0";
+  large += "]";
+  EXPECT_FALSE(parseJsonFast(large, untouched, 512)) << "over kFastJsonMaxBytes";
+  large.resize(kFastJsonMaxBytes - 2);
+  if (large.back() == ',') large.pop_back();
+  large += "]";
+  json fast;
+  EXPECT_TRUE(parseJsonFast(large, fast, 512));
+  EXPECT_EQ(fast, json::parse(large));
 }
 
 }  // namespace
