@@ -69,6 +69,11 @@ void Metrics::addCounter(std::string name, std::string help, std::function<uint6
       [read = std::move(read)] { return static_cast<double>(read()); }, "counter");
 }
 
+void Metrics::addSection(std::function<std::string()> render) {
+  std::lock_guard lock(mu_);
+  sections_.push_back(std::move(render));
+}
+
 std::string Metrics::render() const {
   std::ostringstream out;
   std::lock_guard lock(mu_);
@@ -101,6 +106,7 @@ std::string Metrics::render() const {
     out << "# HELP " << g.name << " " << g.help << "\n# TYPE " << g.name << " " << g.type << "\n"
         << g.name << " " << formatValue(g.read()) << "\n";
   }
+  for (const auto& section : sections_) out << section();
   return out.str();
 }
 

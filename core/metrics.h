@@ -30,6 +30,8 @@ class Metrics {
                 std::string type = "gauge");
   /// A counter kept elsewhere (reloads, events), read at render time.
   void addCounter(std::string name, std::string help, std::function<uint64_t()> read);
+  /// Whole metric families with labels, rendered elsewhere (HELP, TYPE and samples), appended.
+  void addSection(std::function<std::string()> render);
 
   std::string render() const;
 
@@ -59,6 +61,7 @@ class Metrics {
     std::function<double()> read;
   };
   std::vector<Gauge> gauges_;
+  std::vector<std::function<std::string()>> sections_;
 };
 
 }  // namespace stateguard

@@ -123,7 +123,10 @@ int main(int argc, char** argv) {
   SidecarMetrics metrics;
   Guard guard(GuardConfig{tmpl.value(), ledger.dir(), node, ProbeOptions{}}, pvLedger,
               audit.value().get(), &metrics);
-  if (f.has("driver-name")) guard.setDriverName(f.get("driver-name"));
+  if (f.has("driver-name")) {
+    guard.setDriverName(f.get("driver-name"));
+    metrics.setGuardInfo(f.get("driver-name"), node);
+  }
 
   CsiProxy proxy(f.get("driver-address"), &guard, &metrics);
   if (Status s = proxy.start(f.get("csi-address")); !s) return fail(s.error());
@@ -147,7 +150,9 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
       }
     }
-    if (!stopping) log::info("stateguard-csi: driver is " + guard.driverName());
+    if (stopping) return;
+    log::info("stateguard-csi: driver is " + guard.driverName());
+    metrics.setGuardInfo(guard.driverName(), node);
   });
   std::thread waiter([&] {
     int sig = 0;

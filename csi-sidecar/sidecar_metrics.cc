@@ -59,9 +59,21 @@ void SidecarMetrics::countQuarantine(const std::string& reason) {
   ++quarantines_[reason];
 }
 
+void SidecarMetrics::setGuardInfo(const std::string& driver, const std::string& node) {
+  std::lock_guard lock(mu_);
+  guardDriver_ = driver;
+  guardNode_ = node;
+}
+
 std::string SidecarMetrics::render() const {
   std::lock_guard lock(mu_);
   std::ostringstream out;
+  out << "# HELP stateguard_csi_guard_info 1: stateguard-csi guards this driver on this node.\n"
+         "# TYPE stateguard_csi_guard_info gauge\n";
+  if (!guardDriver_.empty()) {
+    out << "stateguard_csi_guard_info{driver=\"" << escapeLabel(guardDriver_) << "\",node=\""
+        << escapeLabel(guardNode_) << "\"} 1\n";
+  }
   out << "# HELP csi_sidecar_operations_seconds Duration of CSI calls through stateguard-csi, "
          "from kubelet's request to the answer.\n"
          "# TYPE csi_sidecar_operations_seconds histogram\n";

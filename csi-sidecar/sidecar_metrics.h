@@ -18,6 +18,9 @@ class SidecarMetrics {
   void observe(const std::string& driver, const std::string& method, int grpcCode, double seconds);
   void countRefusal(const std::string& reason);
   void countQuarantine(const std::string& reason);
+  /// stateguard_csi_guard_info{driver,node} 1: this node's driver is guarded (set once the
+  /// driver's name is known), for alerts comparing guarded nodes with the driver's nodes.
+  void setGuardInfo(const std::string& driver, const std::string& node);
   std::string render() const;
 
  private:
@@ -30,6 +33,7 @@ class SidecarMetrics {
   std::map<std::tuple<std::string, std::string, int>, Histogram> ops_;
   std::map<std::string, uint64_t> refusals_;
   std::map<std::string, uint64_t> quarantines_;
+  std::string guardDriver_, guardNode_;
 };
 
 /// gRPC status code as grpc-go spells it ("OK", "FailedPrecondition", ...), as the other CSI

@@ -13,6 +13,7 @@
 #include "core/kube_client.h"
 #include "core/log.h"
 #include "core/watch_cache.h"
+#include "webhook/csi_monitor.h"
 #include "webhook/registry.h"
 #include "webhook/server.h"
 
@@ -27,6 +28,7 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
            [--metrics-listen HOST:PORT]
            [--max-buffered-bytes BYTES] [--client-ca FILE [--client-cert-names CN,...]]
+           [--csi-guard FILE]
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
   --metrics-listen H:P   serve GET /metrics (and /healthz, /readyz) on this second HTTPS address
@@ -51,6 +53,9 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --max-cache-silence S  with a live source: /readyz answers 503 once some watched kind has not
                          heard from the apiserver (list, event, bookmark, watch end) for S
                          seconds (default 600; 0 = never)
+  --csi-guard FILE       serve POST /mutate-csi, adding stateguard-csi to the CSI node DaemonSets
+                         FILE names, and report those running without it (metric
+                         stateguard_csi_unguarded, Events); reloaded when it changes
   --threads N            worker threads (default: the CPUs the container may use, from its
                          cgroup CPU quota); each runs an event loop serving many connections
   --client-ca FILE       PEM CA: POST /validate answers only callers whose client certificate
@@ -95,7 +100,7 @@ int main(int argc, char** argv) {
                  {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
                   "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
                   "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes",
-                  "client-ca", "client-cert-names", "metrics-listen"},
+                  "client-ca", "client-cert-names", "metrics-listen", "csi-guard"},
                  {"in-cluster", "no-events", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
@@ -218,11 +223,21 @@ int main(int argc, char** argv) {
   if (!audit.ok()) return fail(audit.error());
   AuditLog* auditLog = audit.value().get();
 
+  // The CSI guard (optional): its file, and DaemonSets in the cache for the unguarded check.
+  std::unique_ptr<CsiGuardStore> csiGuard;
+  WatchCacheOptions cacheOptions;
+  if (f.has("csi-guard")) {
+    auto loaded = CsiGuardStore::fromFile(f.get("csi-guard"));
+    if (!loaded.ok()) return fail(loaded.error());
+    csiGuard = std::move(loaded).value();
+    cacheOptions.kinds.push_back(daemonSetKind());
+  }
+
   std::shared_ptr<const ClusterState> state;
   std::shared_ptr<WatchCache> cache;
   std::unique_ptr<EventRecorder> events;
   if (f.has("cluster-state")) {
-    auto loaded = loadClusterStateFile(f.get("cluster-state"));
+    auto loaded = loadClusterStateFile(f.get("cluster-state"), cacheOptions.kinds);
     if (!loaded.ok()) return fail(loaded.error());
     state = loaded.value();
   } else {
@@ -238,7 +253,7 @@ int main(int argc, char** argv) {
       eventOptions.instance = pod == nullptr ? "" : pod;
       events = std::make_unique<EventRecorder>(eventClient.value(), eventOptions);
     }
-    auto started = startWatchCache(std::move(config).value());
+    auto started = startWatchCache(std::move(config).value(), cacheOptions);
     if (!started.ok()) return fail(started.error());
     cache = started.value();
     state = cache;
@@ -290,6 +305,17 @@ int main(int argc, char** argv) {
              std::to_string(quiet.count()) + " s (--max-cache-silence " +
              std::to_string(maxSilence.count()) + ")";
     };
+  }
+  std::unique_ptr<CsiInjector> csiInjector;
+  std::unique_ptr<CsiGuardMonitor> csiMonitor;
+  if (csiGuard) {
+    CsiGuardStore* store = csiGuard.get();
+    csiInjector = std::make_unique<CsiInjector>(store);
+    csiMonitor = std::make_unique<CsiGuardMonitor>(
+        state, [store] { return store->current(); }, events.get());
+    metrics.addSection([m = csiMonitor.get()] { return m->renderMetrics(); });
+    metrics.addSection([i = csiInjector.get()] { return i->renderMetrics(); });
+    deps.mutateCsi = [i = csiInjector.get()](const std::string& body) { return i->handle(body); };
   }
   auto server = WebhookServer::create(options, std::move(deps));
   if (!server.ok()) return fail(server.error());

@@ -247,6 +247,17 @@ void WebhookServer::routes() {
          setText(res, 200, deps_.metrics->render(), "text/plain; version=0.0.4");
        }},
   };
+  if (deps_.mutateCsi) {
+    routes_.push_back({"/mutate-csi", "POST", [this](const HttpRequest& req, HttpResponse& res) {
+                         if (std::string refusal = callerRefusal(req); !refusal.empty()) {
+                           deps_.metrics->countRejected(403);
+                           setJson(res, 403, refusal);
+                           return;
+                         }
+                         auto [code, out] = deps_.mutateCsi(req.body);
+                         setText(res, code, std::move(out), "application/json");
+                       }});
+  }
 }
 
 std::string WebhookServer::callerRefusal(const HttpRequest& req) const {

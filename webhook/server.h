@@ -61,6 +61,9 @@ struct ServerDeps {
   /// Optional: why the server is not ready beyond state->ready() ("" when it is), e.g. a watch
   /// cache that has not heard from the apiserver for too long.
   std::function<std::string()> unready;
+  /// Optional: serves POST /mutate-csi (the CSI guard injection, webhook/csi_inject.h): the
+  /// AdmissionReview body in, {HTTP status, answer} out.
+  std::function<std::pair<int, std::string>(const std::string&)> mutateCsi;
 };
 
 /// Serves AdmissionReviews over TLS 1.2+; thread-safe.

@@ -338,6 +338,9 @@ bool ControlPlane::start(std::string* error) {
       "--cert-dir=" + workDir_ + "/apiserver-certs",
       // 127.0.0.1 cannot be the kubernetes Service's endpoint: without this, an error every 10 s.
       "--endpoint-reconciler-type=none",
+      // CSI node plugins run privileged (Longhorn's, Ceph's, stateguard-csi); every cluster that
+      // runs them allows it, as kubeadm and k3s do by default.
+      "--allow-privileged=true",
       "--requestheader-client-ca-file=" + workDir_ + "/front-proxy/ca.crt",
       "--requestheader-allowed-names=front-proxy-client",
       "--requestheader-username-headers=X-Remote-User",

@@ -9,9 +9,9 @@
 //   system:kube-controller-manager, whose controllers each act as their own service account
 //           (--use-service-account-credentials)
 //
-// No scheduler and no kubelet: Pods stay Pending, which is all admission needs; PVs bind,
-// reclaim policies run (hostPath Delete removes directories under /tmp), namespaces and the
-// garbage collector really delete.
+// Privileged containers are allowed (CSI node plugins). No scheduler and no kubelet: Pods stay
+// Pending, which is all admission needs; PVs bind, reclaim policies run (hostPath Delete removes
+// directories under /tmp), namespaces and the garbage collector really delete.
 
 #include <chrono>
 #include <cstdint>

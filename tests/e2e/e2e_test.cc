@@ -74,6 +74,7 @@ struct Cluster {
   std::string caBundle;  ///< base64 of the webhook's CA
   int webhookPort = 0;
   std::string webhookDir, webhookKubeconfig;
+  std::string csiGuardPath;  ///< the CSI injection component's csi-guard.yaml, checked every 2 s
   std::unique_ptr<WebhookProcess> webhook;
   Clock::time_point started;
   double setupSeconds = 0;
@@ -115,6 +116,13 @@ Result<std::vector<json>> kustomize(const std::string& dir) {
 /// in-cluster Service (nothing else changes: no kubelet runs the Deployment's pods).
 void pointWebhooksHere(std::vector<json>& objects) {
   for (auto& o : objects) {
+    if (o.value("kind", "") == "MutatingWebhookConfiguration") {
+      for (auto& w : o["webhooks"]) {
+        w["clientConfig"] = {
+            {"url", "https://127.0.0.1:" + std::to_string(g->webhookPort) + "/mutate-csi"},
+            {"caBundle", g->caBundle}};
+      }
+    }
     if (o.value("kind", "") != "ValidatingWebhookConfiguration") continue;
     for (auto& w : o["webhooks"]) {
       w["clientConfig"] = {
@@ -139,6 +147,18 @@ std::string withPre128Component(const std::string& overlay, const std::string& d
   return dir;
 }
 
+/// A kustomization in `dir` (made here) of `install` plus manifests/components/csi-injection, as
+/// a user who wants the CSI guard injected writes it; returns `dir`.
+std::string withCsiInjection(const std::string& install, const std::string& dir) {
+  fs::create_directories(dir);
+  writeText(dir + "/kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [" +
+                fs::relative(install, dir).string() + "]\ncomponents: [" +
+                fs::relative(sourcePath("manifests/components/csi-injection"), dir).string() +
+                "]\n");
+  return dir;
+}
+
 /// The install as applied: the chosen kustomize folder pointed at the local webhook.
 Result<std::vector<json>> renderInstall() {
   auto objs = kustomize(g->installDir);
@@ -159,7 +179,7 @@ bool startWebhook(std::string* error) {
                                "--policy", sourcePath("manifests/base/policy.yaml"),
                                // Only kube-apiserver may send reviews (its client certificate).
                                "--client-ca", g->cp->caPath(), "--client-cert-names",
-                               ControlPlane::kWebhookClientName});
+                               ControlPlane::kWebhookClientName, "--csi-guard", g->csiGuardPath});
   if (!g->webhook->started()) {
     *error = "stateguard-webhook did not start: " + g->webhook->process().stderrText();
     return false;
@@ -210,6 +230,11 @@ bool installStateguard(std::string* error) {
     g->installDir = withPre128Component(sourcePath("manifests/base"), cp.workDir() + "/install");
     g->installNote = "manifests/base with manifests/components/pre-1.28";
   }
+  // With the CSI guard injection (its own MutatingWebhookConfiguration, DaemonSets only in the
+  // drivers' namespaces): the webhook runs with it in every test.
+  g->installDir = withCsiInjection(g->installDir, cp.workDir() + "/install-csi");
+  g->installNote +=
+      std::string(g->installNote.empty() ? "" : "; ") + "with manifests/components/csi-injection";
 
   g->webhookDir = cp.workDir() + "/webhook";
   fs::create_directories(g->webhookDir);
@@ -220,6 +245,18 @@ bool installStateguard(std::string* error) {
     return false;
   }
   g->caBundle = base64Encode(readText(g->certs.caCert));
+  // The shipped csi-guard.yaml, checked every 2 s instead of 30 so the tests need not wait.
+  {
+    std::string guard = readText(sourcePath("manifests/components/csi-injection/csi-guard.yaml"));
+    const std::string interval = "checkIntervalSeconds: 30";
+    if (guard.find(interval) == std::string::npos) {
+      *error = "csi-guard.yaml has no \"" + interval + "\" line to shorten";
+      return false;
+    }
+    guard.replace(guard.find(interval), interval.size(), "checkIntervalSeconds: 2");
+    g->csiGuardPath = g->webhookDir + "/csi-guard.yaml";
+    writeText(g->csiGuardPath, guard);
+  }
   g->webhookPort = freeLocalPort();
 
   auto objs = renderInstall();
@@ -614,7 +651,8 @@ TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
         {"chart (defaults)", {}},
         {"chart (certificates.mode=provided)",
          {"--set", "certificates.mode=provided", "--set",
-          "certificates.provided.caBundle=" + g->caBundle}}};
+          "certificates.provided.caBundle=" + g->caBundle}},
+        {"chart (csiGuard.enabled)", {"--set", "csiGuard.enabled=true"}}};
     for (const auto& [name, args] : values) {
       // As `helm install` does, the chart sees the cluster's version.
       std::vector<std::string> withVersion = args;
@@ -1340,6 +1378,218 @@ TEST_F(E2e, ClaimOwnerThatWouldLetTheGarbageCollectorDeleteItIsRefused) {
   EXPECT_FALSE(
       cp().getObject(pvcPath("e2e-owner", "data"))["metadata"].contains("ownerReferences"));
   expectAudit("bob", "UPDATE", "PersistentVolumeClaim", "e2e-owner", "data", "deny");
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSI guard injection (manifests/components/csi-injection): the driver operator's own
+// DaemonSet is stored with stateguard-csi, through delete and re-create and an UPDATE that drops
+// it; other DaemonSets are untouched; one created while the injector is down is reported.
+
+/// The DaemonSet as Longhorn's driver deployer creates it (manifests/csi-sidecar/example).
+json pristineLonghornPlugin() {
+  auto docs = parseDocuments(
+      readText(sourcePath("manifests/csi-sidecar/example/longhorn-csi-plugin.yaml")), "longhorn");
+  return docs.ok() && !docs->empty() ? docs->front() : json();
+}
+
+std::vector<std::string> containerNames(const json& ds) {
+  std::vector<std::string> out;
+  const json& cs = k8s::at(ds, "/spec/template/spec/containers");
+  if (cs.is_array())
+    for (const auto& c : cs) out.push_back(c.value("name", ""));
+  return out;
+}
+
+bool hasSidecar(const json& ds) {
+  auto names = containerNames(ds);
+  return std::find(names.begin(), names.end(), "stateguard-csi") != names.end();
+}
+
+std::string dsPath(const std::string& ns, const std::string& name) {
+  return "/apis/apps/v1/namespaces/" + ns + "/daemonsets/" + name;
+}
+
+std::string registrarArgs(const json& ds, const std::string& container) {
+  const json& cs = k8s::at(ds, "/spec/template/spec/containers");
+  if (cs.is_array())
+    for (const auto& c : cs)
+      if (c.value("name", "") == container) return c.value("args", json::array()).dump();
+  return "";
+}
+
+class CsiInjection : public E2e {
+ protected:
+  void SetUp() override {
+    E2e::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    for (const char* ns : {"longhorn-system", "rook-ceph"}) {
+      if (cp().getObject("/api/v1/namespaces/" + std::string(ns)).is_null()) {
+        create("admin",
+               {{"apiVersion", "v1"}, {"kind", "Namespace"}, {"metadata", {{"name", ns}}}});
+      }
+    }
+    // kube-apiserver learns the MutatingWebhookConfiguration from its own watch: wait until a
+    // dry-run create comes back injected (once per run).
+    static bool wiredOnce = false;
+    if (wiredOnce) return;
+    removeDaemonSet("longhorn-system", "longhorn-csi-plugin");
+    std::string last;
+    const bool wired = pollUntil(
+        [&] {
+          CommandResult r =
+              kubectl("admin", {"create", "--dry-run=server", "-o", "json", "-f", "-"},
+                      pristineLonghornPlugin().dump());
+          last = r.exitCode != 0 ? r.err : r.out.substr(0, 2000);
+          if (r.exitCode != 0) return false;
+          auto o = json::parse(r.out, nullptr, false);
+          return !o.is_discarded() && hasSidecar(o);
+        },
+        seconds(30));
+    ASSERT_TRUE(wired) << "a dry-run create of longhorn-csi-plugin is not injected 30 s after the "
+                          "install; last answer: "
+                       << last
+                       << "\nwebhook: " << g->webhook->process().stderrText().substr(0, 3000);
+    wiredOnce = true;
+  }
+
+  /// Deletes the DaemonSet and waits until it is gone.
+  void removeDaemonSet(const std::string& ns, const std::string& name) {
+    kubectl("admin", {"delete", "daemonset", name, "-n", ns, "--ignore-not-found", "--wait=true"});
+    EXPECT_TRUE(pollUntil([&] { return cp().getObject(dsPath(ns, name)).is_null(); }, seconds(30)));
+  }
+
+  std::string metrics() { return g->webhook ? g->webhook->get("/metrics").second : ""; }
+};
+
+TEST_F(CsiInjection, LonghornsPluginIsStoredWithTheGuardAlsoAfterDeleteAndRecreate) {
+  removeDaemonSet("longhorn-system", "longhorn-csi-plugin");
+  const json pristine = pristineLonghornPlugin();
+  ASSERT_FALSE(hasSidecar(pristine));
+  for (int round = 1; round <= 2; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    ASSERT_TRUE(create("admin", pristine));
+    json stored = cp().getObject(dsPath("longhorn-system", "longhorn-csi-plugin"));
+    EXPECT_TRUE(hasSidecar(stored)) << "stored containers: " << json(containerNames(stored));
+    EXPECT_NE(registrarArgs(stored, "node-driver-registrar")
+                  .find("--kubelet-registration-path=/var/lib/kubelet/plugins/driver.longhorn.io/"
+                        "stateguard.sock"),
+              std::string::npos)
+        << registrarArgs(stored, "node-driver-registrar");
+    const json& inits = k8s::at(stored, "/spec/template/spec/initContainers");
+    ASSERT_TRUE(inits.is_array());
+    EXPECT_EQ(inits[0].value("name", ""), "stateguard-format-gate");
+    // The driver deployer's next start: delete (foreground, as longhorn-manager does), create.
+    if (round == 1) removeDaemonSet("longhorn-system", "longhorn-csi-plugin");
+  }
+
+  // An UPDATE of the stored, defaulted object changes nothing: the webhook sends no patch.
+  const std::string before = metrics();
+  const uint64_t unchanged =
+      metricValue(before, "stateguard_csi_injections_total{outcome=\"unchanged\"}");
+  json stored = cp().getObject(dsPath("longhorn-system", "longhorn-csi-plugin"));
+  CommandResult r = kubectl("admin", {"annotate", "daemonset", "longhorn-csi-plugin", "-n",
+                                      "longhorn-system", "e2e/touched=1"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  json after = cp().getObject(dsPath("longhorn-system", "longhorn-csi-plugin"));
+  EXPECT_EQ(k8s::at(after, "/spec/template"), k8s::at(stored, "/spec/template"));
+  EXPECT_EQ(k8s::at(after, "/metadata/generation"), k8s::at(stored, "/metadata/generation"))
+      << "the pod template changed on an annotation: the injection is not idempotent";
+  EXPECT_GT(metricValue(metrics(), "stateguard_csi_injections_total{outcome=\"unchanged\"}"),
+            unchanged);
+}
+
+TEST_F(CsiInjection, AnUpdateThatDropsTheSidecarGetsItBack) {
+  removeDaemonSet("longhorn-system", "longhorn-csi-plugin");
+  ASSERT_TRUE(create("admin", pristineLonghornPlugin()));
+  // longhorn-manager (or a GitOps tool holding an old copy) writes its own template back.
+  json current = cp().getObject(dsPath("longhorn-system", "longhorn-csi-plugin"));
+  ASSERT_TRUE(hasSidecar(current));
+  json update = pristineLonghornPlugin();
+  // No resourceVersion: an unconditional update (the DaemonSet controller writes its status
+  // meanwhile).
+  CommandResult r = kubectl("admin", {"replace", "-f", "-"}, update.dump());
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  json stored = cp().getObject(dsPath("longhorn-system", "longhorn-csi-plugin"));
+  EXPECT_TRUE(hasSidecar(stored)) << "stored containers: " << json(containerNames(stored));
+  EXPECT_NE(registrarArgs(stored, "node-driver-registrar").find("stateguard.sock"),
+            std::string::npos);
+}
+
+TEST_F(CsiInjection, ADaemonSetNotNamedByThePolicyIsUntouched) {
+  json other = pristineLonghornPlugin();
+  other["metadata"]["name"] = "longhorn-other-plugin";
+  other["spec"]["selector"]["matchLabels"]["app"] = "longhorn-other-plugin";
+  other["spec"]["template"]["metadata"]["labels"]["app"] = "longhorn-other-plugin";
+  removeDaemonSet("longhorn-system", "longhorn-other-plugin");
+  ASSERT_TRUE(create("admin", other));
+  json stored = cp().getObject(dsPath("longhorn-system", "longhorn-other-plugin"));
+  EXPECT_FALSE(hasSidecar(stored));
+  EXPECT_EQ(containerNames(stored), containerNames(other));
+  EXPECT_EQ(k8s::at(stored, "/spec/template/spec/initContainers"), json())
+      << "an init container was added to a DaemonSet the policy does not name";
+  EXPECT_EQ(registrarArgs(stored, "node-driver-registrar"),
+            registrarArgs(other, "node-driver-registrar"));
+  removeDaemonSet("longhorn-system", "longhorn-other-plugin");
+}
+
+TEST_F(CsiInjection, ADaemonSetCreatedWhileTheInjectorIsDownIsReported) {
+  auto docs = parseDocuments(
+      readText(sourcePath("tests/fixtures/csi-guard/rook-csi-rbdplugin.yaml")), "rook");
+  ASSERT_TRUE(docs.ok() && !docs->empty());
+  const json rbd = docs->front();
+  removeDaemonSet("rook-ceph", "csi-rbdplugin");
+
+  stopWebhook();
+  {
+    // failurePolicy Ignore: the operator's create goes through, unguarded.
+    ASSERT_TRUE(create("admin", rbd));
+    EXPECT_FALSE(hasSidecar(cp().getObject(dsPath("rook-ceph", "csi-rbdplugin"))));
+  }
+  std::string error;
+  ASSERT_TRUE(startWebhook(&error)) << error;
+
+  const std::string series =
+      "stateguard_csi_unguarded{driver=\"rook-ceph-rbd\",namespace=\"rook-ceph\",daemonset=\"csi-"
+      "rbdplugin\"}";
+  std::string text;
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        text = metrics();
+        return text.find(series + " 1") != std::string::npos;
+      },
+      seconds(20)))
+      << "no " << series << " 1 on /metrics:\n"
+      << text;
+
+  // And an Event on the DaemonSet, for `kubectl describe` and event exporters.
+  json events;
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        events = cp().getObject("/api/v1/namespaces/rook-ceph/events");
+        if (!events.contains("items")) return false;
+        for (const auto& e : events["items"])
+          if (e.value("reason", "") == "CSIGuardMissing" &&
+              k8s::str(e, "/involvedObject/name") == "csi-rbdplugin" &&
+              e.value("message", "").find("UNGUARDED") != std::string::npos)
+            return true;
+        return false;
+      },
+      seconds(20)))
+      << events.dump(1);
+
+  // What the Event tells a person to do puts the guard back, and the alarm clears.
+  CommandResult r = kubectl("admin", {"annotate", "daemonset", "csi-rbdplugin", "-n", "rook-ceph",
+                                      "stateguard.io/reinject=1"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_TRUE(hasSidecar(cp().getObject(dsPath("rook-ceph", "csi-rbdplugin"))));
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        text = metrics();
+        return text.find(series + " 0") != std::string::npos;
+      },
+      seconds(20)))
+      << text;
+  removeDaemonSet("rook-ceph", "csi-rbdplugin");
 }
 
 }  // namespace

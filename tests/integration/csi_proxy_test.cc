@@ -9,6 +9,7 @@
 
 #include <future>
 #include <random>
+#include <thread>
 
 #include "proto/csi.grpc.pb.h"
 #include "tests/support/csi_rig.h"
@@ -161,6 +162,17 @@ TEST_F(CsiProxyTest, HealthzAndMetrics) {
       << m;
   EXPECT_NE(m.find("stateguard_csi_refusals_total{reason=\"device-unknown\"} 1"), std::string::npos)
       << m;
+  // Its presence, once the driver's name is known, for alerts comparing guarded nodes with the
+  // driver's nodes (manifests/csi-sidecar/README.md, "Injection").
+  const std::string info = "stateguard_csi_guard_info{driver=\"test.csi.stateguard.io\",node=\"" +
+                           CsiRigOptions{}.node + "\"} 1\n";
+  std::string text = m;
+  for (int i = 0; i < 50 && text.find(info) == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    auto again = http.Get("/metrics");
+    if (again) text = again->body;
+  }
+  EXPECT_NE(text.find(info), std::string::npos) << text;
 }
 
 TEST(CsiProxyStartup, BadFlagsAreClearErrors) {

@@ -35,6 +35,7 @@
 #include "tests/support/helm_render.h"
 #include "tests/support/process.h"
 #include "tests/support/tls_material.h"
+#include "webhook/csi_inject.h"
 
 namespace stateguard::testing {
 namespace {
@@ -835,7 +836,9 @@ json comparable(json o) {
   o["metadata"].erase("labels");
   if (o["kind"] == "ConfigMap" && o["data"].contains("policy.yaml"))
     o["data"]["policy.yaml"] = parsedPolicy(o["data"]["policy.yaml"].get<std::string>());
-  if (o["kind"] == "ValidatingWebhookConfiguration")
+  if (o["kind"] == "ConfigMap" && o["data"].contains("csi-guard.yaml"))
+    o["data"]["csi-guard.yaml"] = parsedPolicy(o["data"]["csi-guard.yaml"].get<std::string>());
+  if (o["kind"] == "ValidatingWebhookConfiguration" || o["kind"] == "MutatingWebhookConfiguration")
     for (auto& h : o["webhooks"]) h["clientConfig"].erase("caBundle");
   return o;
 }
@@ -1169,6 +1172,53 @@ TEST(HelmChart, DefaultValuesRenderTheSameObjectsAsTheCertManagerOverlay) {
                     "cert-manager overlay vs chart (defaults)");
 }
 
+// The CSI guard injection: the kustomize component beside an overlay and the chart with
+// csiGuard.enabled render the same objects (the same drivers, MutatingWebhookConfiguration, flag
+// and RBAC); without it neither has any of them.
+TEST(HelmChart, CsiGuardValuesRenderTheSameObjectsAsTheCsiInjectionComponent) {
+  const std::string dir = makeTempDir("sg-csi-injection");
+  const std::string rel =
+      std::filesystem::relative(sourcePath("manifests"), std::filesystem::path(dir)).string();
+  writeText(dir + "/kustomization.yaml", "resources: [" + rel + "/overlays/cert-manager]\n" +
+                                             "components: [" + rel +
+                                             "/components/csi-injection]\n");
+  const auto objects = kustomize(dir);
+  removeTree(dir);
+  checkWellFormed(objects, "cert-manager overlay + csi-injection");
+  const json* mwc = find(objects, "MutatingWebhookConfiguration", "stateguard-csi");
+  ASSERT_NE(mwc, nullptr);
+  const json& hook = (*mwc)["webhooks"][0];
+  EXPECT_EQ(hook["failurePolicy"], "Ignore");
+  EXPECT_EQ(hook["clientConfig"]["service"]["path"], "/mutate-csi");
+  EXPECT_EQ(hook["namespaceSelector"]["matchExpressions"][0]["values"],
+            json({"longhorn-system", "rook-ceph"}));
+  const json* deployment = find(objects, "Deployment", "stateguard-webhook");
+  ASSERT_NE(deployment, nullptr);
+  const json& args = (*deployment)["spec"]["template"]["spec"]["containers"][0]["args"];
+  auto flag = std::find(args.begin(), args.end(), "--csi-guard");
+  ASSERT_NE(flag, args.end());
+  EXPECT_EQ(*(flag + 1), "/etc/stateguard/policy/csi-guard.yaml");
+  const json* config = find(objects, "ConfigMap", "stateguard-policy");
+  ASSERT_NE(config, nullptr);
+  ASSERT_TRUE((*config)["data"].contains("csi-guard.yaml"));
+  ASSERT_TRUE((*config)["data"].contains("policy.yaml"));
+
+  const auto chart = renderChart({"--set", "csiGuard.enabled=true"});
+  checkWellFormed(chart, "chart (csiGuard.enabled)");
+  // The file the chart renders is one the webhook takes (it refuses to start on a bad one).
+  const json* chartConfig = find(chart, "ConfigMap", "stateguard-policy");
+  ASSERT_NE(chartConfig, nullptr);
+  auto guard =
+      parseCsiGuardConfig((*chartConfig)["data"]["csi-guard.yaml"].get<std::string>(), "chart");
+  ASSERT_TRUE(guard.ok()) << guard.error();
+  EXPECT_EQ(guard->image, "ghcr.io/stateguard/stateguard:0.1.0");
+  EXPECT_EQ(guard->drivers.size(), 2u);
+  expectSameObjects(objects, chart, "cert-manager overlay + csi-injection vs chart (csiGuard)");
+
+  for (const auto& o : renderChart({}))
+    EXPECT_NE(o["kind"], "MutatingWebhookConfiguration") << "csiGuard is off by default";
+}
+
 TEST(HelmChart, ProvidedCertificatesRenderTheSameObjectsAsTheBase) {
   const std::string bundle =
       "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnRlc3QKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
@@ -1312,6 +1362,10 @@ TEST(HelmChart, InvalidValuesAreRefused) {
       {{"--set", "certificates.mode=provided"}, "certificates.provided.caBundle is required"},
       {{"--set", "certificates.mode=vault"}, "certificates.mode must be certManager or provided"},
       {{"--set", "replicaCount=0"}, "replicaCount must be at least 1"},
+      {{"--set", "csiGuard.enabled=true", "--set", "csiGuard.failurePolicy=Sometimes"},
+       "csiGuard.failurePolicy must be Fail or Ignore"},
+      {{"--set", "csiGuard.enabled=true", "--set", "csiGuard.drivers={}"},
+       "csiGuard.enabled is true but csiGuard.drivers is empty"},
   };
   for (const auto& c : cases) {
     CommandResult r = helmTemplate(c.args);
