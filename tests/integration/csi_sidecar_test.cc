@@ -301,6 +301,17 @@ TEST_F(CsiSidecarTest, AnotherFilesystemAfterTheStageQuarantinesTheVolume) {
   grpc::Status s = rig.stage("pvc-g");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_TRUE(contains(s.error_message(), "quarantined")) << s.error_message();
+  // kubelet takes FAILED_PRECONDITION as final and never unstages: the sidecar undid the
+  // driver's stage itself, so the fresh filesystem is not left mounted (issue 14).
+  EXPECT_TRUE(contains(rig.callLog(), "NodeUnstageVolume pvc-g")) << rig.callLog();
+  EXPECT_TRUE(contains(s.error_message(), "was undone (NodeUnstageVolume)")) << s.error_message();
+  bool undoAudited = false;
+  for (const json& line : lines(rig.auditLog())) {
+    if (line["verdict"] == "quarantined") {
+      undoAudited = line["undo"]["done"] == true && line["undo"]["call"] == "NodeUnstageVolume";
+    }
+  }
+  EXPECT_TRUE(undoAudited) << rig.auditLog();
 
   s = rig.publish("pvc-g");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
