@@ -438,6 +438,56 @@ TEST_F(CsiSidecarTest, VolumeIdWithPathCharactersIsRefused) {
   EXPECT_TRUE(rig.sidecar()->running());
 }
 
+// ---- incident: an encrypted volume reads all zeros for a moment (longhorn#13668) -------------
+
+TEST_F(CsiSidecarTest, LuksVolumeReadingZerosForAMomentIsRefusedByTheLedgerAndTheGate) {
+  const std::string cryptsetup = "/usr/sbin/cryptsetup";
+  if (::access(cryptsetup.c_str(), X_OK) != 0) {
+    GTEST_SKIP() << "cryptsetup is not installed (scripts/install-deps.sh installs it)";
+  }
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  const std::string key = dir_ + "/key";
+  writeText(key, "not-a-secret");
+  std::string img = rig.makeImage("pvc-luks.img", 64 * kMiB, "");
+  CommandResult f =
+      runCommand(cryptsetup, {"luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+                              "--pbkdf-force-iterations", "1000", "--key-file", key, img});
+  ASSERT_EQ(f.exitCode, 0) << f.err;
+  const std::string uuid = blkidUuid(img);
+  ASSERT_FALSE(uuid.empty());
+  rig.setDevice("pvc-luks", img);
+  grpc::Status s = rig.stage("pvc-luks");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  csi::Ledger ledger(rig.ledgerDir());
+  auto entry = ledger.load("pvc-luks");
+  ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
+  EXPECT_EQ(entry.value()->current()->type, "crypto_LUKS");
+
+  // The engine is degraded: the volume's device reads all zeros (same size).
+  std::string zeros = rig.makeImage("pvc-luks-zeros.img", 64 * kMiB, "");
+  rig.setDevice("pvc-luks", zeros);
+  s = rig.stage("pvc-luks");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "crypto_LUKS UUID " + uuid)) << s.error_message();
+  // What the driver ran next in the incident, `cryptsetup luksFormat`, meets the gate.
+  const std::string gate = dir_ + "/node-a/gate";
+  CommandResult again =
+      runCommand("/usr/bin/env", {"PATH=" + gate + ":/usr/sbin:/usr/bin:/sbin:/bin",
+                                  "STATEGUARD_LEDGER_DIR=" + rig.ledgerDir(), "cryptsetup",
+                                  "luksFormat", "--batch-mode", "--type", "luks2", "--key-file",
+                                  key, rig.devicePath("pvc-luks")});
+  EXPECT_EQ(again.exitCode, 1) << again.out << again.err;
+  EXPECT_TRUE(contains(again.err, "refused")) << again.err;
+  EXPECT_EQ(blkidUuid(zeros), "") << "nothing was written to the volume";
+
+  // The engine recovers: the same LUKS volume stages again.
+  rig.setDevice("pvc-luks", img);
+  s = rig.stage("pvc-luks");
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(blkidUuid(img), uuid);
+}
+
 TEST_F(CsiSidecarTest, RawBlockVolumesAreNotProbed) {
   CsiRig rig(dir_, {});
   ASSERT_TRUE(rig.start());
