@@ -51,7 +51,7 @@ bool multiNode(const ::csi::v1::VolumeCapability& cap) {
 /// The arguments the CSI spec marks REQUIRED for the call, checked before the guard sees it: a
 /// driver must answer INVALID_ARGUMENT when one is missing (csi-sanity checks that), and the
 /// guard must not judge a request it cannot understand ("no capability" is not "mount").
-/// `what` names the call; returns "" when the request is well formed.
+/// `method` names the call, `pathField` the path it requires; "" when the request is well formed.
 std::string missingArgument(const std::string& method, const std::string& volumeId,
                             const std::string& path, const char* pathField,
                             const ::csi::v1::VolumeCapability* capability) {

@@ -223,6 +223,7 @@ struct ZeroCase {
   std::string fs;
   uint64_t size, offset, bytes;
 };
+void PrintTo(const ZeroCase& c, std::ostream* os) { *os << c.fs; }
 
 class MountutilsZeroedPrimaryTest : public MountutilsTest,
                                     public ::testing::WithParamInterface<ZeroCase> {};

@@ -26,6 +26,9 @@ struct Config {
   std::string template_;  ///< "nothing", "ext4", "blank", "missing"
 };
 
+/// Readable ctest names ("mount/ext4", not gtest's bytes of the object).
+void PrintTo(const Config& c, std::ostream* os) { *os << c.mode << "/" << c.template_; }
+
 std::string nameOf(const ::testing::TestParamInfo<Config>& info) {
   return info.param.mode + "_" + info.param.template_;
 }
