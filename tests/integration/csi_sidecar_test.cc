@@ -626,6 +626,15 @@ TEST_F(CsiSidecarTest, DriverWithoutStagingIsGuardedAtPublish) {
   auto entry = csi::Ledger(rig.ledgerDir()).load("pvc-q");
   ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
   EXPECT_EQ(entry.value()->current()->uuid, blkidUuid(blank));
+
+  // Another filesystem at a later publish: quarantined, and the driver's publish undone
+  // (NodeUnpublishVolume), as a stage is undone with NodeUnstageVolume.
+  std::string other = rig.makeImage("pvc-q-other.img", 256 * kMiB, "ext4");
+  rig.setDevice("pvc-q", other);
+  s = rig.publish("pvc-q");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "was undone (NodeUnpublishVolume)")) << s.error_message();
+  EXPECT_TRUE(contains(rig.callLog(), "NodeUnpublishVolume pvc-q")) << rig.callLog();
 }
 
 TEST_F(CsiSidecarTest, ConcurrentStageOfTheSameVolumeIsAbortedNotInterleaved) {
