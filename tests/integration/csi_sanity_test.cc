@@ -101,12 +101,12 @@ class CsiSanityTest : public ::testing::TestWithParam<Config> {
                                      // volume's whole file for a snapshot (10 GiB by default).
                                      "--csi.testvolumesize", "1048576", "-ginkgo.timeout", "2m"};
     const auto started = std::chrono::steady_clock::now();
-    CommandResult r = runCommand(sanity_, args, "", std::chrono::minutes(3));
+    CommandResult r = runCommand(sanity_, args, "", std::chrono::seconds(110));
     std::cout << "csi-sanity " << name << " run: exit " << r.exitCode << " after "
               << std::chrono::duration_cast<std::chrono::milliseconds>(
                      std::chrono::steady_clock::now() - started)
                      .count()
-              << " ms\n";
+              << " ms" << std::endl;
     writeText(base + ".log", r.out + r.err);
     auto outcomes = readJunit(readText(base + ".xml"));
     EXPECT_FALSE(outcomes.empty()) << name << ": no JUnit results; exit " << r.exitCode << "\n"
@@ -172,29 +172,59 @@ TEST_P(CsiSanityTest, ThroughTheProxyMatchesDirect) {
   auto proxied = runSanity("proxied", "unix://" + proxySock);
   EXPECT_TRUE(proxy.running()) << "stateguard-csi died: " << proxy.stderrText();
 
+  // Tests that pass directly and not through the proxy (outside the expected refusals).
   int passedDirect = 0, refusals = 0;
+  auto compare = [&](const std::map<std::string, Outcome>& through, bool count) {
+    std::map<std::string, std::string> out;
+    for (const auto& [name, d] : direct) {
+      if (d.status != "passed") continue;
+      if (count) ++passedDirect;
+      auto it = through.find(name);
+      if (it == through.end()) {
+        out[name] = "missing from the proxied run";
+        continue;
+      }
+      if (it->second.status == "passed") continue;
+      const bool argumentCheck = name.find("should fail when no") != std::string::npos ||
+                                 name.find("should fail when invalid") != std::string::npos;
+      const bool guardRefusal = it->second.failure.find("stateguard refused") != std::string::npos;
+      if (c.template_ == "missing" && guardRefusal && !argumentCheck) {
+        if (count) ++refusals;
+        continue;
+      }
+      out[name] = it->second.status + "\n" + it->second.failure.substr(0, 800);
+    }
+    return out;
+  };
+  auto brokenOnce = compare(proxied, true);
   std::vector<std::string> broken;
-  for (const auto& [name, d] : direct) {
-    if (d.status != "passed") continue;
-    ++passedDirect;
-    auto it = proxied.find(name);
-    if (it == proxied.end()) {
-      broken.push_back(name + ": missing from the proxied run");
-      continue;
+  if (!brokenOnce.empty()) {
+    // csi-sanity itself is flaky here: about one run in ten, direct or proxied, a spec's fresh
+    // connection waits its full minute (GroupController BeforeEach). A test counts as broken
+    // only when it fails through the proxy twice.
+    std::cout << brokenOnce.size() << " test(s) failed through the proxy; running csi-sanity "
+              << "through the proxy once more" << std::endl;
+    auto again = compare(runSanity("proxied-again", "unix://" + proxySock), false);
+    for (const auto& [name, why] : brokenOnce) {
+      if (again.count(name)) {
+        broken.push_back(name + ": " + why);
+      } else {
+        std::cout << "flaky, passed on the second run: " << name << ": " << why.substr(0, 600)
+                  << std::endl;
+      }
     }
-    if (it->second.status == "passed") continue;
-    const bool argumentCheck = name.find("should fail when no") != std::string::npos ||
-                               name.find("should fail when invalid") != std::string::npos;
-    const bool guardRefusal = it->second.failure.find("stateguard refused") != std::string::npos;
-    if (c.template_ == "missing" && guardRefusal && !argumentCheck) {
-      ++refusals;
-      continue;
-    }
-    broken.push_back(name + ": " + it->second.status + "\n" + it->second.failure.substr(0, 800));
   }
   EXPECT_GE(passedDirect, 60) << "the driver alone passed only " << passedDirect << " tests";
   std::string list;
   for (const std::string& b : broken) list += "  - " + b + "\n";
+  auto tail = [](const std::string& text) {
+    return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
+  };
+  if (!broken.empty()) {
+    std::cout << "---- end of the proxied csi-sanity log (" << dir_ << "/proxied.log)\n"
+              << tail(readText(dir_ + "/proxied.log")) << "\n---- stateguard-csi stderr\n"
+              << tail(proxy.stderrText()) << std::endl;
+  }
   EXPECT_TRUE(broken.empty()) << broken.size() << " csi-sanity tests pass against the driver but "
                               << "not through stateguard-csi (" << c.mode << ", device template "
                               << c.template_ << "):\n"
@@ -208,7 +238,7 @@ TEST_P(CsiSanityTest, ThroughTheProxyMatchesDirect) {
   RecordProperty("expected_refusals", refusals);
   std::cout << "csi-sanity " << c.mode << "/" << c.template_ << ": " << passedDirect
             << " passed directly, " << refusals << " refused by the guard as expected, "
-            << broken.size() << " broken\n";
+            << broken.size() << " broken" << std::endl;
   proxy.stop();
   driver->stop();
 }
