@@ -1,5 +1,7 @@
 #include "csi-sidecar/decision.h"
 
+#include "csi-sidecar/digest.h"
+
 namespace stateguard::csi {
 
 namespace {
@@ -30,8 +32,8 @@ std::string evidenceText(const ProbeResult& probe) {
 }  // namespace
 
 std::string describeVolume(const VolumeRef& ref) {
-  if (ref.pvName.empty()) return "volume " + ref.volumeId;
-  return "PersistentVolume " + ref.pvName + " (volume " + ref.volumeId + ")";
+  if (ref.pvName.empty()) return "volume " + shortenId(ref.volumeId);
+  return "PersistentVolume " + ref.pvName + " (volume " + shortenId(ref.volumeId) + ")";
 }
 
 Decision decideBeforePublish(const VolumeRef& ref, const std::optional<LedgerEntry>& ledger) {
@@ -43,7 +45,7 @@ Decision decideBeforePublish(const VolumeRef& ref, const std::optional<LedgerEnt
                 "; no application may write into it until a person has checked it. Recover "
                 "the data (snapshots, backups, the old replicas), then clear the quarantine with "
                 "`stateguardctl csi ledger clear-quarantine --volume " +
-                ref.volumeId + " --reason ...`."};
+                shortenId(ref.volumeId) + " --reason ...`."};
   }
   return {true, "not-quarantined", ""};
 }
@@ -64,21 +66,23 @@ Decision decideBeforeStage(const VolumeRef& ref, const std::optional<ProbeResult
     case ProbeState::kUnknown:
       if (probe->ambivalent) {
         return {false, "ambivalent",
-                head(ref) + ": the device " + ref.device + " carries conflicting signatures (" +
-                    probe->summary() +
+                head(ref) + ": the device " + shortenId(ref.device, 512) +
+                    " carries conflicting signatures (" + probe->summary() +
                     "); blkid reports that as 'no filesystem' and the driver would format it." +
-                    heldText + " Check which signature is real (`wipefs --no-act " + ref.device +
+                    heldText + " Check which signature is real (`wipefs --no-act " +
+                    shortenId(ref.device, 512) +
                     "`) and remove the stale one only after saving the data." + kRetry};
       }
       return {false, "device-unknown",
-              head(ref) + ": the device " + ref.device + " could not be read (" + probe->error +
-                  "); a device that cannot be read is never treated as blank." + heldText +
+              head(ref) + ": the device " + shortenId(ref.device, 512) + " could not be read (" +
+                  probe->error + "); a device that cannot be read is never treated as blank." +
+                  heldText +
                   " Check that the device exists and is healthy (attachment, udev, the storage "
                   "engine's replicas)." +
                   kRetry};
     case ProbeState::kDataEvidence:
       return {false, "data-evidence",
-              head(ref) + ": the device " + ref.device +
+              head(ref) + ": the device " + shortenId(ref.device, 512) +
                   " has no filesystem signature, but it holds data: " + evidenceText(*probe) +
                   ". The driver would have formatted it and destroyed that data." + heldText +
                   " Check the volume's health and the primary superblock (e.g. `e2fsck -b 32768`, "
@@ -88,14 +92,15 @@ Decision decideBeforeStage(const VolumeRef& ref, const std::optional<ProbeResult
     case ProbeState::kBlank:
       if (held) {
         return {false, "ledger-held-filesystem",
-                head(ref) + ": the device " + ref.device + " reads as blank (" + probe->summary() +
-                    "), but the ledger says this volume held " + held->describe() +
+                head(ref) + ": the device " + shortenId(ref.device, 512) + " reads as blank (" +
+                    probe->summary() + "), but the ledger says this volume held " +
+                    held->describe() +
                     ". A volume that held a filesystem does not become blank by itself: the "
                     "device is probably not the volume's (a detached or degraded replica, the "
                     "wrong disk) or the data was lost elsewhere. Check the storage backend before "
                     "anything else. If the volume really must start empty, forget its history "
                     "with `stateguardctl csi ledger forget --volume " +
-                    ref.volumeId + " --reason ...`." + kRetry};
+                    shortenId(ref.volumeId) + " --reason ...`." + kRetry};
       }
       return {true, "blank-first-format",
               "device is blank and the volume never held a filesystem: first format allowed"};
@@ -118,13 +123,13 @@ PostStage decideAfterStage(const VolumeRef& ref, const ProbeResult& after,
     out.message =
         "stateguard quarantined " + describeVolume(ref) +
         (ref.node.empty() ? "" : " on node " + ref.node) + ": after " + ref.method +
-        " the device " + ref.device + " holds " + out.seen.describe() + ", but the volume held " +
-        held->describe() +
+        " the device " + shortenId(ref.device, 512) + " holds " + out.seen.describe() +
+        ", but the volume held " + held->describe() +
         ". The driver formatted it or attached another device. No application will be given this "
         "filesystem (every publish is refused), so nothing writes into it and no backup captures "
         "it. Recover the data, then clear the quarantine with `stateguardctl csi ledger "
         "clear-quarantine --volume " +
-        ref.volumeId + " --reason ...`.";
+        shortenId(ref.volumeId) + " --reason ...`.";
     return out;
   }
   out.action = PostStage::kRecord;

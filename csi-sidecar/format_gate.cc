@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "core/timeutil.h"
+#include "csi-sidecar/digest.h"
 
 namespace stateguard::csi {
 
@@ -202,17 +203,17 @@ GateVerdict judgeFormat(const std::string& tool, const std::string& device,
   for (const LedgerEntry& e : entries.value()) {
     if (e.quarantine) {
       return {false, "quarantined",
-              head + "volume " + e.volumeId + " is quarantined since " + e.quarantine->since +
-                  " (" + e.quarantine->reason + ")." + tail};
+              head + "volume " + shortenId(e.volumeId) + " is quarantined since " +
+                  e.quarantine->since + " (" + e.quarantine->reason + ")." + tail};
     }
     if (const FsIdentity* held = e.current()) {
       return {false, "ledger-held",
-              head + "the ledger says volume " + e.volumeId + " on this device held " +
+              head + "the ledger says volume " + shortenId(e.volumeId) + " on this device held " +
                   held->describe() + "; the device now shows " + probe.summary() +
                   ". A volume that held a filesystem is never formatted again automatically: "
                   "check the storage backend; to start the volume empty on purpose, run "
                   "`stateguardctl csi ledger forget --volume " +
-                  e.volumeId + " --reason ...` first." + tail};
+                  shortenId(e.volumeId) + " --reason ...` first." + tail};
     }
   }
   switch (probe.state) {

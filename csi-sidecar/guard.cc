@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "core/timeutil.h"
+#include "csi-sidecar/digest.h"
 
 namespace stateguard::csi {
 
@@ -66,14 +67,29 @@ Status Guard::storeHistory(const LedgerEntry& entry) {
   return Ok{};
 }
 
+namespace {
+
+/// Every string in `j` longer than 1 KiB shortened (shortenId): whatever a request carries
+/// (ids, paths, context values), an audit line stays a line.
+void shortenStrings(json& j) {
+  if (j.is_string()) {
+    const std::string& s = j.get_ref<const std::string&>();
+    if (s.size() > 1024) j = shortenId(s, 256);
+  } else if (j.is_structured()) {
+    for (auto& v : j) shortenStrings(v);
+  }
+}
+
+}  // namespace
+
 void Guard::audit(const std::string& phase, const GuardState& state, const std::string& verdict,
-                  const std::string& reason, const std::string& message) {
+                  const std::string& reason, const std::string& message, const json& extra) {
   if (!audit_) return;
   json record{{"time", nowRfc3339()},
               {"component", "stateguard-csi"},
               {"phase", phase},
               {"method", state.ref.method},
-              {"volumeId", state.ref.volumeId},
+              {"volumeId", shortenId(state.ref.volumeId)},
               {"pv", state.ref.pvName},
               {"node", state.ref.node},
               {"driver", driverName()},
@@ -83,6 +99,8 @@ void Guard::audit(const std::string& phase, const GuardState& state, const std::
               {"message", message}};
   record["probe"] = state.probe ? toJson(*state.probe) : json(nullptr);
   record["ledger"] = state.entry ? toJson(*state.entry) : json(nullptr);
+  if (!extra.is_null()) record.update(extra);
+  shortenStrings(record);
   audit_->write(record);
 }
 
@@ -204,7 +222,7 @@ std::string Guard::findMountSource(const std::string& target) const {
   return source;
 }
 
-std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st) {
+std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st, const Undo& undo) {
   if (!call.fullCheck || !call.mount || call.sharedAccess) return std::nullopt;
   if (st.ref.device.empty()) st.ref.device = findMountSource(call.targetPath);
   if (st.ref.device.empty()) {
@@ -233,8 +251,26 @@ std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st) {
     if (Status s = storeHistory(e); !s)
       log::error("quarantine of " + e.volumeId + ": " + s.error());
     if (metrics_) metrics_->countQuarantine("identity-changed");
-    audit("after", st, "quarantined", "identity-changed", post.message);
-    return post.message;
+    const bool staged = call.method == "NodeStageVolume";
+    const std::string undoCall = staged ? "NodeUnstageVolume" : "NodeUnpublishVolume";
+    std::string message = post.message;
+    json undone{{"call", undoCall}, {"path", call.targetPath}};
+    if (!undo) {
+      undone["done"] = false;
+      undone["error"] = "no undo configured";
+    } else if (std::string failed = undo(call); failed.empty()) {
+      undone["done"] = true;
+      message += " The driver's " + call.method + " was undone (" + undoCall + "): nothing of " +
+                 "the volume stays mounted at " + call.targetPath + ".";
+    } else {
+      undone["done"] = false;
+      undone["error"] = failed;
+      message += " Undoing the driver's " + call.method + " failed (" + undoCall + ": " + failed +
+                 "): the new filesystem may still be mounted at " + call.targetPath +
+                 "; unmount it by hand before anything writes to it.";
+    }
+    audit("after", st, "quarantined", "identity-changed", message, json{{"undo", undone}});
+    return message;
   }
   const bool changed = e.record(post.seen);
   st.entry = e;

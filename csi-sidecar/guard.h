@@ -4,6 +4,7 @@
 // record the identity or quarantine the volume. Blocking (probes read the device): the proxy
 // runs it off the gRPC threads.
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -54,8 +55,14 @@ class Guard {
   /// Judges the call before the driver sees it; !state.decision.allow means refuse with
   /// FAILED_PRECONDITION and state.decision.message.
   GuardState before(const GuardCall& call);
-  /// After the driver answered OK: the refusal message when the volume was quarantined.
-  std::optional<std::string> after(const GuardCall& call, GuardState& state);
+  /// Undoes the driver's successful call after a quarantine (NodeUnstageVolume after a stage,
+  /// NodeUnpublishVolume after a publish without staging): "" when done, else what failed.
+  using Undo = std::function<std::string(const GuardCall& call)>;
+  /// After the driver answered OK: the refusal message when the volume was quarantined. Then
+  /// `undo` runs first, so no fresh filesystem stays mounted while kubelet is told the call
+  /// failed (FAILED_PRECONDITION is final: kubelet will not unstage); its outcome is in the
+  /// message and the audit line.
+  std::optional<std::string> after(const GuardCall& call, GuardState& state, const Undo& undo = {});
 
   std::string driverName() const;
   void setDriverName(std::string name);
@@ -70,7 +77,8 @@ class Guard {
   Result<History> loadHistory(VolumeRef& ref);
   Status storeHistory(const LedgerEntry& entry);
   void audit(const std::string& phase, const GuardState& state, const std::string& verdict,
-             const std::string& reason, const std::string& message);
+             const std::string& reason, const std::string& message,
+             const nlohmann::json& extra = nullptr);
   std::string findMountSource(const std::string& target) const;
 
   GuardConfig config_;

@@ -6,12 +6,14 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <sstream>
 
 #include "core/timeutil.h"
+#include "csi-sidecar/digest.h"
 
 namespace stateguard::csi {
 
@@ -21,6 +23,10 @@ namespace {
 
 constexpr char kPrefix[] = "vol-";
 constexpr char kSuffix[] = ".json";
+/// Escaped names up to this length are used as they are (the names every release wrote).
+constexpr size_t kMaxPlainName = 160;
+/// Longer ones keep this much of the escaped name before the digest (4+80+1+64+5 = 154 bytes).
+constexpr size_t kDigestNameHead = 84;
 
 std::string errnoText(const std::string& what, const std::string& path) {
   return what + " " + path + ": " + std::strerror(errno);
@@ -155,7 +161,7 @@ LedgerEntry mergeEntries(const LedgerEntry& a, const LedgerEntry& b) {
   return out;
 }
 
-std::string Ledger::fileNameFor(const std::string& volumeId) {
+std::string Ledger::legacyFileNameFor(const std::string& volumeId) {
   static const char* kHex = "0123456789ABCDEF";
   std::string out = kPrefix;
   for (unsigned char c : volumeId) {
@@ -170,8 +176,26 @@ std::string Ledger::fileNameFor(const std::string& volumeId) {
   return out + kSuffix;
 }
 
+std::string Ledger::fileNameFor(const std::string& volumeId) {
+  std::string name = legacyFileNameFor(volumeId);
+  if (name.size() <= kMaxPlainName) return name;
+  // Too long for a file name (255 bytes on every Linux filesystem): a readable head of the
+  // escaped id, then the id's SHA-256. '~' never occurs in an escaped id, so the two forms
+  // cannot collide; the entry inside still names the whole id, and load() checks it.
+  size_t head = kDigestNameHead;
+  while (head > 6 && (name[head - 1] == '%' || name[head - 2] == '%')) --head;
+  return name.substr(0, head) + "~" + sha256Hex(volumeId) + kSuffix;
+}
+
 std::string Ledger::pathFor(const std::string& volumeId) const {
   return dir_ + "/" + fileNameFor(volumeId);
+}
+
+std::string Ledger::legacyPathFor(const std::string& volumeId) const {
+  std::string name = legacyFileNameFor(volumeId);
+  // A name longer than this could never have been created: nothing to read there.
+  if (name == fileNameFor(volumeId) || name.size() > 255) return "";
+  return dir_ + "/" + name;
 }
 
 Status Ledger::ensureDir() const {
@@ -210,10 +234,18 @@ Result<std::optional<LedgerEntry>> readEntryFile(const std::string& path) {
 }  // namespace
 
 Result<std::optional<LedgerEntry>> Ledger::load(const std::string& volumeId) const {
-  auto entry = readEntryFile(pathFor(volumeId));
+  std::string path = pathFor(volumeId);
+  auto entry = readEntryFile(path);
+  if (entry && !entry.value()) {
+    // Written before long ids got digest names (stateguard before issue 14): still read.
+    if (std::string legacy = legacyPathFor(volumeId); !legacy.empty()) {
+      entry = readEntryFile(legacy);
+      path = legacy;
+    }
+  }
   if (entry && entry.value() && entry.value()->volumeId != volumeId) {
-    return makeError("ledger file " + pathFor(volumeId) + " belongs to volume " +
-                     entry.value()->volumeId + ", not " + volumeId);
+    return makeError("ledger file " + path + " belongs to volume " +
+                     shortenId(entry.value()->volumeId) + ", not " + shortenId(volumeId));
   }
   return entry;
 }
@@ -221,7 +253,11 @@ Result<std::optional<LedgerEntry>> Ledger::load(const std::string& volumeId) con
 Status Ledger::store(const LedgerEntry& entry) const {
   if (auto st = ensureDir(); !st) return st;
   const std::string path = pathFor(entry.volumeId);
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // Short whatever the id (the final name may already be near the 255-byte limit); not "vol-*",
+  // so list() never reads a half-written one.
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = dir_ + "/.tmp-" + std::to_string(::getpid()) + "-" +
+                          std::to_string(counter.fetch_add(1)) + kSuffix;
   const std::string text = toJson(entry).dump(2) + "\n";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return makeError(errnoText("cannot write ledger file", tmp));
@@ -249,18 +285,26 @@ Status Ledger::store(const LedgerEntry& entry) const {
     ::unlink(tmp.c_str());
     return makeError(err);
   }
+  // The entry now lives under its new name: the old one must not shadow it later.
+  if (std::string legacy = legacyPathFor(entry.volumeId); !legacy.empty()) {
+    ::unlink(legacy.c_str());
+  }
   if (!fsyncDir(dir_)) return makeError(errnoText("cannot fsync ledger directory", dir_));
   return Ok{};
 }
 
 Result<bool> Ledger::remove(const std::string& volumeId) const {
-  const std::string path = pathFor(volumeId);
-  if (::unlink(path.c_str()) != 0) {
-    if (errno == ENOENT) return false;
-    return makeError(errnoText("cannot remove ledger file", path));
+  bool removed = false;
+  for (const std::string& path : {pathFor(volumeId), legacyPathFor(volumeId)}) {
+    if (path.empty()) continue;
+    if (::unlink(path.c_str()) != 0) {
+      if (errno == ENOENT) continue;
+      return makeError(errnoText("cannot remove ledger file", path));
+    }
+    removed = true;
   }
-  fsyncDir(dir_);
-  return true;
+  if (removed) fsyncDir(dir_);
+  return removed;
 }
 
 Result<std::vector<LedgerEntry>> Ledger::list() const {

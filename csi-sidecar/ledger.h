@@ -83,11 +83,17 @@ class Ledger {
   Result<std::vector<LedgerEntry>> findByDevice(const std::string& devicePath) const;
 
   /// File name of a volume's entry: "vol-" + the id with every byte outside [A-Za-z0-9._-]
-  /// percent-encoded.
+  /// percent-encoded, + ".json"; when that passes 160 bytes, its first 80 bytes, "~" and the
+  /// id's SHA-256 instead (any id fits a file name).
   static std::string fileNameFor(const std::string& volumeId);
+  /// The escaped name without the length limit: what earlier releases wrote. load() still reads
+  /// an entry there (and store() moves it to fileNameFor()).
+  static std::string legacyFileNameFor(const std::string& volumeId);
 
  private:
   std::string pathFor(const std::string& volumeId) const;
+  /// "" when the legacy name is the current one or could never have existed.
+  std::string legacyPathFor(const std::string& volumeId) const;
   std::string dir_;
 };
 

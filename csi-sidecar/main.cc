@@ -4,9 +4,13 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/audit.h"
@@ -28,6 +32,7 @@ constexpr const char* kUsage =
            --ledger-dir DIR --device-path-template TEMPLATE
            [--device-root DIR]... [--kubeconfig FILE | --in-cluster] [--node-name NAME]
            [--driver-name NAME] [--http-endpoint HOST:PORT] [--audit-log FILE|-]
+           [--max-receive-message-size BYTES] [--driver-probe-interval DURATION]
 
   --csi-address unix:///PATH     socket this sidecar serves; point node-driver-registrar's
                                  --kubelet-registration-path at it
@@ -47,12 +52,37 @@ constexpr const char* kUsage =
   --http-endpoint HOST:PORT      /healthz, /readyz and /metrics (default 127.0.0.1:9810;
                                  port 0 = any free port)
   --audit-log FILE|-             one JSON line per decision (default: - = stdout)
+  --max-receive-message-size B   largest request accepted from kubelet, in bytes (default
+                                 4194304, gRPC's own default; larger ones get RESOURCE_EXHAUSTED)
+  --driver-probe-interval D      how often the driver's Probe is asked; /readyz follows it
+                                 (default 5s; "500ms", "2s", "1m")
   --v N                          accepted for compatibility with other CSI sidecars
 )";
 
 int fail(const std::string& message) {
   std::cerr << "stateguard-csi: " << message << "\n";
   return 2;
+}
+
+/// "500ms", "5s", "1m" -> milliseconds; nullopt when malformed or not positive.
+std::optional<std::chrono::milliseconds> parseDuration(const std::string& text) {
+  size_t digits = 0;
+  while (digits < text.size() && std::isdigit(static_cast<unsigned char>(text[digits]))) ++digits;
+  if (digits == 0 || digits > 9) return std::nullopt;
+  const long long n = std::stoll(text.substr(0, digits));
+  const std::string unit = text.substr(digits);
+  long long ms = 0;
+  if (unit == "ms") {
+    ms = n;
+  } else if (unit == "s") {
+    ms = n * 1000;
+  } else if (unit == "m") {
+    ms = n * 60000;
+  } else {
+    return std::nullopt;
+  }
+  if (ms <= 0) return std::nullopt;
+  return std::chrono::milliseconds(ms);
 }
 
 std::string hostName() {
@@ -64,11 +94,11 @@ std::string hostName() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = parseFlags(
-      argc, argv, 1,
-      {"csi-address", "driver-address", "ledger-dir", "device-path-template", "device-root",
-       "kubeconfig", "node-name", "driver-name", "http-endpoint", "audit-log", "v"},
-      {"in-cluster", "help"});
+  auto flags = parseFlags(argc, argv, 1,
+                          {"csi-address", "driver-address", "ledger-dir", "device-path-template",
+                           "device-root", "kubeconfig", "node-name", "driver-name", "http-endpoint",
+                           "audit-log", "v", "max-receive-message-size", "driver-probe-interval"},
+                          {"in-cluster", "help"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -87,6 +117,27 @@ int main(int argc, char** argv) {
   }
   auto tmpl = DeviceTemplate::parse(f.get("device-path-template"), f.all("device-root"));
   if (!tmpl) return fail(tmpl.error());
+  ProxyOptions proxyOptions;
+  if (f.has("max-receive-message-size")) {
+    const std::string v = f.get("max-receive-message-size");
+    char* end = nullptr;
+    errno = 0;
+    const long long n = std::strtoll(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || n < 4096 || n > (1LL << 30)) {
+      return fail("--max-receive-message-size " + v +
+                  ": expected a number of bytes from 4096 to 1073741824 (default 4194304)");
+    }
+    proxyOptions.maxReceiveMessageBytes = static_cast<int>(n);
+  }
+  std::chrono::milliseconds probeInterval(5000);
+  if (f.has("driver-probe-interval")) {
+    auto d = parseDuration(f.get("driver-probe-interval"));
+    if (!d) {
+      return fail("--driver-probe-interval " + f.get("driver-probe-interval") +
+                  ": expected a positive duration such as 500ms, 5s or 1m");
+    }
+    probeInterval = *d;
+  }
 
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals;
@@ -128,12 +179,19 @@ int main(int argc, char** argv) {
     metrics.setGuardInfo(f.get("driver-name"), node);
   }
 
-  CsiProxy proxy(f.get("driver-address"), &guard, &metrics);
+  CsiProxy proxy(f.get("driver-address"), &guard, &metrics, proxyOptions);
   if (Status s = proxy.start(f.get("csi-address")); !s) return fail(s.error());
 
-  SidecarHttp http(&metrics, [&proxy, &cache] {
+  // Readiness follows the driver: the monitor below asks its Probe every probeInterval.
+  std::mutex driverMu;
+  std::string driverProblem = "the CSI driver has not answered Probe yet";
+  SidecarHttp http(&metrics, [&] {
     if (!proxy.driverKnown())
       return std::string("the CSI driver has not answered GetPluginInfo yet");
+    {
+      std::lock_guard lock(driverMu);
+      if (!driverProblem.empty()) return driverProblem;
+    }
     if (cache && !cache->ready()) return std::string("the PersistentVolume cache has not synced");
     return std::string();
   });
@@ -145,14 +203,38 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> stopping{false};
   std::thread learner([&] {
-    while (!stopping && !proxy.learnDriver(std::chrono::seconds(2))) {
-      for (int i = 0; i < 10 && !stopping; ++i) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    const auto timeout =
+        std::min<std::chrono::milliseconds>(probeInterval, std::chrono::seconds(2));
+    bool known = false;
+    std::string last = "unset";
+    while (!stopping) {
+      // Until the driver's name is known, every second at least.
+      const auto next =
+          std::chrono::steady_clock::now() +
+          (known ? probeInterval
+                 : std::min<std::chrono::milliseconds>(probeInterval, std::chrono::seconds(1)));
+      if (!known && proxy.learnDriver(std::chrono::seconds(2))) {
+        known = true;
+        log::info("stateguard-csi: driver is " + guard.driverName());
+        metrics.setGuardInfo(guard.driverName(), node);
+      }
+      std::string problem = proxy.probeDriver(timeout);
+      if (problem != last) {
+        if (problem.empty()) {
+          log::info("stateguard-csi: the driver answers Probe: ready");
+        } else {
+          log::warn("stateguard-csi: not ready: " + problem);
+        }
+        last = problem;
+      }
+      {
+        std::lock_guard lock(driverMu);
+        driverProblem = problem;
+      }
+      while (!stopping && std::chrono::steady_clock::now() < next) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
       }
     }
-    if (stopping) return;
-    log::info("stateguard-csi: driver is " + guard.driverName());
-    metrics.setGuardInfo(guard.driverName(), node);
   });
   std::thread waiter([&] {
     int sig = 0;

@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <initializer_list>
@@ -20,6 +21,8 @@
 #include <set>
 #include <system_error>
 #include <utility>
+
+#include "csi-sidecar/digest.h"
 
 namespace stateguard::csi {
 namespace {
@@ -523,6 +526,12 @@ std::string_view toString(ProbeState state) {
 
 ProbeResult probeDevice(const std::string& path, const ProbeOptions& options) {
   ProbeResult r;
+  if (path.size() >= PATH_MAX) {
+    // No such path can be opened (ENAMETOOLONG); quoting it whole would put megabytes into
+    // messages and audit lines.
+    r.path = shortenId(path, 512);
+    return markUnknown(r, "open " + r.path + ": " + errnoText(ENAMETOOLONG));
+  }
   r.path = path;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return markUnknown(r, "open " + path + ": " + errnoText(errno));

@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "core/log.h"
+#include "csi-sidecar/digest.h"
 #include "proto/csi.grpc.pb.h"
 
 namespace stateguard::csi {
@@ -44,6 +46,29 @@ bool multiNode(const ::csi::v1::VolumeCapability& cap) {
     default:
       return false;
   }
+}
+
+/// The arguments the CSI spec marks REQUIRED for the call, checked before the guard sees it: a
+/// driver must answer INVALID_ARGUMENT when one is missing (csi-sanity checks that), and the
+/// guard must not judge a request it cannot understand ("no capability" is not "mount").
+/// `method` names the call, `pathField` the path it requires; "" when the request is well formed.
+std::string missingArgument(const std::string& method, const std::string& volumeId,
+                            const std::string& path, const char* pathField,
+                            const ::csi::v1::VolumeCapability* capability) {
+  std::string missing;
+  if (volumeId.empty()) {
+    missing = "volume_id";
+  } else if (path.empty()) {
+    missing = pathField;
+  } else if (capability == nullptr) {
+    missing = "volume_capability";
+  } else if (!capability->has_mount() && !capability->has_block()) {
+    missing = "volume_capability.access_type (mount or block)";
+  }
+  if (missing.empty()) return "";
+  return method + " without " + missing +
+         ": the CSI spec requires it, so the request was answered INVALID_ARGUMENT here and "
+         "never reached the driver; nothing was mounted or formatted. Fix the caller.";
 }
 
 std::map<std::string, std::string> toMap(const google::protobuf::Map<std::string, std::string>& m) {
@@ -111,6 +136,12 @@ class ProxyCall {
 
   void forward() {
     client_.set_deadline(server_.deadline());
+    // A driver that is restarting (or whose connection is being re-established) is waited for
+    // within kubelet's own deadline instead of failing the call at once. Without a deadline the
+    // call would wait forever: then it fails fast, as before.
+    if (server_.deadline() < std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) {
+      client_.set_wait_for_ready(true);
+    }
     for (const auto& [key, value] : server_.client_metadata()) {
       if (!reservedKey(key)) client_.AddMetadata(toString(key), toString(value));
     }
@@ -160,6 +191,12 @@ class ProxyCall {
         return finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                    "stateguard: cannot parse NodeStageVolumeRequest"));
       }
+      if (std::string bad = missingArgument(
+              call_.method, req.volume_id(), req.staging_target_path(), "staging_target_path",
+              req.has_volume_capability() ? &req.volume_capability() : nullptr);
+          !bad.empty()) {
+        return finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, bad));
+      }
       call_.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
       call_.targetPath = req.staging_target_path();
       call_.mount = !req.volume_capability().has_block();
@@ -170,6 +207,12 @@ class ProxyCall {
       if (!parseBuffer(request_, req)) {
         return finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                    "stateguard: cannot parse NodePublishVolumeRequest"));
+      }
+      if (std::string bad =
+              missingArgument(call_.method, req.volume_id(), req.target_path(), "target_path",
+                              req.has_volume_capability() ? &req.volume_capability() : nullptr);
+          !bad.empty()) {
+        return finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, bad));
       }
       call_.inputs = {req.volume_id(), toMap(req.publish_context()), toMap(req.volume_context())};
       call_.targetPath = req.target_path();
@@ -182,7 +225,7 @@ class ProxyCall {
       // The CSI spec's answer when an operation on the volume is already pending.
       return finish(grpc::Status(grpc::StatusCode::ABORTED,
                                  "stateguard: another " + call_.method + " of volume " +
-                                     call_.inputs.volumeId + " is being judged; retry"));
+                                     shortenId(call_.inputs.volumeId) + " is being judged; retry"));
     }
     state_ = guard->before(call_);
     if (!state_.decision.allow) {
@@ -197,7 +240,9 @@ class ProxyCall {
   void after() {
     Guard* guard = proxy_->guard_;
     std::optional<std::string> refusal;
-    if (status_.ok()) refusal = guard->after(call_, state_);
+    if (status_.ok()) {
+      refusal = guard->after(call_, state_, [this](const GuardCall& c) { return proxy_->undo(c); });
+    }
     guard->release(call_.inputs.volumeId);
     if (refusal) return finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, *refusal));
     respond(status_);
@@ -218,11 +263,19 @@ class ProxyCall {
   Tag tags_[4];
 };
 
-CsiProxy::CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metrics)
-    : driverAddress_(std::move(driverAddress)), guard_(guard), metrics_(metrics) {
+CsiProxy::CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metrics,
+                   ProxyOptions options)
+    : driverAddress_(std::move(driverAddress)),
+      options_(options),
+      guard_(guard),
+      metrics_(metrics) {
   grpc::ChannelArguments args;
-  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxReceiveMessageSize(-1);  // the driver's answers come back whole
   args.SetMaxSendMessageSize(-1);
+  const int backoff = static_cast<int>(options_.maxReconnectBackoff.count());
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, std::min(backoff, 100));
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, std::min(backoff, 100));
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, backoff);
   channel_ = grpc::CreateCustomChannel(driverAddress_, grpc::InsecureChannelCredentials(), args);
   stub_ = std::make_unique<grpc::GenericStub>(channel_);
 }
@@ -241,7 +294,7 @@ Status CsiProxy::start(const std::string& address) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(-1);
+  builder.SetMaxReceiveMessageSize(options_.maxReceiveMessageBytes);
   builder.SetMaxSendMessageSize(-1);
   builder.RegisterAsyncGenericService(&service_);
   cq_ = builder.AddCompletionQueue();
@@ -313,6 +366,45 @@ void CsiProxy::shutdown() {
 void CsiProxy::wait() {
   std::unique_lock lock(lifecycleMu_);
   lifecycleCv_.wait(lock, [this] { return !started_ || stopped_; });
+}
+
+std::string CsiProxy::probeDriver(std::chrono::milliseconds timeout) {
+  auto identity = ::csi::v1::Identity::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + timeout);
+  ::csi::v1::ProbeResponse resp;
+  grpc::Status s = identity->Probe(&ctx, ::csi::v1::ProbeRequest(), &resp);
+  if (!s.ok()) {
+    return "the CSI driver at " + driverAddress_ + " did not answer Probe (" +
+           std::to_string(static_cast<int>(s.error_code())) + " " + s.error_message() + ")";
+  }
+  // An absent `ready` means ready (CSI spec, Probe).
+  if (resp.has_ready() && !resp.ready().value()) {
+    return "the CSI driver at " + driverAddress_ + " answered Probe with ready=false";
+  }
+  return "";
+}
+
+std::string CsiProxy::undo(const GuardCall& call) {
+  auto node = ::csi::v1::Node::NewStub(channel_);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  grpc::Status s;
+  if (call.method == "NodeStageVolume") {
+    ::csi::v1::NodeUnstageVolumeRequest req;
+    req.set_volume_id(call.inputs.volumeId);
+    req.set_staging_target_path(call.targetPath);
+    ::csi::v1::NodeUnstageVolumeResponse resp;
+    s = node->NodeUnstageVolume(&ctx, req, &resp);
+  } else {
+    ::csi::v1::NodeUnpublishVolumeRequest req;
+    req.set_volume_id(call.inputs.volumeId);
+    req.set_target_path(call.targetPath);
+    ::csi::v1::NodeUnpublishVolumeResponse resp;
+    s = node->NodeUnpublishVolume(&ctx, req, &resp);
+  }
+  if (s.ok()) return "";
+  return "code " + std::to_string(static_cast<int>(s.error_code())) + ": " + s.error_message();
 }
 
 bool CsiProxy::learnDriver(std::chrono::milliseconds timeout) {

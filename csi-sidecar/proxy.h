@@ -6,8 +6,8 @@
 //
 // One completion queue and one thread drive every call, server side and client side: a
 // forwarded call costs two hand-offs between threads, not the callback API's six or more
-// (bench/RESULTS.md, "CSI proxy overhead"). Guarded calls probe devices, which blocks: they run
-// on a small pool of worker threads.
+// (`git show 3517577:bench/RESULTS.md`, "CSI proxy overhead"). Guarded calls probe devices, which
+// blocks: they run on a small pool of worker threads.
 //
 // Not yet: streaming methods. CSI v1 has none; a future streaming method would be forwarded as
 // its first request message only.
@@ -17,6 +17,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <functional>
@@ -31,10 +32,22 @@
 
 namespace stateguard::csi {
 
+struct ProxyOptions {
+  /// Largest request accepted from kubelet (--max-receive-message-size); a larger one is
+  /// answered RESOURCE_EXHAUSTED by gRPC before anything is buffered or parsed. gRPC's default;
+  /// CSI messages are a few KiB.
+  int maxReceiveMessageBytes = 4 * 1024 * 1024;
+  /// Longest wait between two attempts to reach a driver that went away. gRPC's default grows
+  /// to 120 s, so calls kept failing for seconds after the driver was back (issue 14); a unix
+  /// socket connect costs microseconds.
+  std::chrono::milliseconds maxReconnectBackoff{1000};
+};
+
 class CsiProxy {
  public:
   /// `driverAddress` and the listen address are gRPC targets ("unix:///csi/csi.sock").
-  CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metrics);
+  CsiProxy(std::string driverAddress, Guard* guard, SidecarMetrics* metrics,
+           ProxyOptions options = {});
   ~CsiProxy();
 
   /// Listens on `address` (a stale socket file from an earlier run is removed first) and starts
@@ -49,6 +62,8 @@ class CsiProxy {
   /// true once both answered. Called at start and again until it succeeds.
   bool learnDriver(std::chrono::milliseconds timeout);
   bool driverKnown() const { return driverKnown_; }
+  /// Asks the driver's Identity Probe; "" when it answered ready, else why not (for /readyz).
+  std::string probeDriver(std::chrono::milliseconds timeout);
   /// Whether NodePublishVolume gets the full check (the driver has no STAGE_UNSTAGE_VOLUME, or
   /// its capabilities are not known yet).
   bool publishIsFirstUse() const { return !stageUnstageKnown_ || !hasStageUnstage_; }
@@ -60,7 +75,11 @@ class CsiProxy {
   /// Runs `job` on a guard worker (guarded calls block on device reads).
   void submit(std::function<void()> job);
 
+  /// NodeUnstageVolume / NodeUnpublishVolume to the driver after a quarantine ("" when OK).
+  std::string undo(const GuardCall& call);
+
   std::string driverAddress_;
+  ProxyOptions options_;
   Guard* guard_;
   SidecarMetrics* metrics_;
   std::shared_ptr<grpc::Channel> channel_;

@@ -10,7 +10,7 @@ packages=(
   libtomlplusplus-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
   libblkid-dev
-  e2fsprogs xfsprogs btrfs-progs util-linux
+  e2fsprogs xfsprogs btrfs-progs util-linux cryptsetup xz-utils
   googletest libgtest-dev libgmock-dev
   clang libclang-rt-14-dev clang-format
   curl wrk nginx-light

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <functional>
 #include <future>
 #include <random>
 #include <thread>
@@ -175,6 +176,154 @@ TEST_F(CsiProxyTest, HealthzAndMetrics) {
   EXPECT_NE(text.find(info), std::string::npos) << text;
 }
 
+// ---- issue 14: arguments, readiness, recovery, message size --------------------------------
+
+TEST_F(CsiProxyTest, MissingRequiredArgumentsAreInvalidArgumentNotTheGuardsRefusal) {
+  // The device is missing: a request that reached the guard would be refused with 9.
+  rig_->setDevice("pvc-args", "");
+  auto node = ::csi::v1::Node::NewStub(rig_->channel());
+  auto stage = [&](const ::csi::v1::NodeStageVolumeRequest& req) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    ::csi::v1::NodeStageVolumeResponse resp;
+    return node->NodeStageVolume(&ctx, req, &resp);
+  };
+  ::csi::v1::NodeStageVolumeRequest full;
+  full.set_volume_id("pvc-args");
+  full.set_staging_target_path(dir_ + "/staging");
+  full.mutable_volume_capability()->mutable_mount()->set_fs_type("ext4");
+  full.mutable_volume_capability()->mutable_access_mode()->set_mode(
+      ::csi::v1::VolumeCapability::AccessMode::SINGLE_NODE_WRITER);
+  ASSERT_EQ(stage(full).error_code(), grpc::StatusCode::FAILED_PRECONDITION)
+      << "well formed: the guard's refusal";
+
+  auto noCapability = full;
+  noCapability.clear_volume_capability();
+  grpc::Status s = stage(noCapability);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("without volume_capability"), std::string::npos)
+      << s.error_message();
+  auto noPath = full;
+  noPath.clear_staging_target_path();
+  s = stage(noPath);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("staging_target_path"), std::string::npos);
+  auto noAccessType = full;
+  noAccessType.mutable_volume_capability()->clear_mount();
+  EXPECT_EQ(stage(noAccessType).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  auto noId = full;
+  noId.clear_volume_id();
+  EXPECT_EQ(stage(noId).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+
+  ::csi::v1::NodePublishVolumeRequest pub;
+  pub.set_volume_id("pvc-args");
+  pub.set_staging_target_path(dir_ + "/staging");
+  pub.mutable_volume_capability()->mutable_mount();
+  grpc::ClientContext ctx;
+  ::csi::v1::NodePublishVolumeResponse presp;
+  s = node->NodePublishVolume(&ctx, pub, &presp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_NE(s.error_message().find("target_path"), std::string::npos);
+
+  EXPECT_EQ(rig_->callLog().find("NodeStageVolume"), std::string::npos);
+  EXPECT_EQ(rig_->callLog().find("NodePublishVolume"), std::string::npos);
+}
+
+/// GET /readyz: the status, 0 when the sidecar does not answer.
+int readyz(int port) {
+  httplib::Client http("127.0.0.1", port);
+  http.set_connection_timeout(std::chrono::seconds(2));
+  auto r = http.Get("/readyz");
+  return r ? r->status : 0;
+}
+
+bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
+TEST(CsiProxyDriverRestart, ReadinessFollowsTheDriverAndCallsRecoverWithinASecond) {
+  std::string dir = makeTempDir("sg-proxy-restart");
+  {
+    CsiRig rig(dir, {.sidecarArgs = {"--driver-probe-interval", "200ms"}});
+    ASSERT_TRUE(rig.start());
+    ASSERT_TRUE(waitFor([&] { return readyz(rig.httpPort()) == 200; }, std::chrono::seconds(3)));
+    auto caps = [&](std::chrono::milliseconds deadline) {
+      return call(rig.channel(), "/csi.v1.Node/NodeGetCapabilities", "", {}, deadline).status;
+    };
+    ASSERT_TRUE(caps(std::chrono::seconds(5)).ok());
+
+    rig.killDriver();
+    EXPECT_TRUE(waitFor([&] { return readyz(rig.httpPort()) == 503; }, std::chrono::seconds(2)))
+        << "/readyz still says ready with the driver dead";
+    EXPECT_FALSE(caps(std::chrono::milliseconds(300)).ok());
+    // Long enough for gRPC's default back-off to have grown past 3 s (1, 1.6, 2.6, 4.2 s).
+    std::this_thread::sleep_for(std::chrono::seconds(6));
+
+    ASSERT_TRUE(rig.startDriver());
+    auto back = std::chrono::steady_clock::now();
+    bool recovered = waitFor([&] { return caps(std::chrono::milliseconds(200)).ok(); },
+                             std::chrono::seconds(10));
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - back).count();
+    ASSERT_TRUE(recovered);
+    EXPECT_LT(seconds, 1.5) << "proxied calls failed for " << seconds
+                            << " s after the driver was back";
+    EXPECT_TRUE(waitFor([&] { return readyz(rig.httpPort()) == 200; }, std::chrono::seconds(2)));
+
+    // A call made while the driver is away waits for it within kubelet's deadline.
+    rig.killDriver();
+    std::thread restarter([&] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+      EXPECT_TRUE(rig.startDriver());
+    });
+    grpc::Status waited = caps(std::chrono::seconds(8));
+    restarter.join();
+    EXPECT_TRUE(waited.ok()) << "code " << waited.error_code() << ": " << waited.error_message();
+  }
+  removeTree(dir);
+}
+
+/// The sidecar's peak resident memory in MB (VmHWM).
+long peakRssMb(pid_t pid) {
+  std::string status = readText("/proc/" + std::to_string(pid) + "/status");
+  auto at = status.find("VmHWM:");
+  if (at == std::string::npos) return -1;
+  return std::stol(status.substr(at + 6)) / 1024;
+}
+
+TEST_F(CsiProxyTest, OversizedRequestsAreRefusedAndLongIdsShortened) {
+  auto node = ::csi::v1::Node::NewStub(rig_->channel());
+  ::csi::v1::NodeStageVolumeRequest req;
+  req.set_volume_id("pvc-big");
+  req.set_staging_target_path(dir_ + "/staging");
+  req.mutable_volume_capability()->mutable_mount()->set_fs_type("ext4");
+  (*req.mutable_volume_context())["junk"] = std::string(60 << 20, 'x');
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  ::csi::v1::NodeStageVolumeResponse resp;
+  grpc::Status s = node->NodeStageVolume(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+  EXPECT_LT(peakRssMb(rig_->sidecar()->pid()), 100) << "a 60 MiB request was buffered whole";
+
+  // Under the limit, a 3 MiB volume id: refused (no such device), but not echoed whole.
+  req.clear_volume_context();
+  req.set_volume_id(std::string(3 << 20, 'v'));
+  grpc::ClientContext ctx2;
+  ctx2.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  s = node->NodeStageVolume(&ctx2, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_LT(s.error_message().size(), 4096u);
+  EXPECT_NE(s.error_message().find("3145728 bytes, sha256 "), std::string::npos)
+      << s.error_message().substr(0, 500);
+  std::string audit = rig_->auditLog();
+  EXPECT_LT(audit.size(), 16384u) << "an audit line quoted the whole id";
+  EXPECT_TRUE(rig_->sidecar()->running());
+}
+
 TEST(CsiProxyStartup, BadFlagsAreClearErrors) {
   CommandResult r =
       runCommand(binaryPath("stateguard-csi"),
@@ -185,6 +334,15 @@ TEST(CsiProxyStartup, BadFlagsAreClearErrors) {
   r = runCommand(binaryPath("stateguard-csi"), {"--csi-address", "unix:///tmp/x.sock"});
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_NE(r.err.find("--driver-address is required"), std::string::npos) << r.err;
+  for (auto [flag, value] : {std::pair{"--max-receive-message-size", "4k"},
+                             std::pair{"--driver-probe-interval", "0s"}}) {
+    r = runCommand(
+        binaryPath("stateguard-csi"),
+        {"--csi-address", "unix:///tmp/x.sock", "--driver-address", "unix:///tmp/y.sock",
+         "--ledger-dir", "/tmp/l", "--device-path-template", "/dev/{volume_id}", flag, value});
+    EXPECT_EQ(r.exitCode, 2) << flag;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << r.err;
+  }
   r = runCommand(binaryPath("stateguard-csi"), {"--help"});
   EXPECT_EQ(r.exitCode, 0);
   EXPECT_NE(r.out.find("--device-path-template"), std::string::npos);

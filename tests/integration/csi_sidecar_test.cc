@@ -301,6 +301,17 @@ TEST_F(CsiSidecarTest, AnotherFilesystemAfterTheStageQuarantinesTheVolume) {
   grpc::Status s = rig.stage("pvc-g");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
   EXPECT_TRUE(contains(s.error_message(), "quarantined")) << s.error_message();
+  // kubelet takes FAILED_PRECONDITION as final and never unstages: the sidecar undid the
+  // driver's stage itself, so the fresh filesystem is not left mounted (issue 14).
+  EXPECT_TRUE(contains(rig.callLog(), "NodeUnstageVolume pvc-g")) << rig.callLog();
+  EXPECT_TRUE(contains(s.error_message(), "was undone (NodeUnstageVolume)")) << s.error_message();
+  bool undoAudited = false;
+  for (const json& line : lines(rig.auditLog())) {
+    if (line["verdict"] == "quarantined") {
+      undoAudited = line["undo"]["done"] == true && line["undo"]["call"] == "NodeUnstageVolume";
+    }
+  }
+  EXPECT_TRUE(undoAudited) << rig.auditLog();
 
   s = rig.publish("pvc-g");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
@@ -425,6 +436,56 @@ TEST_F(CsiSidecarTest, VolumeIdWithPathCharactersIsRefused) {
   }
   EXPECT_FALSE(contains(rig.callLog(), "NodeStageVolume"));
   EXPECT_TRUE(rig.sidecar()->running());
+}
+
+// ---- incident: an encrypted volume reads all zeros for a moment (longhorn#13668) -------------
+
+TEST_F(CsiSidecarTest, LuksVolumeReadingZerosForAMomentIsRefusedByTheLedgerAndTheGate) {
+  const std::string cryptsetup = "/usr/sbin/cryptsetup";
+  if (::access(cryptsetup.c_str(), X_OK) != 0) {
+    GTEST_SKIP() << "cryptsetup is not installed (scripts/install-deps.sh installs it)";
+  }
+  CsiRig rig(dir_, {});
+  ASSERT_TRUE(rig.start());
+  const std::string key = dir_ + "/key";
+  writeText(key, "not-a-secret");
+  std::string img = rig.makeImage("pvc-luks.img", 64 * kMiB, "");
+  CommandResult f =
+      runCommand(cryptsetup, {"luksFormat", "--batch-mode", "--type", "luks2", "--pbkdf", "pbkdf2",
+                              "--pbkdf-force-iterations", "1000", "--key-file", key, img});
+  ASSERT_EQ(f.exitCode, 0) << f.err;
+  const std::string uuid = blkidUuid(img);
+  ASSERT_FALSE(uuid.empty());
+  rig.setDevice("pvc-luks", img);
+  grpc::Status s = rig.stage("pvc-luks");
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  csi::Ledger ledger(rig.ledgerDir());
+  auto entry = ledger.load("pvc-luks");
+  ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
+  EXPECT_EQ(entry.value()->current()->type, "crypto_LUKS");
+
+  // The engine is degraded: the volume's device reads all zeros (same size).
+  std::string zeros = rig.makeImage("pvc-luks-zeros.img", 64 * kMiB, "");
+  rig.setDevice("pvc-luks", zeros);
+  s = rig.stage("pvc-luks");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "crypto_LUKS UUID " + uuid)) << s.error_message();
+  // What the driver ran next in the incident, `cryptsetup luksFormat`, meets the gate.
+  const std::string gate = dir_ + "/node-a/gate";
+  CommandResult again =
+      runCommand("/usr/bin/env", {"PATH=" + gate + ":/usr/sbin:/usr/bin:/sbin:/bin",
+                                  "STATEGUARD_LEDGER_DIR=" + rig.ledgerDir(), "cryptsetup",
+                                  "luksFormat", "--batch-mode", "--type", "luks2", "--key-file",
+                                  key, rig.devicePath("pvc-luks")});
+  EXPECT_EQ(again.exitCode, 1) << again.out << again.err;
+  EXPECT_TRUE(contains(again.err, "refused")) << again.err;
+  EXPECT_EQ(blkidUuid(zeros), "") << "nothing was written to the volume";
+
+  // The engine recovers: the same LUKS volume stages again.
+  rig.setDevice("pvc-luks", img);
+  s = rig.stage("pvc-luks");
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(blkidUuid(img), uuid);
 }
 
 TEST_F(CsiSidecarTest, RawBlockVolumesAreNotProbed) {
@@ -565,6 +626,15 @@ TEST_F(CsiSidecarTest, DriverWithoutStagingIsGuardedAtPublish) {
   auto entry = csi::Ledger(rig.ledgerDir()).load("pvc-q");
   ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
   EXPECT_EQ(entry.value()->current()->uuid, blkidUuid(blank));
+
+  // Another filesystem at a later publish: quarantined, and the driver's publish undone
+  // (NodeUnpublishVolume), as a stage is undone with NodeUnstageVolume.
+  std::string other = rig.makeImage("pvc-q-other.img", 256 * kMiB, "ext4");
+  rig.setDevice("pvc-q", other);
+  s = rig.publish("pvc-q");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "was undone (NodeUnpublishVolume)")) << s.error_message();
+  EXPECT_TRUE(contains(rig.callLog(), "NodeUnpublishVolume pvc-q")) << rig.callLog();
 }
 
 TEST_F(CsiSidecarTest, ConcurrentStageOfTheSameVolumeIsAbortedNotInterleaved) {

@@ -1,6 +1,7 @@
 #include "tests/support/csi_rig.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -43,11 +44,8 @@ CsiRig::~CsiRig() { stop(); }
                                    "--ledger-dir", options_.ledgerDir};
   if (!options_.driverStages) args.push_back("--no-stage");
   if (options_.blkid239) args.push_back("--blkid-2.39");
-  driver_ =
-      std::make_unique<ChildProcess>(binaryPath("stateguard-test-csi-driver"), args, nodeDir_);
-  if (!driver_->waitForOutput("listening", std::chrono::seconds(10))) {
-    return ::testing::AssertionFailure() << "driver did not start: " << driver_->stderrText();
-  }
+  driverArgs_ = args;
+  if (auto started = startDriver(); !started) return started;
   std::string target = "unix://" + driverSock;
   if (options_.sidecar) {
     const std::string sock = nodeDir_ + "/stateguard.sock";
@@ -71,6 +69,7 @@ CsiRig::~CsiRig() { stop(); }
       sargs.push_back("--kubeconfig");
       sargs.push_back(options_.kubeconfig);
     }
+    sargs.insert(sargs.end(), options_.sidecarArgs.begin(), options_.sidecarArgs.end());
     sidecar_ = std::make_unique<ChildProcess>(binaryPath("stateguard-csi"), sargs, nodeDir_);
     if (!sidecar_->waitForOutput("/metrics on port", std::chrono::seconds(10))) {
       return ::testing::AssertionFailure() << "sidecar did not start: " << sidecar_->stderrText();
@@ -89,6 +88,22 @@ CsiRig::~CsiRig() { stop(); }
   }
   channel_ = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
   return ::testing::AssertionSuccess();
+}
+
+::testing::AssertionResult CsiRig::startDriver() {
+  driver_ = std::make_unique<ChildProcess>(binaryPath("stateguard-test-csi-driver"), driverArgs_,
+                                           nodeDir_);
+  if (!driver_->waitForOutput("listening", std::chrono::seconds(10))) {
+    return ::testing::AssertionFailure() << "driver did not start: " << driver_->stderrText();
+  }
+  return ::testing::AssertionSuccess();
+}
+
+void CsiRig::killDriver() {
+  if (!driver_) return;
+  ::kill(driver_->pid(), SIGKILL);
+  driver_->stop();  // reaps it
+  driver_.reset();
 }
 
 void CsiRig::stop() {

@@ -20,8 +20,9 @@ struct CsiRigOptions {
   bool driverStages = true;
   bool blkid239 = false;  ///< the driver reads an ambivalent blkid as "nothing found"
   std::string node = "node-a";
-  std::string kubeconfig;  ///< sidecar --kubeconfig when set
-  std::string ledgerDir;   ///< default: <dir>/ledger-<node>
+  std::string kubeconfig;                ///< sidecar --kubeconfig when set
+  std::string ledgerDir;                 ///< default: <dir>/ledger-<node>
+  std::vector<std::string> sidecarArgs;  ///< extra stateguard-csi flags
 };
 
 class CsiRig {
@@ -33,6 +34,9 @@ class CsiRig {
   /// Starts the driver (and the sidecar); false with a message on failure.
   ::testing::AssertionResult start();
   void stop();
+  /// Kills the driver alone (SIGKILL: a crash) / starts it again on the same socket.
+  void killDriver();
+  ::testing::AssertionResult startDriver();
 
   // ---- devices ----
   /// A sparse image file of `size` bytes in <dir>/images; "" when the mkfs tool failed. With
@@ -67,6 +71,7 @@ class CsiRig {
   CsiRigOptions options_;
   std::unique_ptr<ChildProcess> driver_;
   std::unique_ptr<ChildProcess> sidecar_;
+  std::vector<std::string> driverArgs_;
   std::shared_ptr<grpc::Channel> channel_;
   int httpPort_ = 0;
 };

@@ -15,6 +15,7 @@
 
 #include "csi-sidecar/decision.h"
 #include "csi-sidecar/device_template.h"
+#include "csi-sidecar/digest.h"
 #include "csi-sidecar/format_gate.h"
 #include "csi-sidecar/ledger.h"
 #include "csi-sidecar/probe.h"
@@ -364,6 +365,77 @@ TEST(LedgerFileName, EncodesEveryByteOutsideTheSafeSet) {
   EXPECT_EQ(Ledger::fileNameFor("../../etc/passwd").find('/'), std::string::npos);
 }
 
+TEST(Digest, Sha256KnownAnswersAndShortenedIds) {
+  EXPECT_EQ(sha256Hex(""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(sha256Hex("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  // 56 bytes: the padding needs a second block.
+  EXPECT_EQ(sha256Hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(sha256Hex(std::string(1000000, 'a')),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+  EXPECT_EQ(shortenId("pvc-1"), "pvc-1");
+  std::string longId(5 << 20, 'x');
+  std::string s = shortenId(longId);
+  EXPECT_LT(s.size(), 200u);
+  EXPECT_THAT(s, HasSubstr("(5242880 bytes, sha256 " + sha256Hex(longId).substr(0, 16) + ")"));
+  // Never cut inside a UTF-8 character.
+  std::string utf8 = "a";
+  for (int i = 0; i < 100; ++i) utf8 += "\xc3\xa9";
+  EXPECT_THAT(shortenId(utf8), HasSubstr("\xc3\xa9... (201 bytes"));
+}
+
+TEST(LedgerFileName, AnyIdFitsAFileName) {
+  for (size_t n : {150, 157, 200, 255, 300, 1000, 100000}) {
+    std::string id(n, 'a');
+    std::string name = Ledger::fileNameFor(id);
+    EXPECT_LE(name.size(), 200u) << n;
+    EXPECT_EQ(name.rfind("vol-", 0), 0u);
+    // Ids differing only in their last byte get different names.
+    std::string other = id;
+    other.back() = 'b';
+    EXPECT_NE(Ledger::fileNameFor(other), name) << n;
+  }
+  // Escapes are never cut in half before the digest.
+  std::string slashes(300, '/');
+  EXPECT_THAT(Ledger::fileNameFor(slashes),
+              ::testing::MatchesRegex("vol-(%2F)+~[0-9a-f]{64}\\.json"));
+}
+
+TEST_F(LedgerTest, LongIdsRoundTripAndOldLongNamesAreStillRead) {
+  Ledger ledger(dir_);
+  for (size_t n : {300, 4096, 1 << 20}) {
+    std::string id = "projects/p/" + std::string(n, 'd');
+    store(ledger, entryFor(id));
+    auto loaded = ledger.load(id);
+    ASSERT_TRUE(loaded.ok()) << n << ": " << loaded.error().substr(0, 300);
+    ASSERT_TRUE(loaded.value().has_value()) << n;
+    EXPECT_EQ(loaded.value()->volumeId, id);
+  }
+  // A 200-byte id: earlier releases wrote it under its escaped name (under 255 bytes).
+  const std::string id(200, 'k');
+  const std::string legacy = Ledger::legacyFileNameFor(id);
+  ASSERT_NE(legacy, Ledger::fileNameFor(id));
+  writeText(dir_ + "/" + legacy, toJson(entryFor(id)).dump());
+  auto old = ledger.load(id);
+  ASSERT_TRUE(old.ok()) << old.error();
+  ASSERT_TRUE(old.value().has_value()) << "an entry under the old name was not read";
+  EXPECT_EQ(old.value()->volumeId, id);
+  auto listed = ledger.list();
+  ASSERT_TRUE(listed.ok());
+  EXPECT_EQ(listed.value().size(), 4u);
+  // Storing moves it to the new name; removing removes both.
+  store(ledger, *old.value());
+  EXPECT_NE(::access((dir_ + "/" + legacy).c_str(), F_OK), 0);
+  EXPECT_EQ(::access((dir_ + "/" + Ledger::fileNameFor(id)).c_str(), F_OK), 0);
+  writeText(dir_ + "/" + legacy, toJson(entryFor(id)).dump());
+  auto removed = ledger.remove(id);
+  ASSERT_TRUE(removed.ok() && removed.value());
+  EXPECT_NE(::access((dir_ + "/" + legacy).c_str(), F_OK), 0);
+  auto gone = ledger.load(id);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone.value().has_value());
+}
+
 TEST_F(LedgerTest, OddIdsRoundTripWithoutCollisions) {
   Ledger ledger(dir_);
   const std::vector<std::string> ids = {
@@ -411,15 +483,14 @@ TEST_F(LedgerTest, GarbageTemporaryFileFromACrashDoesNotBreakLoadOrList) {
   ASSERT_EQ(all.value().size(), 1u);
   EXPECT_EQ(all.value()[0].volumeId, "vol-1");
 
-  // A stale tmp file with this very pid (a crashed process whose pid was reused) is replaced.
-  writeText(dir_ + "/" + Ledger::fileNameFor("vol-1") + ".tmp." + std::to_string(::getpid()),
-            "garbage from a crash");
+  // A stale temporary file of this very pid (a crashed process whose pid was reused) does not
+  // stop a store, and temporary names never start with "vol-": list() skips them.
+  const std::string stale = dir_ + "/.tmp-" + std::to_string(::getpid()) + "-0.json";
+  writeText(stale, "garbage from a crash");
   store(ledger, entryFor("vol-1", "/dev/sdz"));
-  EXPECT_NE(
-      ::access((dir_ + "/" + Ledger::fileNameFor("vol-1") + ".tmp." + std::to_string(::getpid()))
-                   .c_str(),
-               F_OK),
-      0);
+  auto listed = ledger.list();
+  ASSERT_TRUE(listed.ok()) << listed.error();
+  EXPECT_EQ(listed.value().size(), 1u);
   auto after = ledger.load("vol-1");
   ASSERT_TRUE(after.ok()) << after.error();
   EXPECT_EQ(after.value()->device, "/dev/sdz");
