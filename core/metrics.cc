@@ -17,6 +17,8 @@ std::string formatValue(double v) {
   out << v;
   return out.str();
 }
+}  // namespace
+
 std::string escapeLabel(const std::string& v) {
   std::string out;
   for (char c : v) {
@@ -29,7 +31,6 @@ std::string escapeLabel(const std::string& v) {
   }
   return out;
 }
-}  // namespace
 
 void Metrics::countDecision(const std::string& rule, const std::string& verdict,
                             const std::string& operation) {

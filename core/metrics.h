@@ -13,6 +13,9 @@
 
 namespace stateguard {
 
+/// A label value escaped for the Prometheus text format (backslash, quote, newline).
+std::string escapeLabel(const std::string& value);
+
 /// Admission metrics. Thread-safe; render() produces the /metrics body.
 class Metrics {
  public:

@@ -4,6 +4,7 @@
 
 #include "core/k8s.h"
 #include "core/log.h"
+#include "core/metrics.h"
 
 namespace stateguard {
 
@@ -49,19 +50,6 @@ bool ownedBy(const json& pod, const json& ds) {
     }
   }
   return false;
-}
-
-std::string escapeLabel(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') out.push_back('\\');
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out.push_back(c);
-  }
-  return out;
 }
 
 }  // namespace

@@ -50,11 +50,7 @@ class ClientCertTest : public ::testing::Test {
   }
 
   void start(std::vector<std::string> extra) {
-    // The webhook with this test's own CA and serving certificate.
-    webhook_ = std::make_unique<WebhookProcess>(
-        dir_, DevCerts{dir_, tls_.caCertPath, tls_.serverCertPath, tls_.serverKeyPath},
-        std::vector<std::string>{"--cluster-state", sourcePath("examples/cluster-state.yaml")},
-        std::move(extra));
+    webhook_ = startOnExampleState(dir_, tls_, std::move(extra));
     ASSERT_TRUE(webhook_->started()) << webhook_->process().stderrText();
     port_ = webhook_->port();
   }

@@ -78,4 +78,12 @@ std::pair<int, std::string> WebhookProcess::get(const std::string& path) const {
   return {res->status, res->body};
 }
 
+std::unique_ptr<WebhookProcess> startOnExampleState(const std::string& dir, const TlsMaterial& tls,
+                                                    std::vector<std::string> extraArgs) {
+  return std::make_unique<WebhookProcess>(
+      dir, DevCerts{dir, tls.caCertPath, tls.serverCertPath, tls.serverKeyPath},
+      std::vector<std::string>{"--cluster-state", sourcePath("examples/cluster-state.yaml")},
+      std::move(extraArgs));
+}
+
 }  // namespace stateguard::testing

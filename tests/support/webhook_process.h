@@ -10,6 +10,7 @@
 
 #include "core/json_yaml.h"
 #include "tests/support/process.h"
+#include "tests/support/tls_material.h"
 
 namespace stateguard::testing {
 
@@ -47,5 +48,10 @@ class WebhookProcess {
   std::unique_ptr<ChildProcess> process_;
   int port_ = -1;
 };
+
+/// The webhook on examples/cluster-state.yaml with a TlsMaterial's CA and serving certificate
+/// (tests that also sign client certificates with that CA), audit log in dir/audit.log.
+std::unique_ptr<WebhookProcess> startOnExampleState(const std::string& dir, const TlsMaterial& tls,
+                                                    std::vector<std::string> extraArgs = {});
 
 }  // namespace stateguard::testing
