@@ -123,7 +123,6 @@ void ObjectStore::remove(const std::string& kind, const std::string& ns, const s
 void ObjectStore::replaceAll(const std::string& kind, std::vector<json> objects) {
   std::map<Key, ObjectPtr> fresh;
   for (auto& obj : objects) {
-    projectForCache(kind, obj);  // a second time is cheap: the list pages were projected
     Key key{k8s::namespaceOf(obj), k8s::name(obj)};
     fresh[std::move(key)] = std::make_shared<const json>(std::move(obj));
   }

@@ -94,7 +94,9 @@ class ObjectStore : public ClusterState {
   /// Adds or replaces one object (kind taken from `kind`, not from the object).
   void upsert(const std::string& kind, json object);
   void remove(const std::string& kind, const std::string& ns, const std::string& name);
-  /// Replaces every object of a kind at once (after a list).
+  /// Replaces every object of a kind at once (after a list). The objects must already be
+  /// projected (projectForCache): the watch cache does it page by page, so that a list is never
+  /// held whole; upsert() projects itself.
   void replaceAll(const std::string& kind, std::vector<json> objects);
   void setReady(bool ready);
   size_t size(const std::string& kind) const;

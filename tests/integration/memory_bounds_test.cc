@@ -199,6 +199,7 @@ TEST_F(MemoryBoundsTest, PartialBodiesCannotHoldMoreThanTheBufferBudget) {
       EXPECT_NE(answer.find("retry in a second"), std::string::npos) << answer;
     }
   }
+  std::cout << refused << " of " << kAttackers << " partial bodies answered 503\n";
   EXPECT_GE(refused, kAttackers - static_cast<int>(kBudgetMib / 3) - 1)
       << "of " << kAttackers << " partial 3 MiB bodies, only " << refused << " were refused";
   EXPECT_GE(metric("stateguard_http_requests_shed_total"), refused);
