@@ -1,11 +1,15 @@
 #include "tests/support/csi_tools.h"
 
+#include <poll.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -89,6 +93,88 @@ void unmountUnder(const std::string& dir) {
   std::sort(points.begin(), points.end(),
             [](const std::string& a, const std::string& b) { return a.size() > b.size(); });
   for (const std::string& p : points) ::umount2(p.c_str(), MNT_DETACH);
+}
+
+namespace {
+bool unixAddress(const std::string& path, sockaddr_un& addr) {
+  std::memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) return false;
+  std::memcpy(addr.sun_path, path.data(), path.size());
+  return true;
+}
+}  // namespace
+
+DelayingUnixRelay::DelayingUnixRelay(std::string listenPath, std::string targetPath,
+                                     std::chrono::milliseconds delay)
+    : listenPath_(std::move(listenPath)), targetPath_(std::move(targetPath)), delay_(delay) {
+  sockaddr_un addr{};
+  if (!unixAddress(listenPath_, addr)) {
+    error_ = "socket path too long: " + listenPath_;
+    return;
+  }
+  listener_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ::unlink(listenPath_.c_str());
+  if (listener_ < 0 || ::bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::listen(listener_, 16) != 0) {
+    error_ = "cannot listen on " + listenPath_ + ": " + std::strerror(errno);
+    return;
+  }
+  acceptor_ = std::thread([this] { acceptLoop(); });
+}
+
+DelayingUnixRelay::~DelayingUnixRelay() {
+  stop_ = true;
+  if (acceptor_.joinable()) acceptor_.join();
+  for (std::thread& t : pumps_) t.join();
+  if (listener_ >= 0) ::close(listener_);
+  ::unlink(listenPath_.c_str());
+}
+
+void DelayingUnixRelay::acceptLoop() {
+  while (!stop_) {
+    pollfd p{listener_, POLLIN, 0};
+    if (::poll(&p, 1, 100) <= 0) continue;
+    int client = ::accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (client >= 0) pumps_.emplace_back([this, client] { pump(client); });
+  }
+}
+
+void DelayingUnixRelay::pump(int client) {
+  std::this_thread::sleep_for(delay_);
+  sockaddr_un addr{};
+  int upstream = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (upstream < 0 || !unixAddress(targetPath_, addr) ||
+      ::connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    if (upstream >= 0) ::close(upstream);
+    ::close(client);
+    return;
+  }
+  char buf[64 * 1024];
+  pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+  while (!stop_) {
+    if (::poll(fds, 2, 100) <= 0) continue;
+    bool closed = false;
+    for (int i = 0; i < 2 && !closed; ++i) {
+      if (fds[i].revents == 0) continue;
+      ssize_t n = ::read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        closed = true;
+        break;
+      }
+      for (ssize_t off = 0; off < n;) {
+        ssize_t w = ::send(fds[1 - i].fd, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
+        if (w <= 0) {
+          closed = true;
+          break;
+        }
+        off += w;
+      }
+    }
+    if (closed) break;
+  }
+  ::close(client);
+  ::close(upstream);
 }
 
 }  // namespace stateguard::testing
