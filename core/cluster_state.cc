@@ -1,6 +1,7 @@
 #include "core/cluster_state.h"
 
 #include <mutex>
+#include <utility>
 
 #include "core/k8s.h"
 #include "core/projection.h"
@@ -79,55 +80,104 @@ void ObjectStore::setReady(bool ready) {
   ready_ = ready;
 }
 
+ObjectStore::Packed ObjectStore::pack(const json& object) {
+  std::string bytes;
+  json::to_msgpack(object, bytes);
+  bytes.shrink_to_fit();
+  return std::make_shared<const std::string>(std::move(bytes));
+}
+
+ObjectPtr ObjectStore::unpack(const Packed& packed) {
+  if (!packed) return nullptr;
+  // The store wrote these bytes itself: they always decode.
+  return std::make_shared<const json>(json::from_msgpack(*packed));
+}
+
 ObjectPtr ObjectStore::get(const std::string& kind, const std::string& ns,
                            const std::string& name) const {
-  std::shared_lock lock(mu_);
-  auto k = byKind_.find(kind);
-  if (k == byKind_.end()) return nullptr;
-  auto it = k->second.find(Key{ns, name});
-  return it == k->second.end() ? nullptr : it->second;
+  Packed packed;
+  {
+    std::shared_lock lock(mu_);
+    auto k = byKind_.find(kind);
+    if (k == byKind_.end()) return nullptr;
+    auto it = k->second.find(Key{ns, name});
+    if (it == k->second.end()) return nullptr;
+    packed = it->second;
+  }
+  return unpack(packed);
 }
 
 std::vector<ObjectPtr> ObjectStore::list(const std::string& kind, const std::string& ns) const {
+  std::vector<Packed> packed;
+  {
+    std::shared_lock lock(mu_);
+    auto k = byKind_.find(kind);
+    if (k == byKind_.end()) return {};
+    if (ns.empty()) {
+      packed.reserve(k->second.size());
+      for (const auto& [key, obj] : k->second) packed.push_back(obj);
+    } else {
+      // Keys sort by namespace first, so one namespace is a contiguous range.
+      for (auto it = k->second.lower_bound(Key{ns, ""});
+           it != k->second.end() && it->first.first == ns; ++it) {
+        packed.push_back(it->second);
+      }
+    }
+  }
   std::vector<ObjectPtr> out;
-  std::shared_lock lock(mu_);
-  auto k = byKind_.find(kind);
-  if (k == byKind_.end()) return out;
-  if (ns.empty()) {
-    out.reserve(k->second.size());
-    for (const auto& [key, obj] : k->second) out.push_back(obj);
-    return out;
-  }
-  // Keys sort by namespace first, so one namespace is a contiguous range.
-  for (auto it = k->second.lower_bound(Key{ns, ""}); it != k->second.end() && it->first.first == ns;
-       ++it) {
-    out.push_back(it->second);
-  }
+  out.reserve(packed.size());
+  for (const Packed& p : packed) out.push_back(unpack(p));
   return out;
 }
 
 void ObjectStore::upsert(const std::string& kind, json object) {
   projectForCache(kind, object);
   Key key{k8s::namespaceOf(object), k8s::name(object)};
-  auto ptr = std::make_shared<const json>(std::move(object));
+  Packed packed = pack(object);
   std::unique_lock lock(mu_);
-  byKind_[kind][std::move(key)] = std::move(ptr);
+  Packed& slot = byKind_[kind][std::move(key)];
+  if (slot) packedBytes_ -= slot->size();
+  packedBytes_ += packed->size();
+  slot = std::move(packed);
 }
 
 void ObjectStore::remove(const std::string& kind, const std::string& ns, const std::string& name) {
   std::unique_lock lock(mu_);
   auto k = byKind_.find(kind);
-  if (k != byKind_.end()) k->second.erase(Key{ns, name});
+  if (k == byKind_.end()) return;
+  auto it = k->second.find(Key{ns, name});
+  if (it == k->second.end()) return;
+  packedBytes_ -= it->second->size();
+  k->second.erase(it);
+}
+
+void ObjectStore::Batch::add(const std::string& kind, json object) {
+  projectForCache(kind, object);
+  Key key{k8s::namespaceOf(object), k8s::name(object)};
+  Packed packed = pack(object);
+  bytes_ += packed->size();
+  Packed& slot = objects_[std::move(key)];
+  if (slot) bytes_ -= slot->size();
+  slot = std::move(packed);
+}
+
+void ObjectStore::replaceAll(const std::string& kind, Batch batch) {
+  std::unique_lock lock(mu_);
+  std::map<Key, Packed>& held = byKind_[kind];
+  for (const auto& [key, packed] : held) packedBytes_ -= packed->size();
+  packedBytes_ += batch.bytes_;
+  held = std::move(batch.objects_);
 }
 
 void ObjectStore::replaceAll(const std::string& kind, std::vector<json> objects) {
-  std::map<Key, ObjectPtr> fresh;
-  for (auto& obj : objects) {
-    Key key{k8s::namespaceOf(obj), k8s::name(obj)};
-    fresh[std::move(key)] = std::make_shared<const json>(std::move(obj));
-  }
-  std::unique_lock lock(mu_);
-  byKind_[kind] = std::move(fresh);
+  Batch batch;
+  for (auto& obj : objects) batch.add(kind, std::exchange(obj, nullptr));
+  replaceAll(kind, std::move(batch));
+}
+
+size_t ObjectStore::packedBytes() const {
+  std::shared_lock lock(mu_);
+  return packedBytes_;
 }
 
 size_t ObjectStore::size(const std::string& kind) const {

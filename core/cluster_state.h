@@ -91,21 +91,47 @@ class ObjectStore : public ClusterState {
                 const std::string& name) const override;
   std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns = "") const override;
 
+  /// Bytes of packed objects held (what the store costs beyond its index).
+  size_t packedBytes() const;
+
   /// Adds or replaces one object (kind taken from `kind`, not from the object).
   void upsert(const std::string& kind, json object);
   void remove(const std::string& kind, const std::string& ns, const std::string& name);
-  /// Replaces every object of a kind at once (after a list). The objects must already be
-  /// projected (projectForCache): the watch cache does it page by page, so that a list is never
-  /// held whole; upsert() projects itself.
+  class Batch;
+  /// Replaces every object of a kind at once (after a list).
+  void replaceAll(const std::string& kind, Batch batch);
+  /// The same from trees (projected here).
   void replaceAll(const std::string& kind, std::vector<json> objects);
   void setReady(bool ready);
   size_t size(const std::string& kind) const;
 
  private:
   using Key = std::pair<std::string, std::string>;  // namespace, name
+  /// An object as the store holds it: its projection (projectForCache) as MessagePack, about a
+  /// sixth of the JSON tree it decodes to. get() and list() decode on the way out, outside the
+  /// lock, so a long list never holds writers back.
+  using Packed = std::shared_ptr<const std::string>;
+  static Packed pack(const json& object);
+  static ObjectPtr unpack(const Packed& packed);
+
   mutable std::shared_mutex mu_;
-  std::map<std::string, std::map<Key, ObjectPtr>> byKind_;
+  std::map<std::string, std::map<Key, Packed>> byKind_;
+  size_t packedBytes_ = 0;
   bool ready_ = false;
+};
+
+/// Objects gathered for ObjectStore::replaceAll, projected and packed one by one as they are
+/// added: the watch cache adds each list page's items as the page is decoded, so a list of
+/// 100,000 Pods is never held as trees.
+class ObjectStore::Batch {
+ public:
+  void add(const std::string& kind, json object);
+  size_t size() const { return objects_.size(); }
+
+ private:
+  friend class ObjectStore;
+  std::map<Key, Packed> objects_;
+  size_t bytes_ = 0;
 };
 
 using ObjectStorePtr = std::shared_ptr<ObjectStore>;

@@ -22,8 +22,11 @@ void keepOnly(json& object, std::initializer_list<const char*> keys) {
 void projectPod(json& pod) {
   keepOnly(pod, {"apiVersion", "kind", "metadata", "spec", "status"});
   if (auto meta = pod.find("metadata"); meta != pod.end()) {
-    keepOnly(*meta, {"name", "namespace", "uid", "resourceVersion", "labels", "annotations",
-                     "ownerReferences", "finalizers", "deletionTimestamp"});
+    // uid and deletionTimestamp: a claim whose owner Pod is gone (webhook/controllers.cc).
+    keepOnly(*meta, {"name", "namespace", "uid", "labels", "ownerReferences", "deletionTimestamp"});
+    if (auto owners = meta->find("ownerReferences"); owners != meta->end() && owners->is_array()) {
+      for (auto& o : *owners) keepOnly(o, {"apiVersion", "kind", "name", "uid", "controller"});
+    }
   }
   if (auto spec = pod.find("spec"); spec != pod.end() && spec->is_object()) {
     keepOnly(*spec, {"volumes", "containers", "initContainers", "nodeName"});

@@ -6,10 +6,10 @@
 // held it whole, as a JSON tree about 6 times that size (issue 15).
 //
 // Every kind: metadata.managedFields and the kubectl.kubernetes.io/last-applied-configuration
-// annotation (a copy of the object) go. Pods keep only: metadata (name, namespace, uid,
-// resourceVersion, labels, annotations, ownerReferences, finalizers, deletionTimestamp),
-// spec.volumes that name a claim, the containers' and initContainers' names, images and args,
-// spec.nodeName, and status.phase.
+// annotation (a copy of the object) go. Pods keep only: metadata (name, namespace, uid, labels,
+// ownerReferences without blockOwnerDeletion, deletionTimestamp), spec.volumes that name a
+// claim, the containers' and initContainers' names, images and args, spec.nodeName, and
+// status.phase. ObjectStore then holds each projection packed as MessagePack.
 //
 // tests/unit/projection_test.cc runs every rule suite with and without projection and requires
 // the same verdicts and messages: a rule that starts reading a dropped field fails it.

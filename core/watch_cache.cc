@@ -5,7 +5,6 @@
 
 #include "core/k8s.h"
 #include "core/log.h"
-#include "core/projection.h"
 
 namespace stateguard {
 namespace {
@@ -161,7 +160,7 @@ void WatchCache::markSynced(const std::string& kind) {
 Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
   const std::string kind = rk.storeKey();
   for (int attempt = 1;; ++attempt) {
-    std::vector<json> items;
+    ObjectStore::Batch items;
     std::string continueToken;
     std::string resourceVersion;
     bool expired = false;
@@ -200,8 +199,7 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
           }
           item["kind"] = rk.kind;
           if (!item.contains("apiVersion") && !apiVersion.empty()) item["apiVersion"] = apiVersion;
-          projectForCache(kind, item);  // page by page: whole objects are never all held at once
-          items.push_back(std::move(item));
+          items.add(kind, std::move(item));  // packed as each page comes: never a whole list
         }
       }
       // Every page of a paginated list is served from the first page's snapshot.
@@ -292,7 +290,7 @@ void WatchCache::runReflector(const ResourceKind& rk) {
       if (listed.value().empty()) {
         // An optional kind not served or not readable: nothing to hold. Ready without it, and
         // look again later in case its CRD (or the permission) arrives.
-        store_->replaceAll(kind, {});
+        store_->replaceAll(kind, ObjectStore::Batch());
         update(kind, [](WatchStats& s) { s.absent = true; });
         markSynced(kind);
         sleepFor(options_.absentRecheck);

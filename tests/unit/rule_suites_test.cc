@@ -116,7 +116,9 @@ TEST(CacheProjection, KeepsWhatRulesReadOfAPodAndDropsTheRest) {
     "metadata": {"name": "registry-0", "namespace": "infra", "uid": "u1", "resourceVersion": "7",
       "labels": {"app": "registry"},
       "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "a": "b"},
-      "ownerReferences": [{"kind": "StatefulSet", "name": "registry", "apiVersion": "apps/v1"}],
+      "ownerReferences": [{"kind": "StatefulSet", "name": "registry", "apiVersion": "apps/v1",
+                           "blockOwnerDeletion": true}],
+      "finalizers": ["example.com/f"],
       "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
       "creationTimestamp": "2026-01-01T00:00:00Z"},
     "spec": {"nodeName": "n1", "serviceAccountName": "default",
@@ -130,8 +132,8 @@ TEST(CacheProjection, KeepsWhatRulesReadOfAPodAndDropsTheRest) {
   projectForCache("Pod", pod);
   EXPECT_EQ(pod, json::parse(R"({
     "apiVersion": "v1", "kind": "Pod",
-    "metadata": {"name": "registry-0", "namespace": "infra", "uid": "u1", "resourceVersion": "7",
-      "labels": {"app": "registry"}, "annotations": {"a": "b"},
+    "metadata": {"name": "registry-0", "namespace": "infra", "uid": "u1",
+      "labels": {"app": "registry"},
       "ownerReferences": [{"kind": "StatefulSet", "name": "registry", "apiVersion": "apps/v1"}]},
     "spec": {"nodeName": "n1",
       "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-registry-0"}}],
