@@ -42,7 +42,7 @@ class PvDelete : public Rule {
               ", back up the data, delete the claim first (rule pvc-delete judges that), or set "
               "persistentVolumeReclaimPolicy: Retain to keep the volume. " +
               breakGlassHint(ctx, "pv-delete"),
-          "PV " + name + " is Bound to " + claim)};
+          "PV " + name + " is Bound to claim " + claim + ", which would lose its volume")};
     }
     if (reclaim == "Delete") {
       return {violation(
@@ -51,7 +51,7 @@ class PvDelete : public Rule {
               " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}' and then "
               "delete it. " +
               breakGlassHint(ctx, "pv-delete"),
-          "PV " + name + " would destroy " + backend)};
+          "deleting PV " + name + " destroys " + backend + " (reclaim policy Delete)")};
     }
     if (phase == "Released" || phase == "Failed") {
       return {
