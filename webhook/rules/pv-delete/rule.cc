@@ -55,7 +55,8 @@ class PvDelete : public Rule {
     }
     if (phase == "Released" || phase == "Failed") {
       return {
-          notice("PersistentVolume " + name + " (" + facts + ", was " + claim +
+          notice("PersistentVolume " + name + " (" + facts +
+                     (claim == "/" ? ", no claim recorded" : ", was " + claim) +
                      ") is deleted with reclaim policy " + reclaim + ": " + backend +
                      " is left behind, no longer referenced by any PV; reuse it with a new PV or "
                      "delete it in the storage backend.",
