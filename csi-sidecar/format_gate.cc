@@ -292,6 +292,10 @@ int formatGateMain(int argc, char** argv) {
   std::vector<std::string> args(argv + (argc > 0 ? 1 : 0), argv + argc);
 
   if (name == kGateName) {
+    if (args.size() == 1 && args[0] == "--version") {
+      std::cout << kGateName << " " << STATEGUARD_VERSION << "\n";
+      return 0;
+    }
     if (args.size() == 2 && args[0] == "install") {
       if (Status s = installGate(args[1]); !s) {
         std::cerr << kGateName << ": " << s.error() << "\n";
@@ -302,7 +306,7 @@ int formatGateMain(int argc, char** argv) {
       std::cout << "\n";
       return 0;
     }
-    std::cerr << "usage: " << kGateName << " install DIR\n"
+    std::cerr << "usage: " << kGateName << " install DIR | --version\n"
               << "  Copies the gate into DIR and links mkfs.ext4, mkfs.ext3, mkfs.ext2, mkfs.xfs,\n"
               << "  mkfs.btrfs and cryptsetup to it. Put DIR first on the CSI driver's PATH and\n"
               << "  set STATEGUARD_LEDGER_DIR to the ledger directory stateguard-csi uses.\n";

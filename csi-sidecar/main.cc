@@ -33,6 +33,7 @@ constexpr const char* kUsage =
            [--device-root DIR]... [--kubeconfig FILE | --in-cluster] [--node-name NAME]
            [--driver-name NAME] [--http-endpoint HOST:PORT] [--audit-log FILE|-]
            [--max-receive-message-size BYTES] [--driver-probe-interval DURATION]
+       stateguard-csi --version
 
   --csi-address unix:///PATH     socket this sidecar serves; point node-driver-registrar's
                                  --kubelet-registration-path at it
@@ -98,11 +99,15 @@ int main(int argc, char** argv) {
                           {"csi-address", "driver-address", "ledger-dir", "device-path-template",
                            "device-root", "kubeconfig", "node-name", "driver-name", "http-endpoint",
                            "audit-log", "v", "max-receive-message-size", "driver-probe-interval"},
-                          {"in-cluster", "help"});
+                          {"in-cluster", "help", "version"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
     std::cout << kUsage;
+    return 0;
+  }
+  if (f.has("version")) {
+    std::cout << "stateguard-csi " << STATEGUARD_VERSION << "\n";
     return 0;
   }
   if (!f.positional.empty()) {
@@ -172,6 +177,7 @@ int main(int argc, char** argv) {
   }
 
   SidecarMetrics metrics;
+  metrics.setBuildInfo(STATEGUARD_VERSION);
   Guard guard(GuardConfig{tmpl.value(), ledger.dir(), node, ProbeOptions{}}, pvLedger,
               audit.value().get(), &metrics);
   if (f.has("driver-name")) {

@@ -65,9 +65,20 @@ void SidecarMetrics::setGuardInfo(const std::string& driver, const std::string& 
   guardNode_ = node;
 }
 
+void SidecarMetrics::setBuildInfo(const std::string& version) {
+  std::lock_guard lock(mu_);
+  version_ = version;
+}
+
 std::string SidecarMetrics::render() const {
   std::lock_guard lock(mu_);
   std::ostringstream out;
+  if (!version_.empty()) {
+    out << "# HELP stateguard_build_info 1, labelled with the running version.\n"
+           "# TYPE stateguard_build_info gauge\n"
+           "stateguard_build_info{version=\""
+        << escapeLabel(version_) << "\",component=\"stateguard-csi\"} 1\n";
+  }
   out << "# HELP stateguard_csi_guard_info 1: stateguard-csi guards this driver on this node.\n"
          "# TYPE stateguard_csi_guard_info gauge\n";
   if (!guardDriver_.empty()) {

@@ -21,6 +21,8 @@ class SidecarMetrics {
   /// stateguard_csi_guard_info{driver,node} 1: this node's driver is guarded (set once the
   /// driver's name is known), for alerts comparing guarded nodes with the driver's nodes.
   void setGuardInfo(const std::string& driver, const std::string& node);
+  /// stateguard_build_info{version,component="stateguard-csi"} 1, once the version is set.
+  void setBuildInfo(const std::string& version);
   std::string render() const;
 
  private:
@@ -34,6 +36,7 @@ class SidecarMetrics {
   std::map<std::string, uint64_t> refusals_;
   std::map<std::string, uint64_t> quarantines_;
   std::string guardDriver_, guardNode_;
+  std::string version_;
 };
 
 /// gRPC status code as grpc-go spells it ("OK", "FailedPrecondition", ...), as the other CSI

@@ -29,6 +29,7 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--metrics-listen HOST:PORT]
            [--max-buffered-bytes BYTES] [--client-ca FILE [--client-cert-names CN,...]]
            [--csi-guard FILE]
+       stateguard-webhook --version
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
   --metrics-listen H:P   serve GET /metrics (and /healthz, /readyz) on this second HTTPS address
@@ -101,11 +102,15 @@ int main(int argc, char** argv) {
                   "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
                   "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes",
                   "client-ca", "client-cert-names", "metrics-listen", "csi-guard"},
-                 {"in-cluster", "no-events", "help"});
+                 {"in-cluster", "no-events", "help", "version"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
     std::cout << kUsage;
+    return 0;
+  }
+  if (f.has("version")) {
+    std::cout << "stateguard-webhook " << STATEGUARD_VERSION << "\n";
     return 0;
   }
   if (!f.positional.empty())
@@ -260,6 +265,13 @@ int main(int argc, char** argv) {
   }
 
   Metrics metrics;
+  metrics.addSection([] {
+    return std::string(
+               "# HELP stateguard_build_info 1, labelled with the running version.\n"
+               "# TYPE stateguard_build_info gauge\n"
+               "stateguard_build_info{version=\"") +
+           STATEGUARD_VERSION + "\",component=\"stateguard-webhook\"} 1\n";
+  });
   metrics.addGauge("stateguard_cluster_state_ready",
                    "1 once the cluster state is loaded or synced.",
                    [state] { return state->ready() ? 1.0 : 0.0; });

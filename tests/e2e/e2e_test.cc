@@ -13,7 +13,7 @@
 //
 // Each test checks the verdict (kubectl's exit code and message), that what was allowed really
 // completes (the controllers finishing it are not refused), and the webhook's audit line.
-// These tests state the intended behaviour (ARCHITECTURE.md, "Who is judged"), including where
+// These tests state the intended behaviour (docs/rules.md, "Who is judged"), including where
 // the webhook does not do it yet.
 
 #include <arpa/inet.h>
@@ -224,7 +224,7 @@ bool installStateguard(std::string* error) {
   }
 
   // 1.26 has no matchConditions: the base with the manifests' component for older clusters, as
-  // the README tells such users to install it.
+  // docs/operations.md tells such users to install it.
   g->installDir = sourcePath("manifests/base");
   if (g->minor == "1.26") {
     g->installDir = withPre128Component(sourcePath("manifests/base"), cp.workDir() + "/install");
@@ -635,7 +635,7 @@ TEST_F(E2e, EveryOverlayAndChartRenderIsAcceptedByTheServer) {
       CommandResult s = runCommand("/bin/bash", {dir + "/setup.sh"}, "", milliseconds(60000));
       ASSERT_EQ(s.exitCode, 0) << name << "/setup.sh: " << s.err;
     }
-    // Before 1.28 every overlay is installed with the pre-1.28 component (README).
+    // Before 1.28 every overlay is installed with the pre-1.28 component (docs/operations.md).
     auto objs = kustomize(g->minor == "1.26" ? withPre128Component(dir, dir + "-pre-1.28") : dir);
     ASSERT_TRUE(objs.ok()) << objs.error();
     renders.emplace_back(g->minor == "1.26" ? name + " + components/pre-1.28" : name, *objs);
@@ -1006,7 +1006,7 @@ TEST_F(E2e, BreakGlassUpgradeAsDocumentedIsAllowed) {
   EXPECT_NE(policyText().find("# upgraded as break-glass"), std::string::npos);
 }
 
-// README "Upgrading stateguard itself": a GitOps controller the policy lists (Flux's
+// docs/operations.md, "Upgrading stateguard itself": a GitOps controller the policy lists (Flux's
 // kustomize-controller) may apply stateguard; another controller with the same RBAC may not.
 TEST_F(E2e, GitOpsControllerUpgradeIsAllowedForTheListedIdentityOnly) {
   for (const char* sa : {"kustomize-controller", "source-controller"}) {

@@ -286,6 +286,17 @@ std::string* BadInputTest::tlsDir_ = nullptr;
 TlsMaterial* BadInputTest::tls_ = nullptr;
 std::string* BadInputTest::tlsError_ = nullptr;
 
+TEST_F(BadInputTest, VersionFlagAndBuildInfoMetricAgree) {
+  CommandResult v = runCommand(binaryPath("stateguard-webhook"), {"--version"});
+  ASSERT_EQ(v.exitCode, 0) << v.err;
+  ASSERT_EQ(v.out.rfind("stateguard-webhook ", 0), 0u) << v.out;
+  const std::string version = v.out.substr(19, v.out.find('\n') - 19);
+  EXPECT_NE(version.find('.'), std::string::npos) << v.out;
+  EXPECT_EQ(
+      metric("stateguard_build_info{version=\"" + version + "\",component=\"stateguard-webhook\"}"),
+      1.0);
+}
+
 TEST_F(BadInputTest, MalformedReviewsGet400NamingTheProblem) {
   for (const auto& bad : badReviews()) {
     SCOPED_TRACE(bad.name);

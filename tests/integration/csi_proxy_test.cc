@@ -174,6 +174,25 @@ TEST_F(CsiProxyTest, HealthzAndMetrics) {
     if (again) text = again->body;
   }
   EXPECT_NE(text.find(info), std::string::npos) << text;
+
+  // The running version, as `stateguard-csi --version` prints it.
+  CommandResult v = runCommand(binaryPath("stateguard-csi"), {"--version"});
+  ASSERT_EQ(v.exitCode, 0) << v.err;
+  ASSERT_EQ(v.out.rfind("stateguard-csi ", 0), 0u) << v.out;
+  const std::string version = v.out.substr(15, v.out.find('\n') - 15);
+  EXPECT_NE(version.find('.'), std::string::npos) << v.out;
+  EXPECT_NE(text.find("stateguard_build_info{version=\"" + version +
+                      "\",component=\"stateguard-csi\"} 1\n"),
+            std::string::npos)
+      << text;
+}
+
+TEST(CsiProxyStartup, TheFormatGateAnswersVersionToo) {
+  CommandResult csi = runCommand(binaryPath("stateguard-csi"), {"--version"});
+  CommandResult gate = runCommand(binaryPath("stateguard-format-gate"), {"--version"});
+  EXPECT_EQ(gate.exitCode, 0) << gate.err;
+  ASSERT_EQ(csi.out.rfind("stateguard-csi ", 0), 0u) << csi.out;
+  EXPECT_EQ(gate.out, "stateguard-format-gate " + csi.out.substr(15)) << gate.out;
 }
 
 // ---- issue 14: arguments, readiness, recovery, message size --------------------------------

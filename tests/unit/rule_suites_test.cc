@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <iostream>
 #include <set>
 
 #include "core/audit.h"
@@ -169,6 +171,46 @@ TEST(JsonWriter, EscapesLikeNlohmannForEveryByte) {
     appendJsonString(mine, s);
     EXPECT_EQ(mine, json(s).dump(-1, ' ', false, json::error_handler_t::replace)) << s;
   }
+}
+
+// Issue 17: a warning is what kubectl prints as "Warning: ...", and the engine cuts it at 119
+// characters with "...". Every finding of every rule on every suite case, whether the rule
+// enforces or warns, must fit whole: "stateguard <rule>: <warning>" under 120 characters.
+TEST(RuleSuites, EveryWarningFitsIn120Characters) {
+  size_t checked = 0;
+  for (const Suite& suite : suites()) {
+    auto state = loadClusterStateText(suite.state.dump(), suite.path);
+    ASSERT_TRUE(state.ok()) << state.error();
+    for (const SuiteCase& c : suite.cases) {
+      Policy policy = defaultPolicy(ruleDefaults());
+      if (!c.policy.is_null()) {
+        auto parsed = parsePolicy(c.policy.dump(), "case policy", ruleDefaults());
+        ASSERT_TRUE(parsed.ok()) << parsed.error();
+        policy = parsed.value();
+      }
+      auto request = decodeReview(c.review.dump());
+      ASSERT_TRUE(request.ok()) << request.error();
+      for (const auto& rule : allRules()) {
+        if (!rule->appliesTo(request.value())) continue;
+        const std::string& id = rule->info().id;
+        RuleContext ctx{request.value(), *state.value(), policy.paramsOf(id), policy, Clock::now()};
+        for (const Finding& f : rule->evaluate(ctx)) {
+          const std::string shown = "stateguard " + id + ": " + f.warning;
+          // For reviewing the texts all at once (docs/development.md).
+          if (std::getenv("STATEGUARD_PRINT_FINDINGS") != nullptr) {
+            std::cout << suite.path << ": " << c.name << "\n  warning: " << shown
+                      << "\n  message: " << f.message << "\n";
+          }
+          EXPECT_FALSE(f.warning.empty())
+              << suite.path << ": " << c.name << ": " << id << " gave a finding without a warning";
+          EXPECT_LT(shown.size(), 120u)
+              << suite.path << ": " << c.name << ": " << shown.size() << " characters: " << shown;
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 50u);
 }
 
 TEST(RuleSuites, EveryRuleHasAllowedAndDeniedSamples) {

@@ -60,6 +60,10 @@ std::string joinCapped(const std::vector<std::string>& items, size_t cap) {
   return out;
 }
 
+std::string countOf(long long n, const std::string& noun) {
+  return std::to_string(n) + " " + noun + (n == 1 ? "" : "s");
+}
+
 std::vector<std::string> claimTemplateNames(const json& statefulSet) {
   std::vector<std::string> out;
   const json& templates = k8s::at(statefulSet, "/spec/volumeClaimTemplates");

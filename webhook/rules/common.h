@@ -28,6 +28,9 @@ std::optional<VolumeAtRisk> volumeDestroyedWithClaim(const json& pvc, const Clus
 /// "pvc-a (10Gi), pvc-b (5Gi)" with at most `cap` entries, then "and N more".
 std::string joinCapped(const std::vector<std::string>& items, size_t cap);
 
+/// "1 claim", "3 claims": a count with its noun, for texts a person reads.
+std::string countOf(long long n, const std::string& noun);
+
 /// The volumeClaimTemplates names of a StatefulSet.
 std::vector<std::string> claimTemplateNames(const json& statefulSet);
 

@@ -53,11 +53,33 @@ ObjectPtr claimFor(const ClusterState& state, const std::string& ns, const std::
            {"spec", {{"volumeName", pv}}}});
 }
 
-/// "claim grafana", or "PV pvc-12" for a volume without a claim: what a warning names.
-std::string volumeLabel(const json& claim) {
+/// What a warning names: "monitoring/grafana" for a claim, the PV's name for a volume without
+/// a claim (`isPv`).
+std::string volumeLabel(const json& claim, bool* isPv) {
   const std::string name = k8s::name(claim);
-  if (name == "(no claim)") return "PV " + k8s::str(claim, "/spec/volumeName");
-  return "claim " + name;
+  *isPv = name == "(no claim)";
+  if (*isPv) return k8s::str(claim, "/spec/volumeName");
+  return k8s::ref(claim);
+}
+
+/// The warning kubectl prints: "no backup within 1d: claim shop/data-db-0 (newest 9d old)",
+/// "... claims shop/data-db-0 (newest 9d old), shop/data-db-1 (none found)": which volumes, and
+/// for each whether no backup was found at all or how old the newest good one is. As many as fit
+/// the engine's 119 characters after the rule's tag; the rest are counted ("and 2 more").
+std::string freshnessWarning(const std::string& limitText, const std::vector<std::string>& brief,
+                             bool pv) {
+  constexpr size_t kRoom = 119 - std::string_view("stateguard backup-freshness: ").size();
+  const std::string head = "no backup within " + limitText + ": " +
+                           (pv                  ? "PV "
+                            : brief.size() == 1 ? "claim "
+                                                : "claims ");
+  std::string w;
+  for (size_t shown = brief.size(); shown > 0; --shown) {
+    w = head + joinCapped(std::vector<std::string>(brief.begin(), brief.begin() + shown), shown);
+    if (shown < brief.size()) w += " and " + std::to_string(brief.size() - shown) + " more";
+    if (w.size() <= kRoom) break;
+  }
+  return w;
 }
 
 /// A pointer to an object the request owns, for as long as the request lives (no copy).
@@ -169,19 +191,20 @@ class BackupFreshness : public Rule {
 
     std::vector<std::string> stale;  // for the message
     std::vector<std::string> brief;  // for the warning
+    bool pvOnly = false;
     for (const AtRisk& r : risky) {
       const backups::ClaimBackups found = backups::forClaim(ctx.state, *r.claim);
       const backups::Copy* good = found.newestGood();
       if (good != nullptr && good->time && ctx.now - *good->time <= limit) continue;
       std::string line = r.what + ": ";
+      const std::string label = volumeLabel(*r.claim, &pvOnly);
       if (good == nullptr) {
         line += "no successful backup found";
-        brief.push_back(volumeLabel(*r.claim) + " (none found)");
+        brief.push_back(label + " (none found)");
       } else {
         line += "newest successful backup is " + good->label() + " from " +
                 formatRfc3339(*good->time) + " (" + backups::age(*good->time, ctx.now) + ")";
-        brief.push_back(volumeLabel(*r.claim) + " (newest " + backups::age(*good->time, ctx.now) +
-                        ")");
+        brief.push_back(label + " (newest " + backups::age(*good->time, ctx.now) + ")");
       }
       if (const backups::Copy* failed = found.newerFailure()) {
         line += "; a newer " + failed->label() + " did not count (" + failed->state +
@@ -193,8 +216,7 @@ class BackupFreshness : public Rule {
 
     const std::string count =
         std::to_string(stale.size()) + (stale.size() == 1 ? " volume has" : " volumes have");
-    // The engine shortens warnings to the apiserver's length (at a UTF-8 boundary).
-    std::string warning = "no backup within " + limitText + ": " + joinCapped(brief, 3);
+    std::string warning = freshnessWarning(limitText, brief, pvOnly);
     // Built in one buffer: this runs on every guarded deletion the webhook sees.
     std::string message;
     message.reserve(1200);
@@ -238,8 +260,10 @@ class BackupFreshness : public Rule {
             "an etcd snapshot first (k3s etcd-snapshot save / rke2 etcd-snapshot save on a "
             "server), check it is readyToUse, then create the Plan. " +
             breakGlassHint(ctx, kId),
-        good == nullptr ? plan + ": no etcd snapshot found before an upgrade"
-                        : plan + ": newest etcd snapshot " + backups::age(*good->time, ctx.now))};
+        "upgrade " + plan +
+            (good == nullptr ? ": no etcd snapshot found at all"
+                             : ": newest etcd snapshot " + backups::age(*good->time, ctx.now)) +
+            " (need one within " + limitText + ")")};
   }
 };
 

@@ -92,8 +92,8 @@ class BackupRetention : public Rule {
                                         " (spec.retain: " + std::to_string(kept) + ")";
     return {violation(what + " " + found + "; the policy minimum is " + std::to_string(minRetain) +
                           ". " + kWhy + " " + fix + breakGlassHint(ctx, kId),
-                      "RecurringJob " + k8s::ref(job) + " keeps " + std::to_string(kept) + " " +
-                          noun + "(s), policy minimum " + std::to_string(minRetain))};
+                      "RecurringJob " + k8s::ref(job) + " keeps " + countOf(kept, noun) +
+                          ", policy minimum " + std::to_string(minRetain))};
   }
 
   static std::vector<Finding> schedule(const RuleContext& ctx) {

@@ -40,7 +40,8 @@ class NamespaceDelete : public Rule {
             ". To proceed: back up or move the data, set persistentVolumeReclaimPolicy: Retain on "
             "the PVs to keep, or delete the claims one by one. " +
             breakGlassHint(ctx, "namespace-delete"),
-        "namespace " + ns + " holds " + count + " claim(s) whose volumes would be destroyed")};
+        "deleting Namespace " + ns + " destroys the volumes of " + countOf(listed.size(), "claim") +
+            " (reclaim policy Delete)")};
   }
 };
 

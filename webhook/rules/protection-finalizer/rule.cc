@@ -70,7 +70,7 @@ class ProtectionFinalizer : public Rule {
             "; the data can be destroyed under running workloads. The finalizer only waits until "
             "nothing uses the volume: stop the pods using it and let it go by itself. " +
             breakGlassHint(ctx, "protection-finalizer"),
-        "finalizer " + finalizer + " removed from " + what)};
+        "removing " + finalizer + " from " + (isPv ? "PV " : "claim ") + k8s::ref(obj))};
   }
 };
 

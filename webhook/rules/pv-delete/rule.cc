@@ -42,7 +42,7 @@ class PvDelete : public Rule {
               ", back up the data, delete the claim first (rule pvc-delete judges that), or set "
               "persistentVolumeReclaimPolicy: Retain to keep the volume. " +
               breakGlassHint(ctx, "pv-delete"),
-          "PV " + name + " is Bound to " + claim)};
+          "PV " + name + " is Bound to claim " + claim + ", which would lose its volume")};
     }
     if (reclaim == "Delete") {
       return {violation(
@@ -51,11 +51,12 @@ class PvDelete : public Rule {
               " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}' and then "
               "delete it. " +
               breakGlassHint(ctx, "pv-delete"),
-          "PV " + name + " would destroy " + backend)};
+          "deleting PV " + name + " destroys " + backend + " (reclaim policy Delete)")};
     }
     if (phase == "Released" || phase == "Failed") {
       return {
-          notice("PersistentVolume " + name + " (" + facts + ", was " + claim +
+          notice("PersistentVolume " + name + " (" + facts +
+                     (claim == "/" ? ", no claim recorded" : ", was " + claim) +
                      ") is deleted with reclaim policy " + reclaim + ": " + backend +
                      " is left behind, no longer referenced by any PV; reuse it with a new PV or "
                      "delete it in the storage backend.",

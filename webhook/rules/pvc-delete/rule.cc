@@ -46,7 +46,8 @@ class PvcDelete : public Rule {
                           "). To keep the data, first run: kubectl patch pv " + risk->pv +
                           " -p '{\"spec\":{\"persistentVolumeReclaimPolicy\":\"Retain\"}}'. " +
                           breakGlassHint(ctx, "pvc-delete"),
-                      "deleting " + claim + " destroys PV " + risk->pv + " (" + risk->size + ")")};
+                      "deleting claim " + claim + " destroys its data: PV " + risk->pv + " (" +
+                          risk->size + ")")};
   }
 
  private:

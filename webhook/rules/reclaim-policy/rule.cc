@@ -30,16 +30,16 @@ class ReclaimPolicy : public Rule {
     const std::string name = k8s::name(after);
     const std::string claim =
         k8s::str(after, "/spec/claimRef/namespace") + "/" + k8s::str(after, "/spec/claimRef/name");
-    return {violation("changing PersistentVolume " + name + " from Retain to Delete means " +
-                          k8s::pvBackendVolume(after) + " (" + k8s::pvCapacity(after) +
-                          ", storage class " + k8s::pvStorageClass(after) +
-                          ") is destroyed as soon as " +
-                          (k8s::pvPhase(after) == "Bound" ? "claim " + claim + " is deleted"
-                                                          : "the PV is released") +
-                          ". If the data is really no longer needed, delete the volume "
-                          "deliberately after a backup. " +
-                          breakGlassHint(ctx, "reclaim-policy"),
-                      "PV " + name + " reclaim policy Retain -> Delete")};
+    return {violation(
+        "changing PersistentVolume " + name + " from Retain to Delete means " +
+            k8s::pvBackendVolume(after) + " (" + k8s::pvCapacity(after) + ", storage class " +
+            k8s::pvStorageClass(after) + ") is destroyed as soon as " +
+            (k8s::pvPhase(after) == "Bound" ? "claim " + claim + " is deleted"
+                                            : "the PV is released") +
+            ". If the data is really no longer needed, delete the volume "
+            "deliberately after a backup. " +
+            breakGlassHint(ctx, "reclaim-policy"),
+        "PV " + name + ": reclaim policy Retain -> Delete destroys its volume once released")};
   }
 };
 

@@ -60,7 +60,9 @@ class StatefulSetClaims : public Rule {
                           "Retain and delete "
                           "claims deliberately. " +
                           breakGlassHint(ctx, "statefulset-claims"),
-                      "StatefulSet " + k8s::name(req.object) + " " + field + " set to Delete"));
+                      "StatefulSet " + k8s::ref(req.object) + ": " + field +
+                          ": Delete would delete its claims " +
+                          (std::string(field) == "whenDeleted" ? "with it" : "on scale-down")));
       }
     }
     if (out.empty()) {
@@ -86,14 +88,15 @@ class StatefulSetClaims : public Rule {
       if (split && split->second >= to && claimBound(*c)) doomed.push_back(c);
     }
     if (doomed.empty()) return {};
-    return {violation(
-        "scaling StatefulSet " + ns + "/" + name + " from " + std::to_string(from) + " to " +
-            std::to_string(to) + " replicas deletes the claims of the removed pods " +
-            "(persistentVolumeClaimRetentionPolicy.whenScaled: Delete): " +
-            joinCapped(describeClaims(doomed), cap(ctx)) +
-            ". Set whenScaled: Retain first if the data must survive. " +
-            breakGlassHint(ctx, "statefulset-claims"),
-        "scale-down of " + name + " deletes " + std::to_string(doomed.size()) + " claim(s)")};
+    return {violation("scaling StatefulSet " + ns + "/" + name + " from " + std::to_string(from) +
+                          " to " + std::to_string(to) +
+                          " replicas deletes the claims of the removed pods " +
+                          "(persistentVolumeClaimRetentionPolicy.whenScaled: Delete): " +
+                          joinCapped(describeClaims(doomed), cap(ctx)) +
+                          ". Set whenScaled: Retain first if the data must survive. " +
+                          breakGlassHint(ctx, "statefulset-claims"),
+                      "scaling StatefulSet " + ns + "/" + name + " to " + std::to_string(to) +
+                          " deletes " + countOf(doomed.size(), "claim") + " (whenScaled: Delete)")};
   }
 
   std::vector<Finding> onDelete(const RuleContext& ctx) const {
@@ -114,7 +117,8 @@ class StatefulSetClaims : public Rule {
               joinCapped(describeClaims(bound), cap(ctx)) +
               ". To keep them, set whenDeleted: Retain first, or delete with --cascade=orphan. " +
               breakGlassHint(ctx, "statefulset-claims"),
-          "deleting " + name + " deletes " + std::to_string(bound.size()) + " claim(s)")};
+          "deleting StatefulSet " + ns + "/" + name + " deletes its " +
+              countOf(bound.size(), "claim") + " (whenDeleted: Delete)")};
     }
     std::string tpl = joinCapped(templates, 5);
     return {notice(
@@ -122,7 +126,7 @@ class StatefulSetClaims : public Rule {
             (bound.empty() ? "" : " (" + joinCapped(describeClaims(bound), cap(ctx)) + ")") +
             " and re-attach only to a StatefulSet named " + name + " with claim template(s) " +
             tpl + ". To recreate it without downtime, delete with kubectl delete --cascade=orphan.",
-        "claims stay; reuse needs StatefulSet " + name + " with template " + tpl)};
+        "claims stay; reuse needs StatefulSet " + ns + "/" + name + " with template " + tpl)};
   }
 };
 

@@ -85,8 +85,8 @@ class StatefulSetRecreate : public Rule {
             "named <template>-<statefulset>-<ordinal>: give the claim template and StatefulSet the "
             "names the existing claims carry so they are re-attached. " +
             breakGlassHint(ctx, "statefulset-recreate"),
-        "StatefulSet " + name + " would start on empty claims; " +
-            std::to_string(leftovers.size()) + " old claim(s) hold data")};
+        "StatefulSet " + ns + "/" + name + " would start empty; its data is in " +
+            countOf(leftovers.size(), "older claim"))};
   }
 };
 
