@@ -211,8 +211,8 @@ void checkQuarantines(const ClusterState& state, std::vector<ScanFinding>& out) 
         {"volume-quarantined", "PersistentVolume", "", q->pv, "error",
          "PersistentVolume " + q->pv + claim + " is quarantined by stateguard-csi " +
              q->describe() +
-             ". Its device holds a filesystem the volume never had (wiped, reformatted, or "
-             "another disk behind the same handle), so the volume's real data is not there: "
+             ". The device no longer holds the filesystem the volume had (wiped, reformatted, "
+             "or another disk behind the same handle), so the volume's data is not there: "
              "Pods using it cannot start (every stage and publish is refused), and rule "
              "backup-quarantine refuses backups and snapshots of it so that the last good copies "
              "are not rotated out. Recover the data first (restore from the newest good backup "
@@ -343,10 +343,13 @@ json toSarif(const std::vector<ScanFinding>& findings, const std::string& stateF
                                     {"kind", "resource"}}})}};
     if (!stateFile.empty())
       location["physicalLocation"] = {{"artifactLocation", {{"uri", stateFile}}}};
-    results.push_back({{"ruleId", f.rule},
-                       {"level", f.severity},
-                       {"message", {{"text", f.object() + ": " + f.message}}},
-                       {"locations", json::array({location})}});
+    results.push_back(
+        {{"ruleId", f.rule},
+         {"level", f.severity},
+         {"message",
+          {{"text", f.message.find(f.name) != std::string::npos ? f.message
+                                                                : f.object() + ": " + f.message}}},
+         {"locations", json::array({location})}});
   }
   return sarifLog(results, kStateChecks);
 }

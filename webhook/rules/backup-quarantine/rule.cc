@@ -134,8 +134,8 @@ class BackupQuarantine : public Rule {
           "To back up the rest now, exclude the quarantined claims' namespaces "
           "(--exclude-namespaces) or label them out. ";
     message += breakGlassHint(ctx, kId);
-    return {violation(std::move(message), subject + ": volume " + hits.front().q.pv +
-                                              " is quarantined by stateguard-csi")};
+    return {violation(std::move(message), what + " " + name + ": volume " + hits.front().q.pv +
+                                              " is quarantined (stateguard-csi)")};
   }
 };
 
