@@ -5,6 +5,7 @@
 // StatefulSets whose claim retention policy would delete bound claims. docs/scan.md.
 
 #include <algorithm>
+#include <cctype>
 #include <iostream>
 #include <string_view>
 #include <tuple>
@@ -81,6 +82,12 @@ struct ScanFinding {
   std::string object() const { return kind + " " + (ns.empty() ? "" : ns + "/") + name; }
 };
 
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return text;
+}
+
 int severityRank(const std::string& s) { return s == "error" ? 0 : s == "warning" ? 1 : 2; }
 
 std::string severityOf(Mode mode) { return mode == Mode::Enforce ? "error" : "warning"; }
@@ -112,6 +119,12 @@ void judgeObjects(const ClusterState& state, const Policy& policy, Clock::time_p
         std::string message = v.message;
         if (v.verdict == "break-glass")
           message = "a break-glass annotation in force overrides this rule: " + message;
+        if (v.rule == "break-glass-annotation" && v.verdict == "deny")
+          message +=
+              " An annotation left on an existing object overrides nothing until it is "
+              "valid; if no override is needed any more, remove it: kubectl annotate " +
+              lower(rk.kind) + " " + req.name + (req.ns.empty() ? "" : " -n " + req.ns) + " " +
+              policy.breakGlass.annotation + "-";
         out.push_back({v.rule, rk.kind, req.ns, req.name, severity, std::move(message)});
       }
     }

@@ -205,6 +205,34 @@ TEST_F(ScanCli, ThroughKubeconfigAgainstTheTestApiServer) {
   }
 }
 
+TEST_F(ScanCli, BreakGlassAnnotationsInForceAreNotesExpiredOnesErrors) {
+  const auto at = [](std::chrono::hours h) { return formatRfc3339(Clock::now() + h); };
+  writeText(
+      dir_ + "/bg.yaml",
+      "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: armed, namespace: x, "
+      "annotations: {stateguard.io/allow: \"pvc-delete; until=" +
+          at(std::chrono::hours(2)) +
+          "; reason=INC-42\"}}\n---\n"
+          "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: stale, namespace: x, "
+          "annotations: {stateguard.io/allow: \"pvc-delete; until=" +
+          at(std::chrono::hours(-2)) +
+          "; reason=INC-41\"}}\n---\n"
+          "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: x}\nspec: {volumes: "
+          "[{name: a, persistentVolumeClaim: {claimName: armed}}, {name: b, "
+          "persistentVolumeClaim: {claimName: stale}}]}\n");
+  auto r = scan({"--cluster-state", dir_ + "/bg.yaml", "-o", "json"});
+  ASSERT_EQ(r.exitCode, 1) << r.err;
+  const json out = json::parse(r.out);
+  EXPECT_EQ(
+      rows(out),
+      (std::set<Row>{{"break-glass-annotation", "PersistentVolumeClaim", "x/armed", "note"},
+                     {"break-glass-annotation", "PersistentVolumeClaim", "x/stale", "error"}}));
+  EXPECT_NE(
+      out.dump().find("kubectl annotate persistentvolumeclaim stale -n x stateguard.io/allow-"),
+      std::string::npos)
+      << out.dump(2);
+}
+
 TEST_F(ScanCli, BadInputIsAUsageError) {
   auto none = scan({});
   EXPECT_EQ(none.exitCode, 2);
