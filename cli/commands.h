@@ -12,5 +12,6 @@ int runDqlite(int argc, char** argv);   ///< cli/dqlite.cc
 int runOrphans(int argc, char** argv);  ///< cli/orphans.cc
 int runCsi(int argc, char** argv);      ///< cli/csi.cc
 int runBackups(int argc, char** argv);  ///< cli/backups.cc
+int runScan(int argc, char** argv);     ///< cli/scan.cc
 
 }  // namespace stateguard::cli

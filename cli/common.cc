@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iostream>
 
+#include "core/k8s.h"
 #include "webhook/registry.h"
 
 namespace stateguard::cli {
@@ -52,6 +53,52 @@ Result<ClusterSource> openClusterSource(const Flags& flags,
     return makeError(why);
   }
   return ClusterSource{cache, cache};
+}
+
+AdmissionRequest applyRequest(const json& obj, ObjectPtr existing, const UserInfo& user,
+                              const std::string& defaultNamespace, const std::string& uid) {
+  AdmissionRequest r;
+  r.uid = uid;
+  r.kind = k8s::kind(obj);
+  const std::string apiVersion = k8s::str(obj, "/apiVersion");
+  auto slash = apiVersion.find('/');
+  r.group = slash == std::string::npos ? "" : apiVersion.substr(0, slash);
+  r.name = k8s::name(obj);
+  r.user = user;
+  r.object = obj;
+  const bool clusterScoped = r.kind == "Namespace" || r.kind == "PersistentVolume" ||
+                             r.kind == "StorageClass" || r.kind == "ValidatingWebhookConfiguration";
+  if (!clusterScoped) {
+    r.ns = k8s::namespaceOf(obj).empty() ? defaultNamespace : k8s::namespaceOf(obj);
+    if (k8s::namespaceOf(obj).empty() && !r.ns.empty()) r.object["metadata"]["namespace"] = r.ns;
+  }
+  if (existing) {
+    r.operation = "UPDATE";
+    r.oldObject = *existing;
+  } else {
+    r.operation = "CREATE";
+  }
+  return r;
+}
+
+json sarifLog(const json& results,
+              const std::vector<std::pair<std::string, std::string>>& extraRules) {
+  json rules = json::array();
+  for (const auto& rule : allRules()) {
+    rules.push_back({{"id", rule->info().id},
+                     {"shortDescription", {{"text", rule->info().summary}}},
+                     {"helpUri", "https://github.com/stateguard/stateguard#rules"}});
+  }
+  for (const auto& [id, text] : extraRules) {
+    rules.push_back(
+        {{"id", id},
+         {"shortDescription", {{"text", text}}},
+         {"helpUri", "https://github.com/stateguard/stateguard/blob/main/docs/scan.md"}});
+  }
+  return {{"$schema", "https://json.schemastore.org/sarif-2.1.0.json"},
+          {"version", "2.1.0"},
+          {"runs", json::array({{{"tool", {{"driver", {{"name", "stateguard"}, {"rules", rules}}}}},
+                                 {"results", results}}})}};
 }
 
 namespace {

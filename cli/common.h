@@ -5,12 +5,14 @@
 #include <ostream>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/cluster_state.h"
 #include "core/flags.h"
 #include "core/policy.h"
 #include "core/watch_cache.h"
+#include "webhook/admission.h"
 
 namespace stateguard::cli {
 
@@ -35,6 +37,17 @@ struct ClusterSource {
 /// error then names each kind's last failure). Objects of other kinds than `kinds` are ignored.
 Result<ClusterSource> openClusterSource(const Flags& flags,
                                         const std::vector<ResourceKind>& kinds = watchedKinds());
+
+/// The admission request the apiserver would send for applying `obj`: its CREATE, or an UPDATE
+/// of `existing` when that is not null. A namespaced object without a namespace is placed in
+/// `defaultNamespace` ("": left without). What lint and scan judge objects as.
+AdmissionRequest applyRequest(const json& obj, ObjectPtr existing, const UserInfo& user,
+                              const std::string& defaultNamespace, const std::string& uid);
+
+/// A SARIF 2.1.0 log (GitHub code scanning, GitLab) with one run of tool "stateguard": every
+/// registered rule, then `extraRules` ({id, one-line description}), and `results` as given.
+json sarifLog(const json& results,
+              const std::vector<std::pair<std::string, std::string>>& extraRules = {});
 
 /// Text from logs, files or the cluster made safe to print on a terminal: control characters
 /// (C0, DEL, C1, the Unicode line separators and bidirectional overrides) become visible escapes

@@ -91,33 +91,6 @@ Status collectFiles(const std::string& path, std::vector<std::string>& out) {
   return Ok{};
 }
 
-/// The admission request the apiserver would send for applying `obj`.
-AdmissionRequest requestFor(const json& obj, ObjectPtr existing, const UserInfo& user,
-                            const std::string& defaultNamespace, size_t counter) {
-  AdmissionRequest r;
-  r.uid = "lint-" + std::to_string(counter);
-  r.kind = k8s::kind(obj);
-  const std::string apiVersion = k8s::str(obj, "/apiVersion");
-  auto slash = apiVersion.find('/');
-  r.group = slash == std::string::npos ? "" : apiVersion.substr(0, slash);
-  r.name = k8s::name(obj);
-  r.user = user;
-  r.object = obj;
-  const bool clusterScoped = r.kind == "Namespace" || r.kind == "PersistentVolume" ||
-                             r.kind == "StorageClass" || r.kind == "ValidatingWebhookConfiguration";
-  if (!clusterScoped) {
-    r.ns = k8s::namespaceOf(obj).empty() ? defaultNamespace : k8s::namespaceOf(obj);
-    if (k8s::namespaceOf(obj).empty()) r.object["metadata"]["namespace"] = r.ns;
-  }
-  if (existing) {
-    r.operation = "UPDATE";
-    r.oldObject = *existing;
-  } else {
-    r.operation = "CREATE";
-  }
-  return r;
-}
-
 /// The `Rules` of an AWS lifecycle configuration document, or nullptr when `doc` is not one.
 const json* awsLifecycleRules(const json& doc) {
   if (!doc.is_object() || doc.contains("apiVersion") || doc.contains("kind")) return nullptr;
@@ -170,12 +143,6 @@ std::vector<LintFinding> lintAwsLifecycle(const json& rules, const std::string& 
 std::string sarifLevel(const std::string& level) { return level == "error" ? "error" : "warning"; }
 
 json toSarif(const std::vector<LintFinding>& findings) {
-  json rules = json::array();
-  for (const auto& rule : allRules()) {
-    rules.push_back({{"id", rule->info().id},
-                     {"shortDescription", {{"text", rule->info().summary}}},
-                     {"helpUri", "https://github.com/stateguard/stateguard#rules"}});
-  }
   json results = json::array();
   for (const auto& f : findings) {
     json location = {{"physicalLocation",
@@ -186,10 +153,7 @@ json toSarif(const std::vector<LintFinding>& findings) {
                        {"message", {{"text", f.object + ": " + f.message}}},
                        {"locations", json::array({location})}});
   }
-  return {{"$schema", "https://json.schemastore.org/sarif-2.1.0.json"},
-          {"version", "2.1.0"},
-          {"runs", json::array({{{"tool", {{"driver", {{"name", "stateguard"}, {"rules", rules}}}}},
-                                 {"results", results}}})}};
+  return sarifLog(results);
 }
 
 }  // namespace
@@ -307,7 +271,8 @@ int runLint(int argc, char** argv) {
           k8s::namespaceOf(obj).empty() ? defaultNamespace : k8s::namespaceOf(obj);
       ObjectPtr existing = state.value()->get(k8s::kind(obj), ns, k8s::name(obj));
       if (!existing) existing = state.value()->get(k8s::kind(obj), "", k8s::name(obj));
-      AdmissionRequest req = requestFor(obj, existing, user, defaultNamespace, objects);
+      AdmissionRequest req =
+          applyRequest(obj, existing, user, defaultNamespace, "lint-" + std::to_string(objects));
       Decision d = engine.review(req, *state.value(), lintPolicy, now);
       for (const auto& v : d.verdicts) {
         if (v.verdict == "audit") continue;

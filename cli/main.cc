@@ -22,6 +22,8 @@ commands:
   orphans   find PVs, claims and backend volumes nothing uses
   csi       the CSI sidecar's ledger: list, show, clear a quarantine, forget a volume
   backups   newest good backup per claim and for etcd (cluster, state file, etcd-manager store)
+  scan      the hazards that already exist: every rule on every object, stale backups,
+            quarantined volumes, orphans, StatefulSets that delete their claims
 
 Exit codes: 0 fine, 1 a finding (denial, stale, difference), 2 unusable input or usage.
 stateguardctl --version prints the version; `stateguardctl completion bash|zsh` prints shell
@@ -35,7 +37,7 @@ constexpr const char* kBashCompletion =
 _stateguardctl() {
   local cur=${COMP_WORDS[COMP_CWORD]}
   if [ "$COMP_CWORD" -eq 1 ]; then
-    COMPREPLY=($(compgen -W "review rules lint audit dqlite orphans csi backups completion --help --version" -- "$cur"))
+    COMPREPLY=($(compgen -W "review rules lint audit dqlite orphans csi backups scan completion --help --version" -- "$cur"))
     return
   fi
   if [[ "$cur" == -* ]]; then
@@ -59,6 +61,7 @@ int main(int argc, char** argv) {
       {"lint", stateguard::cli::runLint},     {"audit", stateguard::cli::runAudit},
       {"dqlite", stateguard::cli::runDqlite}, {"orphans", stateguard::cli::runOrphans},
       {"csi", stateguard::cli::runCsi},       {"backups", stateguard::cli::runBackups},
+      {"scan", stateguard::cli::runScan},
   };
   if (argc < 2) {
     std::cerr << "stateguardctl: no command given\n\n" << kUsage;

@@ -2,6 +2,8 @@
 // volumes for ~100 claims), and provisioners that keep their own state on the storage they
 // provision (Heketi on the Gluster it manages).
 
+#include "cli/orphans.h"
+
 #include <algorithm>
 #include <iostream>
 #include <set>
@@ -146,6 +148,61 @@ std::string claimStorageClass(const json& pvc, const ClusterState& state) {
 
 }  // namespace
 
+Orphans findOrphans(const ClusterState& state, Clock::time_point now,
+                    std::chrono::seconds availableFor, const std::vector<std::string>& backend) {
+  Orphans out;
+  json &pvs = out.pvs, &claims = out.claims, &volumes = out.volumes,
+       &provisioners = out.provisioners;
+  std::set<std::string> referenced;
+  for (const auto& pv : state.list("PersistentVolume")) {
+    for (const auto& n : backendNames(*pv)) referenced.insert(n);
+    referenced.insert(k8s::name(*pv));
+    const std::string phase = k8s::pvPhase(*pv);
+    auto created = parseRfc3339(k8s::str(*pv, "/metadata/creationTimestamp"));
+    const bool stale = phase == "Available" && created && now - *created > availableFor;
+    if (phase == "Released" || stale) {
+      pvs.push_back(
+          {{"name", k8s::name(*pv)},
+           {"phase", phase},
+           {"size", k8s::pvCapacity(*pv)},
+           {"reclaimPolicy", k8s::pvReclaimPolicy(*pv)},
+           {"backend", k8s::pvBackendVolume(*pv)},
+           {"age", created ? formatDuration(
+                                 std::chrono::duration_cast<std::chrono::seconds>(now - *created))
+                           : "unknown"}});
+    }
+  }
+  const auto used = claimsInUse(state);
+  for (const auto& pvc : state.list("PersistentVolumeClaim")) {
+    if (used.count(k8s::ref(*pvc))) continue;
+    claims.push_back({{"claim", k8s::ref(*pvc)},
+                      {"phase", k8s::str(*pvc, "/status/phase")},
+                      {"volume", k8s::str(*pvc, "/spec/volumeName")},
+                      {"storageClass", claimStorageClass(*pvc, state)}});
+  }
+  for (const auto& name : backend) {
+    if (!referenced.count(name)) volumes.push_back(name);
+  }
+  for (const auto& sc : state.list("StorageClass")) {
+    for (const auto& pod : provisionerPods(*sc, state)) {
+      const json& vols = k8s::at(*pod, "/spec/volumes");
+      if (!vols.is_array()) continue;
+      for (const auto& v : vols) {
+        const std::string claim = k8s::str(v, "/persistentVolumeClaim/claimName");
+        if (claim.empty()) continue;
+        auto pvc = state.get("PersistentVolumeClaim", k8s::namespaceOf(*pod), claim);
+        if (pvc && claimStorageClass(*pvc, state) == k8s::name(*sc)) {
+          provisioners.push_back({{"storageClass", k8s::name(*sc)},
+                                  {"provisioner", k8s::str(*sc, "/provisioner")},
+                                  {"pod", k8s::ref(*pod)},
+                                  {"claim", k8s::namespaceOf(*pod) + "/" + claim}});
+        }
+      }
+    }
+  }
+  return out;
+}
+
 int runOrphans(int argc, char** argv) {
   if (wantsHelp(argc, argv)) {
     std::cout << kUsage;
@@ -177,59 +234,12 @@ int runOrphans(int argc, char** argv) {
     backend = std::move(read).value();
   }
 
-  const auto now = Clock::now();
-  json pvs = json::array(), claims = json::array(), volumes = json::array(),
-       provisioners = json::array();
-  std::set<std::string> referenced;
-  for (const auto& pv : state->list("PersistentVolume")) {
-    for (const auto& n : backendNames(*pv)) referenced.insert(n);
-    referenced.insert(k8s::name(*pv));
-    const std::string phase = k8s::pvPhase(*pv);
-    auto created = parseRfc3339(k8s::str(*pv, "/metadata/creationTimestamp"));
-    const bool stale = phase == "Available" && created && now - *created > *availableFor;
-    if (phase == "Released" || stale) {
-      pvs.push_back(
-          {{"name", k8s::name(*pv)},
-           {"phase", phase},
-           {"size", k8s::pvCapacity(*pv)},
-           {"reclaimPolicy", k8s::pvReclaimPolicy(*pv)},
-           {"backend", k8s::pvBackendVolume(*pv)},
-           {"age", created ? formatDuration(
-                                 std::chrono::duration_cast<std::chrono::seconds>(now - *created))
-                           : "unknown"}});
-    }
-  }
-  const auto used = claimsInUse(*state);
-  for (const auto& pvc : state->list("PersistentVolumeClaim")) {
-    if (used.count(k8s::ref(*pvc))) continue;
-    claims.push_back({{"claim", k8s::ref(*pvc)},
-                      {"phase", k8s::str(*pvc, "/status/phase")},
-                      {"volume", k8s::str(*pvc, "/spec/volumeName")},
-                      {"storageClass", claimStorageClass(*pvc, *state)}});
-  }
-  for (const auto& name : backend) {
-    if (!referenced.count(name)) volumes.push_back(name);
-  }
-  for (const auto& sc : state->list("StorageClass")) {
-    for (const auto& pod : provisionerPods(*sc, *state)) {
-      const json& vols = k8s::at(*pod, "/spec/volumes");
-      if (!vols.is_array()) continue;
-      for (const auto& v : vols) {
-        const std::string claim = k8s::str(v, "/persistentVolumeClaim/claimName");
-        if (claim.empty()) continue;
-        auto pvc = state->get("PersistentVolumeClaim", k8s::namespaceOf(*pod), claim);
-        if (pvc && claimStorageClass(*pvc, *state) == k8s::name(*sc)) {
-          provisioners.push_back({{"storageClass", k8s::name(*sc)},
-                                  {"provisioner", k8s::str(*sc, "/provisioner")},
-                                  {"pod", k8s::ref(*pod)},
-                                  {"claim", k8s::namespaceOf(*pod) + "/" + claim}});
-        }
-      }
-    }
-  }
+  const Orphans found = findOrphans(*state, Clock::now(), *availableFor, backend);
+  const json &pvs = found.pvs, &claims = found.claims, &volumes = found.volumes,
+             &provisioners = found.provisioners;
   source->stop();
 
-  const size_t findings = pvs.size() + claims.size() + volumes.size() + provisioners.size();
+  const size_t findings = found.size();
   if (format == "json") {
     std::cout << json{{"persistentVolumesWithoutClaim", pvs},
                       {"claimsWithoutPod", claims},

@@ -30,27 +30,6 @@ bool namesClaims(const json& list) {
          contains(list, "persistentvolumes") || contains(list, "pv");
 }
 
-/// Whether a Velero Backup (or a Schedule's template) takes `pvc`: its namespace is included
-/// and not excluded, claims are not filtered out, and spec.labelSelector.matchLabels match.
-/// (matchExpressions and orLabelSelectors are not evaluated: such a backup is taken to cover.)
-bool veleroCovers(const json& spec, const json& pvc) {
-  const std::string ns = k8s::namespaceOf(pvc);
-  const json& included = k8s::at(spec, "/includedNamespaces");
-  if (!emptyList(included) && !contains(included, "*") && !contains(included, ns)) return false;
-  if (contains(k8s::at(spec, "/excludedNamespaces"), ns)) return false;
-  const json& resources = k8s::at(spec, "/includedResources");
-  if (!emptyList(resources) && !namesClaims(resources)) return false;
-  if (namesClaims(k8s::at(spec, "/excludedResources"))) return false;
-  const json& match = k8s::at(spec, "/labelSelector/matchLabels");
-  if (match.is_object()) {
-    for (const auto& [key, value] : match.items()) {
-      auto have = k8s::label(pvc, key);
-      if (!have || !value.is_string() || *have != value.get<std::string>()) return false;
-    }
-  }
-  return true;
-}
-
 void newestFirst(std::vector<Copy>& copies) {
   std::stable_sort(copies.begin(), copies.end(), [](const Copy& a, const Copy& b) {
     if (a.time.has_value() != b.time.has_value()) return a.time.has_value();
@@ -87,6 +66,24 @@ Copy snapshotCopy(const char* source, const json& s) {
 }
 
 }  // namespace
+
+bool veleroCovers(const json& spec, const json& pvc) {
+  const std::string ns = k8s::namespaceOf(pvc);
+  const json& included = k8s::at(spec, "/includedNamespaces");
+  if (!emptyList(included) && !contains(included, "*") && !contains(included, ns)) return false;
+  if (contains(k8s::at(spec, "/excludedNamespaces"), ns)) return false;
+  const json& resources = k8s::at(spec, "/includedResources");
+  if (!emptyList(resources) && !namesClaims(resources)) return false;
+  if (namesClaims(k8s::at(spec, "/excludedResources"))) return false;
+  const json& match = k8s::at(spec, "/labelSelector/matchLabels");
+  if (match.is_object()) {
+    for (const auto& [key, value] : match.items()) {
+      auto have = k8s::label(pvc, key);
+      if (!have || !value.is_string() || *have != value.get<std::string>()) return false;
+    }
+  }
+  return true;
+}
 
 const Copy* newestGood(const std::vector<Copy>& copies) {
   for (const auto& c : copies)

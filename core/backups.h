@@ -43,6 +43,12 @@ struct ClaimBackups {
 /// The backups and snapshots that cover `pvc` (a PersistentVolumeClaim object).
 ClaimBackups forClaim(const ClusterState& state, const json& pvc);
 
+/// Whether a Velero Backup's spec (or a Schedule's template) takes `pvc`: its namespace is
+/// included and not excluded, claims are not filtered out, and spec.labelSelector.matchLabels
+/// match. (matchExpressions and orLabelSelectors are not evaluated: such a backup is taken to
+/// cover.)
+bool veleroCovers(const json& spec, const json& pvc);
+
 /// k3s/RKE2 etcd snapshots (ETCDSnapshotFile), newest first.
 std::vector<Copy> etcdSnapshots(const ClusterState& state);
 

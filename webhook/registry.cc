@@ -19,6 +19,7 @@ const std::vector<RulePtr>& allRules() {
     r.push_back(rules::makeBackupRetention());
     r.push_back(rules::makeBackupLifecycle());
     r.push_back(rules::makeBackupFreshness());
+    r.push_back(rules::makeBackupQuarantine());
     r.push_back(rules::makeRegistryNoFallback());
     r.push_back(rules::makeRegistryBrokenFallback());
     r.push_back(rules::makeRegistryClusterDns());

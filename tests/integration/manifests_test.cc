@@ -898,8 +898,9 @@ TEST(WebhookGroups, EveryRuleHasExactlyOneGroupAndTheSplitIsAsAgreed) {
   EXPECT_EQ(
       strings(groups["groups"][1]["rules"]),
       (std::set<std::string>{"statefulset-recreate", "break-glass-annotation", "backup-retention",
-                             "backup-freshness", "registry-no-fallback", "registry-broken-fallback",
-                             "registry-cluster-dns", "registry-self-pull", "registry-probe"}));
+                             "backup-freshness", "backup-quarantine", "registry-no-fallback",
+                             "registry-broken-fallback", "registry-cluster-dns",
+                             "registry-self-pull", "registry-probe"}));
   EXPECT_EQ(strings(groups["groups"][2]["rules"]), (std::set<std::string>{"self-protection"}));
   // The self entry: stateguard's Deployment (and its scale) and ConfigMap; not the webhook
   // configuration, which kube-apiserver never sends.

@@ -17,6 +17,7 @@ RulePtr makeSelfProtection();
 RulePtr makeBackupRetention();
 RulePtr makeBackupLifecycle();
 RulePtr makeBackupFreshness();
+RulePtr makeBackupQuarantine();
 RulePtr makeRegistryNoFallback();
 RulePtr makeRegistryBrokenFallback();
 RulePtr makeRegistryClusterDns();
