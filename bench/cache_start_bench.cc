@@ -31,11 +31,13 @@ json managedFields() {
         {"fieldsType", "FieldsV1"},
         {"fieldsV1",
          {{"f:metadata", {{"f:labels", {{".", json::object()}, {"f:app", json::object()}}}}},
-          {"f:spec", {{"f:containers", {{"k:{\"name\":\"app\"}", {{"f:image", json::object()}}}}}}}}}},
+          {"f:spec",
+           {{"f:containers", {{"k:{\"name\":\"app\"}", {{"f:image", json::object()}}}}}}}}}},
        {{"manager", "kubelet"},
         {"operation", "Update"},
         {"subresource", "status"},
-        {"fieldsV1", {{"f:status", {{"f:conditions", json::object()}, {"f:podIP", json::object()}}}}}}});
+        {"fieldsV1",
+         {{"f:status", {{"f:conditions", json::object()}, {"f:podIP", json::object()}}}}}}});
 }
 
 /// Claim c is mounted by Pod c * stride (and lives in its namespace).
@@ -47,8 +49,9 @@ json pod(int i, int claims, int pods) {
   json volumes = json::array();
   const int s = stride(pods, claims);
   if (i % s == 0 && i / s < claims)
-    volumes.push_back({{"name", "data"},
-                       {"persistentVolumeClaim", {{"claimName", "data-" + std::to_string(i / s)}}}});
+    volumes.push_back(
+        {{"name", "data"},
+         {"persistentVolumeClaim", {{"claimName", "data-" + std::to_string(i / s)}}}});
   json token = {{"serviceAccountToken", {{"path", "token"}}}};
   volumes.push_back({{"name", "kube-api-access"},
                      {"projected", {{"defaultMode", 420}, {"sources", json::array({token})}}}});
@@ -138,7 +141,8 @@ int main(int argc, char** argv) {
   double readySeconds = -1;
   while (webhook.started() && webhook.process().running()) {
     if (webhook.get("/readyz").first == 200) {
-      readySeconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      readySeconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
       break;
     }
     if (std::chrono::steady_clock::now() - started > std::chrono::minutes(5)) break;
@@ -147,7 +151,8 @@ int main(int argc, char** argv) {
   std::this_thread::sleep_for(std::chrono::seconds(3));  // jemalloc gives freed pages back
   const long rss = rssKiB(webhook.process().pid());
   const int objects = pods + 2 * claims;
-  std::printf("| Pods | claims + PVs | list pages of Pods | ready after | RSS | RSS per object |\n");
+  std::printf(
+      "| Pods | claims + PVs | list pages of Pods | ready after | RSS | RSS per object |\n");
   std::printf("|---|---|---|---|---|---|\n");
   std::printf("| %d | %d | %zu | %s | %.0f MiB | %.2f KiB |\n", pods, 2 * claims,
               api.listRequests("Pod"),
