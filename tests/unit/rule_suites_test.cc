@@ -35,6 +35,18 @@ std::vector<CaseRef> allCases() {
   return out;
 }
 
+/// The policy a suite case runs under: its own, else the defaults. A case policy that does not
+/// parse fails the calling test.
+Policy casePolicy(const SuiteCase& c) {
+  if (c.policy.is_null()) return defaultPolicy(ruleDefaults());
+  auto parsed = parsePolicy(c.policy.dump(), "case policy", ruleDefaults());
+  if (!parsed.ok()) {
+    ADD_FAILURE() << c.name << ": " << parsed.error();
+    return defaultPolicy(ruleDefaults());
+  }
+  return parsed.value();
+}
+
 class RuleSuiteTest : public ::testing::TestWithParam<CaseRef> {};
 
 TEST_P(RuleSuiteTest, EngineGivesTheExpectedVerdict) {
@@ -44,12 +56,7 @@ TEST_P(RuleSuiteTest, EngineGivesTheExpectedVerdict) {
 
   auto state = loadClusterStateText(suite.state.dump(), suite.path);
   ASSERT_TRUE(state.ok()) << state.error();
-  Policy policy = defaultPolicy(ruleDefaults());
-  if (!c.policy.is_null()) {
-    auto parsed = parsePolicy(c.policy.dump(), "case policy", ruleDefaults());
-    ASSERT_TRUE(parsed.ok()) << parsed.error();
-    policy = parsed.value();
-  }
+  Policy policy = casePolicy(c);
   auto request = decodeReview(c.review.dump());
   ASSERT_TRUE(request.ok()) << request.error();
   Engine engine(allRules());
@@ -90,11 +97,7 @@ TEST(CacheProjection, EveryRuleSuiteGetsTheSameAnswerWithAndWithoutIt) {
     auto state = loadClusterStateText(suite.state.dump(), suite.path);
     setCacheProjection(true);
     if (!state.ok()) return json(state.error());
-    Policy policy = defaultPolicy(ruleDefaults());
-    if (!c.policy.is_null()) {
-      auto parsed = parsePolicy(c.policy.dump(), "case policy", ruleDefaults());
-      if (parsed.ok()) policy = parsed.value();
-    }
+    Policy policy = casePolicy(c);
     auto request = decodeReview(c.review.dump());
     if (!request.ok()) return json(request.error());
     Engine engine(allRules());
@@ -182,12 +185,7 @@ TEST(RuleSuites, EveryWarningFitsIn120Characters) {
     auto state = loadClusterStateText(suite.state.dump(), suite.path);
     ASSERT_TRUE(state.ok()) << state.error();
     for (const SuiteCase& c : suite.cases) {
-      Policy policy = defaultPolicy(ruleDefaults());
-      if (!c.policy.is_null()) {
-        auto parsed = parsePolicy(c.policy.dump(), "case policy", ruleDefaults());
-        ASSERT_TRUE(parsed.ok()) << parsed.error();
-        policy = parsed.value();
-      }
+      Policy policy = casePolicy(c);
       auto request = decodeReview(c.review.dump());
       ASSERT_TRUE(request.ok()) << request.error();
       for (const auto& rule : allRules()) {
