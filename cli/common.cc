@@ -55,32 +55,6 @@ Result<ClusterSource> openClusterSource(const Flags& flags,
   return ClusterSource{cache, cache};
 }
 
-AdmissionRequest applyRequest(const json& obj, ObjectPtr existing, const UserInfo& user,
-                              const std::string& defaultNamespace, const std::string& uid) {
-  AdmissionRequest r;
-  r.uid = uid;
-  r.kind = k8s::kind(obj);
-  const std::string apiVersion = k8s::str(obj, "/apiVersion");
-  auto slash = apiVersion.find('/');
-  r.group = slash == std::string::npos ? "" : apiVersion.substr(0, slash);
-  r.name = k8s::name(obj);
-  r.user = user;
-  r.object = obj;
-  const bool clusterScoped = r.kind == "Namespace" || r.kind == "PersistentVolume" ||
-                             r.kind == "StorageClass" || r.kind == "ValidatingWebhookConfiguration";
-  if (!clusterScoped) {
-    r.ns = k8s::namespaceOf(obj).empty() ? defaultNamespace : k8s::namespaceOf(obj);
-    if (k8s::namespaceOf(obj).empty() && !r.ns.empty()) r.object["metadata"]["namespace"] = r.ns;
-  }
-  if (existing) {
-    r.operation = "UPDATE";
-    r.oldObject = *existing;
-  } else {
-    r.operation = "CREATE";
-  }
-  return r;
-}
-
 json sarifLog(const json& results,
               const std::vector<std::pair<std::string, std::string>>& extraRules) {
   json rules = json::array();

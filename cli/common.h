@@ -38,12 +38,6 @@ struct ClusterSource {
 Result<ClusterSource> openClusterSource(const Flags& flags,
                                         const std::vector<ResourceKind>& kinds = watchedKinds());
 
-/// The admission request the apiserver would send for applying `obj`: its CREATE, or an UPDATE
-/// of `existing` when that is not null. A namespaced object without a namespace is placed in
-/// `defaultNamespace` ("": left without). What lint and scan judge objects as.
-AdmissionRequest applyRequest(const json& obj, ObjectPtr existing, const UserInfo& user,
-                              const std::string& defaultNamespace, const std::string& uid);
-
 /// A SARIF 2.1.0 log (GitHub code scanning, GitLab) with one run of tool "stateguard": every
 /// registered rule, then `extraRules` ({id, one-line description}), and `results` as given.
 json sarifLog(const json& results,

@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/cluster_state.h"
 #include "core/json_yaml.h"
 
 namespace stateguard {
@@ -59,5 +60,11 @@ struct AdmissionResponse {
 /// Encodes a full AdmissionReview response carrying `uid`.
 std::string encodeReviewResponse(const std::string& uid, const AdmissionResponse& response);
 json reviewResponseJson(const std::string& uid, const AdmissionResponse& response);
+
+/// The admission request the apiserver would send for applying `obj`: its CREATE, or an UPDATE
+/// of `existing` when that is not null. A namespaced object without a namespace is placed in
+/// `defaultNamespace` ("": left without). What lint and the scans judge objects as.
+AdmissionRequest applyRequest(const json& obj, ObjectPtr existing, const UserInfo& user,
+                              const std::string& defaultNamespace, const std::string& uid);
 
 }  // namespace stateguard

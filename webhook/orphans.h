@@ -1,5 +1,5 @@
 #pragma once
-// What `stateguardctl orphans` finds, for the subcommands that report it (orphans, scan).
+// What `stateguardctl orphans` finds, for what reports it (orphans, scan, the webhook's scan).
 
 #include <chrono>
 #include <string>
@@ -8,7 +8,7 @@
 #include "core/cluster_state.h"
 #include "core/timeutil.h"
 
-namespace stateguard::cli {
+namespace stateguard {
 
 /// Storage that serves nobody, and provisioners on their own storage; each list holds the JSON
 /// rows `stateguardctl orphans -o json` prints.
@@ -30,4 +30,4 @@ struct Orphans {
 Orphans findOrphans(const ClusterState& state, Clock::time_point now,
                     std::chrono::seconds availableFor, const std::vector<std::string>& backend);
 
-}  // namespace stateguard::cli
+}  // namespace stateguard
