@@ -136,6 +136,8 @@ void ObjectStore::upsert(const std::string& kind, json object) {
   Packed packed = pack(object);
   std::unique_lock lock(mu_);
   Packed& slot = byKind_[kind][std::move(key)];
+  if (slot && *slot == *packed) return;  // nothing the store keeps changed (most status churn)
+  ++generation_;
   if (slot) packedBytes_ -= slot->size();
   packedBytes_ += packed->size();
   slot = std::move(packed);
@@ -147,6 +149,7 @@ void ObjectStore::remove(const std::string& kind, const std::string& ns, const s
   if (k == byKind_.end()) return;
   auto it = k->second.find(Key{ns, name});
   if (it == k->second.end()) return;
+  ++generation_;
   packedBytes_ -= it->second->size();
   k->second.erase(it);
 }
@@ -164,6 +167,7 @@ void ObjectStore::Batch::add(const std::string& kind, json object) {
 void ObjectStore::replaceAll(const std::string& kind, Batch batch) {
   std::unique_lock lock(mu_);
   std::map<Key, Packed>& held = byKind_[kind];
+  ++generation_;
   for (const auto& [key, packed] : held) packedBytes_ -= packed->size();
   packedBytes_ += batch.bytes_;
   held = std::move(batch.objects_);

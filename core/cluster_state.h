@@ -2,6 +2,7 @@
 // Read-only view of live cluster state that rules judge requests against,
 // and the thread-safe in-memory store every source (file, watch cache) fills.
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <shared_mutex>
@@ -64,6 +65,9 @@ class ClusterState {
   /// A view that reads the apiserver itself, for one decision that must not rest on a cache
   /// that may lag; nullptr when this state has no live source (a file, a test store).
   virtual std::unique_ptr<LiveView> liveView() const { return nullptr; }
+  /// Grows whenever what get() and list() answer changes; a state that never changes (a file)
+  /// stays at 0. For work that repeats only when something changed (the background scan).
+  virtual uint64_t generation() const { return 0; }
 };
 
 /// The kinds whose cached state can turn a refusal into an allowance: a PV that is Retain, a
@@ -104,6 +108,7 @@ class ObjectStore : public ClusterState {
   void replaceAll(const std::string& kind, std::vector<json> objects);
   void setReady(bool ready);
   size_t size(const std::string& kind) const;
+  uint64_t generation() const override { return generation_.load(); }
 
  private:
   using Key = std::pair<std::string, std::string>;  // namespace, name
@@ -118,6 +123,7 @@ class ObjectStore : public ClusterState {
   std::map<std::string, std::map<Key, Packed>> byKind_;
   size_t packedBytes_ = 0;
   bool ready_ = false;
+  std::atomic<uint64_t> generation_{0};
 };
 
 /// Objects gathered for ObjectStore::replaceAll, projected and packed one by one as they are

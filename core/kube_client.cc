@@ -735,10 +735,17 @@ KubeResponse KubeClient::mergePatch(const std::string& path, const json& patch) 
   return send(path, &patch, "PATCH");
 }
 
+KubeResponse KubeClient::put(const std::string& path, const json& body) {
+  return send(path, &body, "PUT");
+}
+
+KubeResponse KubeClient::remove(const std::string& path) { return send(path, nullptr, "DELETE"); }
+
 KubeResponse KubeClient::send(const std::string& path, const json* body, const char* verb) {
   KubeResponse out;
+  const std::string_view method(verb);
   std::string what = describe(path);
-  if (body != nullptr) what.replace(0, 3, verb);
+  if (method != "GET") what.replace(0, 3, verb);
   if (stopped_) {
     out.error = what + ": client stopped";
     return out;
@@ -746,7 +753,7 @@ KubeResponse KubeClient::send(const std::string& path, const json* body, const c
   // GETs reuse a kept-alive connection when one is idle: a decision confirmed against the API
   // then costs a request, not a TCP and TLS handshake (bench/RESULTS.md). A kept connection the
   // server has closed meanwhile fails at once; a GET is then retried once on a new one.
-  const bool pooled = body == nullptr;
+  const bool pooled = method == "GET";
   std::unique_ptr<httplib::SSLClient> cli = pooled ? idleClient() : nullptr;
   const bool reused = cli != nullptr;
   if (!cli) cli = makeClient(kRequestTimeout);
@@ -768,10 +775,12 @@ KubeResponse KubeClient::send(const std::string& path, const json* body, const c
     }
     tlsVerifyError = X509_V_OK;
     ERR_clear_error();
-    res = body == nullptr ? cli->Get(pathPrefix_ + path)
-          : std::string_view(verb) == "PATCH"
-              ? cli->Patch(pathPrefix_ + path, body->dump(), "application/merge-patch+json")
-              : cli->Post(pathPrefix_ + path, body->dump(), "application/json");
+    const std::string url = pathPrefix_ + path;
+    res = method == "GET"      ? cli->Get(url)
+          : method == "DELETE" ? cli->Delete(url)
+          : method == "PATCH"  ? cli->Patch(url, body->dump(), "application/merge-patch+json")
+          : method == "PUT"    ? cli->Put(url, body->dump(), "application/json")
+                               : cli->Post(url, body->dump(), "application/json");
   }
   if (!res && reused && !stopped_) return send(path, body, verb);  // a fresh connection
   if (!res) {

@@ -100,6 +100,11 @@ class KubeClient {
   /// PATCH with a JSON merge patch (RFC 7386, `application/merge-patch+json`), e.g. one
   /// annotation of a PersistentVolume; the raw outcome (the patched object on success).
   KubeResponse mergePatch(const std::string& path, const json& patch);
+  /// PUT (replace) an object; with metadata.resourceVersion set, the apiserver answers 409 when
+  /// the object changed since (optimistic concurrency, as leader election needs).
+  KubeResponse put(const std::string& path, const json& body);
+  /// DELETE an object; the raw outcome.
+  KubeResponse remove(const std::string& path);
   /// One page of a list: `apiPath?limit=N&continue=TOKEN` (limit 0 = no limit, token "" = first).
   KubeResponse list(const std::string& apiPath, int64_t limit, const std::string& continueToken);
   /// Streams `apiPath?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N`,

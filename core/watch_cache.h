@@ -74,6 +74,7 @@ class WatchCache : public ClusterState {
   std::chrono::steady_clock::duration silence() const;
   /// Reads the apiserver directly, with the same client and kinds (see LiveView).
   std::unique_ptr<LiveView> liveView() const override;
+  uint64_t generation() const override { return store_->generation(); }
   /// A copy of one kind's counters (zeroes for a kind that is not watched).
   WatchStats stats(const std::string& kind) const;
   std::map<std::string, WatchStats> allStats() const;

@@ -6,13 +6,18 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
+#include <tuple>
 
 #include "core/flags.h"
 #include "core/kube_client.h"
 #include "core/log.h"
+#include "core/timeutil.h"
 #include "core/watch_cache.h"
+#include "webhook/background_scan.h"
 #include "webhook/csi_monitor.h"
 #include "webhook/registry.h"
 #include "webhook/server.h"
@@ -28,7 +33,9 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
            [--threads N] [--max-cache-silence SECONDS] [--max-connections N]
            [--metrics-listen HOST:PORT]
            [--max-buffered-bytes BYTES] [--client-ca FILE [--client-cert-names CN,...]]
-           [--csi-guard FILE]
+           [--csi-guard FILE] [--no-scan] [--scan-interval DURATION]
+           [--scan-after-change DURATION] [--scan-lease NAMESPACE/NAME]
+           [--available-for DURATION]
        stateguard-webhook --version
 
   --listen HOST:PORT     address to serve HTTPS on (default 127.0.0.1:8443; port 0 = any free port)
@@ -57,6 +64,18 @@ constexpr const char* kUsage = R"(usage: stateguard-webhook --tls-cert FILE --tl
   --csi-guard FILE       serve POST /mutate-csi, adding stateguard-csi to the CSI node DaemonSets
                          FILE names, and report those running without it (metric
                          stateguard_csi_unguarded, Events); reloaded when it changes
+  --no-scan              do not run the background scan. Otherwise it judges every cached object
+                         as if created now, plus stale backups, quarantined volumes, orphans
+                         and StatefulSet retention (what `stateguardctl scan` prints), once
+                         the cache syncs, after changes and every --scan-interval; the findings
+                         go to /metrics (stateguard_scan_findings) and, with a live source, to
+                         PolicyReports written by one replica at a time
+  --scan-interval D      full background scan at least this often (default 10m)
+  --scan-after-change D  a change in the cluster is scanned within this long (default 15s)
+  --scan-lease NS/NAME   the Lease the replicas elect the scanning one on (default: the Pod's
+                         namespace from POD_NAMESPACE or its service account, else
+                         stateguard-system; name stateguard-scan). The replica is POD_NAME
+  --available-for D      scan: report PersistentVolumes Available for longer (default 24h)
   --threads N            worker threads (default: the CPUs the container may use, from its
                          cgroup CPU quota); each runs an event loop serving many connections
   --client-ca FILE       PEM CA: POST /validate answers only callers whose client certificate
@@ -88,6 +107,24 @@ long long parseCount(std::string text, bool sizes) {
   return std::stoll(text) * unit;
 }
 
+/// This replica's name: POD_NAME (the Downward API), else the host name.
+std::string podName() {
+  if (const char* pod = std::getenv("POD_NAME"); pod != nullptr && *pod != '\0') return pod;
+  char host[256] = {0};
+  if (gethostname(host, sizeof host - 1) == 0) return host;
+  return "stateguard-webhook";
+}
+
+/// The namespace the Pod runs in: POD_NAMESPACE, else its service account's, else the one the
+/// manifests install into.
+std::string podNamespace() {
+  if (const char* ns = std::getenv("POD_NAMESPACE"); ns != nullptr && *ns != '\0') return ns;
+  std::ifstream in("/var/run/secrets/kubernetes.io/serviceaccount/namespace");
+  std::string ns;
+  if (in && std::getline(in, ns) && !ns.empty()) return ns;
+  return "stateguard-system";
+}
+
 int fail(const std::string& message) {
   std::cerr << "stateguard-webhook: " << message << "\n";
   return 2;
@@ -96,13 +133,31 @@ int fail(const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags =
-      parseFlags(argc, argv, 1,
-                 {"listen", "tls-cert", "tls-key", "policy", "audit-log", "audit-mode",
-                  "audit-flush-ms", "cluster-state", "kubeconfig", "threads", "policy-poll-ms",
-                  "cert-poll-ms", "max-cache-silence", "max-connections", "max-buffered-bytes",
-                  "client-ca", "client-cert-names", "metrics-listen", "csi-guard"},
-                 {"in-cluster", "no-events", "help", "version"});
+  auto flags = parseFlags(argc, argv, 1,
+                          {"listen",
+                           "tls-cert",
+                           "tls-key",
+                           "policy",
+                           "audit-log",
+                           "audit-mode",
+                           "audit-flush-ms",
+                           "cluster-state",
+                           "kubeconfig",
+                           "threads",
+                           "policy-poll-ms",
+                           "cert-poll-ms",
+                           "max-cache-silence",
+                           "max-connections",
+                           "max-buffered-bytes",
+                           "client-ca",
+                           "client-cert-names",
+                           "metrics-listen",
+                           "csi-guard",
+                           "scan-interval",
+                           "scan-after-change",
+                           "scan-lease",
+                           "available-for"},
+                          {"in-cluster", "no-events", "no-scan", "help", "version"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -184,6 +239,31 @@ int main(int argc, char** argv) {
   options.tlsCert = f.get("tls-cert");
   options.tlsKey = f.get("tls-key");
 
+  BackgroundScanOptions scanOptions;
+  for (auto [flag, fallback, target] :
+       {std::tuple{"scan-interval", "10m", &scanOptions.interval},
+        std::tuple{"scan-after-change", "15s", &scanOptions.afterChange},
+        std::tuple{"available-for", "24h", &scanOptions.scan.availableFor}}) {
+    const std::string text = f.get(flag, fallback);
+    const auto d = parseDuration(text);
+    if (!d || d->count() <= 0)
+      return fail(std::string("--") + flag +
+                  " must be a duration like 90s, 30m, 12h or 7d, got \"" + text + "\"");
+    *target = *d;
+  }
+  scanOptions.scan.availableText = f.get("available-for", "24h");
+  const std::string instance = podName();
+  LeaseOptions lease{podNamespace(), "stateguard-scan", instance};
+  if (f.has("scan-lease")) {
+    const std::string l = f.get("scan-lease");
+    const auto slash = l.find('/');
+    if (slash == std::string::npos || slash == 0 || slash + 1 == l.size() ||
+        l.find('/', slash + 1) != std::string::npos)
+      return fail("--scan-lease must be NAMESPACE/NAME, got \"" + l + "\"");
+    lease.ns = l.substr(0, slash);
+    lease.name = l.substr(slash + 1);
+  }
+
   // A peer closing a TLS connection mid-write must not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
   // Block termination signals in every thread; a dedicated thread waits for them.
@@ -241,6 +321,7 @@ int main(int argc, char** argv) {
   std::shared_ptr<const ClusterState> state;
   std::shared_ptr<WatchCache> cache;
   std::unique_ptr<EventRecorder> events;
+  KubeClientPtr scanClient;
   if (f.has("cluster-state")) {
     auto loaded = loadClusterStateFile(f.get("cluster-state"), cacheOptions.kinds);
     if (!loaded.ok()) return fail(loaded.error());
@@ -252,11 +333,13 @@ int main(int argc, char** argv) {
       auto eventClient = KubeClient::create(config.value());
       if (!eventClient.ok()) return fail(eventClient.error());
       EventRecorderOptions eventOptions;
-      const char* pod = std::getenv("POD_NAME");
-      char host[256] = {0};
-      if (pod == nullptr && gethostname(host, sizeof host - 1) == 0) pod = host;
-      eventOptions.instance = pod == nullptr ? "" : pod;
+      eventOptions.instance = instance;
       events = std::make_unique<EventRecorder>(eventClient.value(), eventOptions);
+    }
+    if (!f.has("no-scan")) {
+      auto client = KubeClient::create(config.value());
+      if (!client.ok()) return fail(client.error());
+      scanClient = client.value();
     }
     auto started = startWatchCache(std::move(config).value(), cacheOptions);
     if (!started.ok()) return fail(started.error());
@@ -308,7 +391,10 @@ int main(int argc, char** argv) {
   }
 
   Engine engine(allRules());
-  ServerDeps deps{&engine, state, policy.get(), audit.value().get(), &metrics, events.get(), {}};
+  ServerDeps deps {
+    ServerDeps deps{&engine, state, policy.get(), audit.value().get(), &metrics, events.get(), {}};
+    engine, state, policy.get(), audit.value().get(), &metrics, events.get(), {}, {}
+  };
   if (cache && maxSilence.count() > 0) {
     deps.unready = [cache, maxSilence]() -> std::string {
       const auto quiet = std::chrono::duration_cast<std::chrono::seconds>(cache->silence());
@@ -328,6 +414,18 @@ int main(int argc, char** argv) {
     metrics.addSection([m = csiMonitor.get()] { return m->renderMetrics(); });
     metrics.addSection([i = csiInjector.get()] { return i->renderMetrics(); });
     deps.mutateCsi = [i = csiInjector.get()](const std::string& body) { return i->handle(body); };
+  }
+  std::unique_ptr<BackgroundScan> backgroundScan;
+  if (!f.has("no-scan")) {
+    if (cache) {
+      scanOptions.etcdSnapshotsServed = [cache] {
+        return !cache->stats("ETCDSnapshotFile").absent;
+      };
+    }
+    backgroundScan = std::make_unique<BackgroundScan>(
+        state, [policyPtr] { return policyPtr->current(); }, scanClient,
+        scanClient ? std::optional<LeaseOptions>(lease) : std::nullopt, scanOptions);
+    metrics.addSection([s = backgroundScan.get()] { return s->renderMetrics(); });
   }
   auto server = WebhookServer::create(options, std::move(deps));
   if (!server.ok()) return fail(server.error());
@@ -406,6 +504,7 @@ int main(int argc, char** argv) {
   });
   waiter.detach();
   srv->run();
+  if (backgroundScan) backgroundScan->stop();  // gives the Lease up for the next replica
   if (cache) cache->stop();
   return 0;
 }

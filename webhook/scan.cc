@@ -70,7 +70,8 @@ void judgeObjects(const ClusterState& state, const Policy& policy, Clock::time_p
               "valid; if no override is needed any more, remove it: kubectl annotate " +
               lower(rk.kind) + " " + req.name + (req.ns.empty() ? "" : " -n " + req.ns) + " " +
               policy.breakGlass.annotation + "-";
-        out.push_back({v.rule, rk.kind, req.ns, req.name, severity, std::move(message)});
+        out.push_back(
+            {v.rule, rk.kind, req.ns, req.name, severity, std::move(message), rk.apiVersion()});
       }
     }
   }
@@ -306,6 +307,12 @@ Report run(const ClusterState& state, const Policy& policy, Clock::time_point no
   checkQuarantines(state, report.findings);
   checkOrphans(state, now, options.availableFor, options.availableText, report.findings);
   checkStatefulSets(state, report.findings);
+  for (Finding& f : report.findings) {
+    for (const ResourceKind& rk : watchedKinds()) {
+      if (!f.apiVersion.empty()) break;
+      if (f.kind == rk.kind) f.apiVersion = rk.apiVersion();
+    }
+  }
   std::stable_sort(
       report.findings.begin(), report.findings.end(), [](const Finding& a, const Finding& b) {
         return std::make_tuple(severityRank(a.severity), a.kind, a.ns, a.name, a.rule) <

@@ -20,12 +20,24 @@ namespace stateguard::scan {
 
 /// One hazard on one object.
 struct Finding {
+  Finding() = default;
+  Finding(std::string rule_, std::string kind_, std::string ns_, std::string name_,
+          std::string severity_, std::string message_, std::string apiVersion_ = "")
+      : rule(std::move(rule_)),
+        kind(std::move(kind_)),
+        ns(std::move(ns_)),
+        name(std::move(name_)),
+        severity(std::move(severity_)),
+        message(std::move(message_)),
+        apiVersion(std::move(apiVersion_)) {}
+
   std::string rule;  ///< a rule id, or one of stateChecks()
   std::string kind;
   std::string ns;  ///< "" for cluster-scoped objects
   std::string name;
-  std::string severity;  ///< error | warning | note
-  std::string message;   ///< what is at risk and how to fix it
+  std::string severity;    ///< error | warning | note
+  std::string message;     ///< what is at risk and how to fix it
+  std::string apiVersion;  ///< the object's ("v1", "apps/v1", "velero.io/v1"); run() fills it
 
   /// "Kind namespace/name".
   std::string object() const;
