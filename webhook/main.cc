@@ -391,10 +391,13 @@ int main(int argc, char** argv) {
   }
 
   Engine engine(allRules());
-  ServerDeps deps {
-    ServerDeps deps{&engine, state, policy.get(), audit.value().get(), &metrics, events.get(), {}};
-    engine, state, policy.get(), audit.value().get(), &metrics, events.get(), {}, {}
-  };
+  ServerDeps deps;
+  deps.engine = &engine;
+  deps.state = state;
+  deps.policy = policy.get();
+  deps.audit = audit.value().get();
+  deps.metrics = &metrics;
+  deps.events = events.get();
   if (cache && maxSilence.count() > 0) {
     deps.unready = [cache, maxSilence]() -> std::string {
       const auto quiet = std::chrono::duration_cast<std::chrono::seconds>(cache->silence());

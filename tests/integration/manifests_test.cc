@@ -614,9 +614,13 @@ std::set<Grant> expectedGrants() {
     // An allowance that destroys data is confirmed with a GET of what it read (confirmedLive()).
     if (confirmedLive(k.storeKey())) out.insert({group, resource, "get"});
   }
-  // Events on denials (the only writes): core and events.k8s.io.
+  // Events on denials: core and events.k8s.io.
   for (const std::string g : {"", "events.k8s.io"})
     for (const std::string v : {"create", "patch"}) out.insert({g, "events", v});
+  // The background scan's reports (webhook/policy_reports.cc).
+  for (const std::string r : {"policyreports", "clusterpolicyreports"})
+    for (const std::string v : {"get", "list", "create", "update", "delete"})
+      out.insert({"wgpolicyk8s.io", r, v});
   return out;
 }
 
@@ -642,13 +646,34 @@ void checkRbac(const std::vector<json>& objects, const std::string& ns, const st
   const std::set<Grant> want = expectedGrants();
   EXPECT_EQ(got, want) << "ClusterRole grants:" << describeGrants(got)
                        << "\nthe cache lists+watches (core/cluster_state.cc watchedKinds()), "
-                          "live confirmation gets (confirmedLive()) and events need:"
+                          "live confirmation gets (confirmedLive()), events and the scan's "
+                          "PolicyReports need:"
                        << describeGrants(want);
   for (const auto& [g, r, v] : got) {
     if (v != "list" && v != "watch" && v != "get") {
-      EXPECT_EQ(r, "events") << "only events may be written";
+      EXPECT_TRUE(r == "events" || g == "wgpolicyk8s.io")
+          << "only events and PolicyReports may be written, not " << g << "/" << r;
     }
   }
+  // The scan Lease: created in the webhook's namespace, then read and renewed by name only.
+  const json* leaseRole = find(objects, "Role", "stateguard-webhook-scan-lease");
+  ASSERT_NE(leaseRole, nullptr);
+  EXPECT_EQ((*leaseRole)["metadata"].value("namespace", ""), ns);
+  for (const auto& r : (*leaseRole)["rules"]) {
+    EXPECT_EQ(strings(r["apiGroups"]), std::set<std::string>{"coordination.k8s.io"});
+    EXPECT_EQ(strings(r["resources"]), std::set<std::string>{"leases"});
+    if (strings(r["verbs"]) != std::set<std::string>{"create"}) {
+      EXPECT_EQ(strings(r["resourceNames"]), std::set<std::string>{"stateguard-scan"}) << r.dump();
+      EXPECT_EQ(strings(r["verbs"]), (std::set<std::string>{"get", "update"})) << r.dump();
+    }
+  }
+  const json* leaseBinding = find(objects, "RoleBinding", "stateguard-webhook-scan-lease");
+  ASSERT_NE(leaseBinding, nullptr);
+  EXPECT_EQ((*leaseBinding)["metadata"].value("namespace", ""), ns);
+  EXPECT_EQ((*leaseBinding)["roleRef"].value("name", ""), "stateguard-webhook-scan-lease");
+  EXPECT_EQ((*leaseBinding)["subjects"],
+            json::array(
+                {{{"kind", "ServiceAccount"}, {"name", "stateguard-webhook"}, {"namespace", ns}}}));
 
   const json* binding = find(objects, "ClusterRoleBinding", "stateguard-webhook");
   ASSERT_NE(binding, nullptr);
