@@ -21,7 +21,8 @@ std::string reportPath(const std::string& ns, bool withName) {
 
 /// rule/kind/namespace/name of a result as written (its first resource).
 std::string resultKey(const json& result) {
-  const json& r = k8s::at(result, "/resources/0");
+  const json& resources = k8s::at(result, "/resources");
+  const json& r = resources.is_array() && !resources.empty() ? resources[0] : json::object();
   return k8s::str(result, "/rule") + "/" + k8s::str(r, "/kind") + "/" + k8s::str(r, "/namespace") +
          "/" + k8s::str(r, "/name");
 }

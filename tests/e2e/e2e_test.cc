@@ -179,7 +179,9 @@ bool startWebhook(std::string* error) {
                                "--policy", sourcePath("manifests/base/policy.yaml"),
                                // Only kube-apiserver may send reviews (its client certificate).
                                "--client-ca", g->cp->caPath(), "--client-cert-names",
-                               ControlPlane::kWebhookClientName, "--csi-guard", g->csiGuardPath});
+                               ControlPlane::kWebhookClientName, "--csi-guard", g->csiGuardPath,
+                               // The background scan soon after each change, for the tests.
+                               "--scan-after-change", "1s"});
   if (!g->webhook->started()) {
     *error = "stateguard-webhook did not start: " + g->webhook->process().stderrText();
     return false;
@@ -1378,6 +1380,178 @@ TEST_F(E2e, ClaimOwnerThatWouldLetTheGarbageCollectorDeleteItIsRefused) {
   EXPECT_FALSE(
       cp().getObject(pvcPath("e2e-owner", "data"))["metadata"].contains("ownerReferences"));
   expectAudit("bob", "UPDATE", "PersistentVolumeClaim", "e2e-owner", "data", "deny");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The background scan (webhook/background_scan.h): hazards that already exist become
+// PolicyReports (written by the one replica holding the Lease) and gauges, and clear when fixed;
+// another replica takes over when the leader dies or leaves.
+
+const std::string kReports = "/apis/wgpolicyk8s.io/v1alpha2";
+const std::string kLease =
+    "/apis/coordination.k8s.io/v1/namespaces/" + kNs + "/leases/stateguard-scan";
+
+/// A sample's value in a /metrics body (the line that starts with `series` and a space), or -1.
+double sample(const std::string& metrics, const std::string& series) {
+  std::istringstream in(metrics);
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  return -1;
+}
+
+double leaderGauge(WebhookProcess& w) {
+  return sample(w.get("/metrics").second, "stateguard_scan_leader");
+}
+
+/// The result of report `r` for `kind` ns/name under `rule`, or null.
+json resultFor(const json& r, const std::string& rule, const std::string& kind,
+               const std::string& name) {
+  for (const auto& x : k8s::at(r, "/results")) {
+    const json& res = x.value("resources", json::array());
+    if (x.value("rule", "") == rule && !res.empty() && res[0].value("kind", "") == kind &&
+        res[0].value("name", "") == name)
+      return x;
+  }
+  return nullptr;
+}
+
+TEST_F(E2e, BackgroundScanReportsWhatExistsAndOneReplicaWritesIt) {
+  CommandResult r =
+      kubectl("admin", {"apply", "-f", sourcePath("tests/fixtures/scan/policyreport-crds.yaml")});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  r = kubectl("admin",
+              {"wait", "--for", "condition=established", "--timeout=30s",
+               "crd/policyreports.wgpolicyk8s.io", "crd/clusterpolicyreports.wgpolicyk8s.io"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+
+  // The suite's webhook is the only replica: it holds the Lease (created through the shipped
+  // Role) and scans.
+  ASSERT_TRUE(
+      pollUntil([&] { return !k8s::str(cp().getObject(kLease), "/spec/holderIdentity").empty(); },
+                seconds(20)))
+      << "no holder on Lease " << kNs << "/stateguard-scan: " << show(kLease) << "\n"
+      << g->webhook->process().stderrText();
+  const std::string first = k8s::str(cp().getObject(kLease), "/spec/holderIdentity");
+  EXPECT_EQ(leaderGauge(*g->webhook), 1);
+
+  // A hazard: claim e2e-scan/data is bound but no Pod uses it (claim-unused).
+  makeNamespace("e2e-scan");
+  boundClaim("e2e-scan", "data", "e2e-scan-pv", "Retain");
+  const std::string nsReport = kReports + "/namespaces/e2e-scan/policyreports/stateguard";
+  json found;
+  ASSERT_TRUE(pollUntil(
+      [&] {
+        found =
+            resultFor(cp().getObject(nsReport), "claim-unused", "PersistentVolumeClaim", "data");
+        return !found.is_null();
+      },
+      seconds(30)))
+      << "no claim-unused result in " << nsReport << ": " << show(nsReport) << "\n"
+      << g->webhook->process().stderrText();
+  EXPECT_EQ(found.value("result", ""), "warn");
+  EXPECT_EQ(found.value("severity", ""), "info");
+  EXPECT_EQ(found.value("source", ""), "stateguard");
+  EXPECT_EQ(found["resources"][0].value("apiVersion", ""), "v1");
+  EXPECT_EQ(found["resources"][0].value("namespace", ""), "e2e-scan");
+  EXPECT_NE(found.value("message", "").find("e2e-scan/data"), std::string::npos) << found.dump();
+  EXPECT_TRUE(k8s::at(found, "/timestamp/seconds").is_number_integer()) << found.dump();
+  const std::string metrics = g->webhook->get("/metrics").second;
+  EXPECT_EQ(sample(metrics,
+                   "stateguard_scan_findings{rule=\"claim-unused\",severity=\"note\","
+                   "kind=\"PersistentVolumeClaim\",namespace=\"e2e-scan\"}"),
+            1)
+      << metrics;
+  EXPECT_EQ(sample(metrics, "stateguard_policy_reports_available"), 1);
+
+  // Fixed: the claim goes, so its namespace's report goes; the PV it leaves Released is
+  // reported cluster-wide (pv-released), until it goes too.
+  r = kubectl("bob", {"delete", "pvc", "data", "-n", "e2e-scan"});
+  expectAllowed(r, "bob deleting claim e2e-scan/data (PV Retain)");
+  EXPECT_TRUE(pollUntil([&] { return cp().get(nsReport).first == 404; }, seconds(30)))
+      << "report still there after the hazard was fixed: " << show(nsReport);
+  const std::string clusterReport = kReports + "/clusterpolicyreports/stateguard";
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        return !resultFor(cp().getObject(clusterReport), "pv-released", "PersistentVolume",
+                          "e2e-scan-pv")
+                    .is_null();
+      },
+      seconds(30)))
+      << show(clusterReport);
+  r = kubectl("bob", {"delete", "pv", "e2e-scan-pv"});
+  expectAllowed(r, "bob deleting Released PV e2e-scan-pv (Retain)");
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        return resultFor(cp().getObject(clusterReport), "pv-released", "PersistentVolume",
+                         "e2e-scan-pv")
+            .is_null();
+      },
+      seconds(30)))
+      << show(clusterReport);
+
+  // A second replica (another Pod name) only follows: it neither scans nor writes.
+  const std::string dirB = g->webhookDir + "/replica-b";
+  fs::create_directories(dirB);
+  ::setenv("POD_NAME", "e2e-scan-b", 1);
+  auto b = std::make_unique<WebhookProcess>(
+      dirB, g->certs, std::vector<std::string>{"--kubeconfig", g->webhookKubeconfig},
+      std::vector<std::string>{"--policy", sourcePath("manifests/base/policy.yaml"),
+                               "--scan-after-change", "1s", "--no-events"});
+  ::unsetenv("POD_NAME");
+  ASSERT_TRUE(b->started()) << b->process().stderrText();
+  ASSERT_TRUE(pollUntil([&] { return b->get("/readyz").first == 200; }, seconds(60)));
+  std::this_thread::sleep_for(seconds(3));
+  EXPECT_EQ(leaderGauge(*b), 0);
+  EXPECT_EQ(leaderGauge(*g->webhook), 1);
+  EXPECT_EQ(sample(b->get("/metrics").second, "stateguard_scan_runs_total"), 0);
+
+  // The leader dies without a word (SIGKILL): the follower takes over once the Lease has not
+  // been renewed for its 15 s, and writes the reports from then on.
+  ::kill(g->webhook->process().pid(), SIGKILL);
+  stopWebhook();
+  const auto killed = Clock::now();
+  EXPECT_TRUE(pollUntil(
+      [&] { return k8s::str(cp().getObject(kLease), "/spec/holderIdentity") == "e2e-scan-b"; },
+      seconds(40)))
+      << show(kLease) << "\n"
+      << b->process().stderrText();
+  const double takeover = std::chrono::duration<double>(Clock::now() - killed).count();
+  EXPECT_GE(takeover, 10) << "taken over before the Lease expired";
+  EXPECT_EQ(leaderGauge(*b), 1);
+  std::cout << "background scan: replica b took over " << takeover
+            << " s after the leader was killed" << std::endl;
+  // The suite's webhook comes back (as before, under its first name): the Lease is b's now.
+  std::string error;
+  ASSERT_TRUE(startWebhook(&error)) << error;
+  std::this_thread::sleep_for(seconds(3));
+  EXPECT_EQ(leaderGauge(*g->webhook), 0);
+
+  ASSERT_TRUE(create("admin", claim("e2e-scan", "again", "e2e-none")));
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        return !resultFor(cp().getObject(nsReport), "claim-unused", "PersistentVolumeClaim",
+                          "again")
+                    .is_null();
+      },
+      seconds(30)))
+      << "the new leader did not write " << nsReport << ": " << show(nsReport) << "\n"
+      << b->process().stderrText();
+  EXPECT_EQ(sample(g->webhook->get("/metrics").second, "stateguard_policy_report_writes_total"), 0)
+      << "a follower wrote reports";
+
+  // b leaves as a Pod does (SIGTERM): it gives the Lease up, and the other replica takes over
+  // at once instead of after 15 s.
+  b->process().stop(milliseconds(5000));
+  const auto left = Clock::now();
+  EXPECT_TRUE(
+      pollUntil([&] { return k8s::str(cp().getObject(kLease), "/spec/holderIdentity") == first; },
+                seconds(10)))
+      << show(kLease);
+  EXPECT_LT(std::chrono::duration<double>(Clock::now() - left).count(), 8);
+  EXPECT_TRUE(pollUntil([&] { return leaderGauge(*g->webhook) == 1; }, seconds(5)));
+
+  r = kubectl("admin", {"delete", "namespace", "e2e-scan", "--wait=false"});
+  EXPECT_EQ(r.exitCode, 0) << r.err;
 }
 
 // ---------------------------------------------------------------------------------------------
