@@ -3,9 +3,10 @@
 // export: the real stateguard-webhook and stateguard-csi are started in the configurations listed
 // in kTargets, their /metrics scraped, and every metric name, every label in a matcher, a
 // `by`/`without`/`on`/`ignoring` clause, a legend format or an alert's `$labels.x` must be in what
-// they served. The PromQL is read by a small tokenizer (no promtool on the machine): names are
-// identifiers not followed by "(", matchers are read inside {...}, ranges [...] and strings are
-// skipped.
+// they served. The PromQL is read by a small tokenizer: names are identifiers not followed by
+// "(", matchers are read inside {...}, ranges [...] and strings are skipped. Its syntax is
+// promtool's to judge (`promtool check rules`, skipped when Debian's prometheus is not
+// installed).
 //
 // To scrape another binary or configuration, add one line to kTargets.
 
@@ -513,6 +514,37 @@ TEST_F(Monitoring, EveryAlertTellsWhatIsAtRiskAndWhatToDo) {
           << "a description says what is at risk and what to do";
     }
   }
+}
+
+// Syntax, which the tokenizer above does not judge: `promtool check rules` parses the alerts
+// (expressions, durations, annotation templates) and the dashboard's queries as recording rules.
+TEST(MonitoringPromtool, AcceptsTheAlertsAndThePanels) {
+  const std::string promtool = findProgram("promtool");
+  if (promtool.empty()) GTEST_SKIP() << "promtool is not installed (Debian: prometheus)";
+  const std::string dir = makeTempDir("sg-promtool");
+  auto docs = parseDocuments(
+      readText(sourcePath("manifests/components/monitoring/prometheusrule.yaml")), "rules");
+  ASSERT_TRUE(docs.ok() && docs->size() == 1u);
+  json panels = json::array();
+  std::vector<Query> queries;
+  const std::string dashboardPath =
+      sourcePath("manifests/components/monitoring/grafana-dashboard.json");
+  dashboardQueries(json::parse(readText(dashboardPath))["panels"], dashboardPath, queries);
+  for (const Query& q : queries) {
+    // Grafana's interval variables, as Grafana fills them in.
+    const std::string expr =
+        std::regex_replace(q.expr, std::regex(R"(\$__(rate_)?interval)"), "5m");
+    panels.push_back({{"record", "stateguard:dashboard_query_" + std::to_string(panels.size())},
+                      {"expr", expr}});
+  }
+  json files = {{"alerts.yaml", {{"groups", docs->front()["spec"]["groups"]}}},
+                {"dashboard.yaml", {{"groups", {{{"name", "dashboard"}, {"rules", panels}}}}}}};
+  for (const auto& [name, content] : files.items()) {
+    writeText(dir + "/" + name, content.dump(2));  // JSON is YAML
+    CommandResult r = runCommand(promtool, {"check", "rules", dir + "/" + name});
+    EXPECT_EQ(r.exitCode, 0) << name << ":\n" << r.out << r.err;
+  }
+  removeTree(dir);
 }
 
 // The check itself fails on a wrong name, a wrong label, a suffix on a family that is not a
