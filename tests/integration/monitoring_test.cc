@@ -8,6 +8,9 @@
 // promtool's to judge (`promtool check rules`, skipped when Debian's prometheus is not
 // installed).
 //
+// With promtool, the alerts are also run on the scraped series (labelled as the ServiceMonitor
+// and PodMonitor would): those the test configurations should raise fire, the others stay quiet.
+//
 // To scrape another binary or configuration, add one line to kTargets.
 
 #include <gtest/gtest.h>
@@ -15,6 +18,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <regex>
@@ -40,14 +45,41 @@ using nlohmann::json;
 // ---------------------------------------------------------------------------------------------
 // What the binaries export
 
-/// Sample names and the label names each carries, from Prometheus text expositions.
+/// Where Prometheus scrapes a binary from: the labels it gives the target's series, and whether
+/// the binary's own labels win over them (honorLabels) or are renamed exported_<name>.
+struct TargetLabels {
+  std::map<std::string, std::string> labels;
+  bool honorLabels = false;
+};
+
+/// One series as Prometheus would store it: labels (the target's merged in) and its value.
+struct Series {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  std::string value;
+
+  /// name{label="value",...} in PromQL's series notation.
+  std::string text() const {
+    std::string out = name + "{";
+    for (const auto& [k, v] : labels) {
+      if (out.back() != '{') out += ",";
+      out += k + "=" + json(v).dump();
+    }
+    return out + "}";
+  }
+};
+
+/// Sample names and the label names each carries, from Prometheus text expositions, and the
+/// series as Prometheus would hold them.
 struct Catalog {
   std::set<std::string> names;
   std::map<std::string, std::set<std::string>> labels;
+  std::vector<Series> series;
 
   /// Adds one exposition. A family declared by "# TYPE" counts even without samples (a
   /// histogram as its _bucket, _sum and _count series); a sample's labels count for its name.
-  void add(const std::string& text) {
+  void add(const std::string& text, const TargetLabels& target) {
+    series.push_back(Series{"up", target.labels, "1"});
     std::istringstream in(text);
     std::string line;
     while (std::getline(in, line)) {
@@ -65,20 +97,48 @@ struct Catalog {
       }
       if (line.empty() || line[0] == '#') continue;
       const size_t end = line.find_first_of("{ ");
-      const std::string name = line.substr(0, end);
-      names.insert(name);
-      if (end == std::string::npos || line[end] != '{') continue;
-      // label="value",... ; values may hold escaped quotes.
-      size_t i = end + 1;
-      while (i < line.size() && line[i] != '}') {
-        const size_t eq = line.find('=', i);
-        if (eq == std::string::npos) break;
-        labels[name].insert(line.substr(i, eq - i));
-        i = eq + 2;  // past ="
-        while (i < line.size() && line[i] != '"') i += line[i] == '\\' ? 2 : 1;
-        ++i;  // closing quote
-        if (i < line.size() && line[i] == ',') ++i;
+      Series one{line.substr(0, end), {}, ""};
+      names.insert(one.name);
+      size_t i = end;
+      if (end != std::string::npos && line[end] == '{') {
+        // label="value",... ; values may hold escaped quotes.
+        i = end + 1;
+        while (i < line.size() && line[i] != '}') {
+          const size_t eq = line.find('=', i);
+          if (eq == std::string::npos) break;
+          const std::string label = line.substr(i, eq - i);
+          labels[one.name].insert(label);
+          std::string value;
+          i = eq + 2;  // past ="
+          while (i < line.size() && line[i] != '"') {
+            if (line[i] == '\\' && i + 1 < line.size()) {
+              value += line[i + 1] == 'n' ? '\n' : line[i + 1];
+              i += 2;
+            } else {
+              value += line[i++];
+            }
+          }
+          one.labels[label] = value;
+          ++i;  // closing quote
+          if (i < line.size() && line[i] == ',') ++i;
+        }
+        ++i;  // past }
       }
+      std::istringstream rest(i == std::string::npos ? "" : line.substr(i));
+      rest >> one.value;
+      // Prometheus keeps no label with an empty value (stateguard_csi_volume_quarantined{pv=""}
+      // without cluster access).
+      std::erase_if(one.labels, [](const auto& kv) { return kv.second.empty(); });
+      for (const auto& [k, v] : target.labels) {
+        auto clash = one.labels.find(k);
+        if (clash == one.labels.end()) {
+          one.labels[k] = v;
+        } else if (!target.honorLabels) {
+          one.labels["exported_" + k] = clash->second;
+          clash->second = v;
+        }
+      }
+      series.push_back(std::move(one));
     }
   }
 };
@@ -236,15 +296,21 @@ Parsed parsePromQL(const std::string& q) {
   return p;
 }
 
-/// Labels named in a legend format ({{label}}) or an alert annotation ({{ $labels.label }}).
-std::set<std::string> templateLabels(const std::string& text) {
+/// Labels named in a Grafana legend format ({{label}}).
+std::set<std::string> legendLabels(const std::string& text) {
   static const std::regex kLegend(R"(\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\})");
+  std::set<std::string> out;
+  for (std::sregex_iterator it(text.begin(), text.end(), kLegend), end; it != end; ++it)
+    out.insert((*it)[1]);
+  return out;
+}
+
+/// Labels named in an alert's annotation or label template ({{ $labels.label }}).
+std::set<std::string> alertTemplateLabels(const std::string& text) {
   static const std::regex kAlert(R"(\$labels\.([A-Za-z_][A-Za-z0-9_]*))");
   std::set<std::string> out;
-  for (const std::regex* re : {&kLegend, &kAlert}) {
-    for (std::sregex_iterator it(text.begin(), text.end(), *re), end; it != end; ++it)
-      out.insert((*it)[1]);
-  }
+  for (std::sregex_iterator it(text.begin(), text.end(), kAlert), end; it != end; ++it)
+    out.insert((*it)[1]);
   return out;
 }
 
@@ -290,13 +356,37 @@ std::vector<std::string> problems(const Catalog& catalog, const std::string& exp
 struct Target {
   std::string name;
   std::function<std::string(const std::string& dir)> scrape;
+  TargetLabels prometheus;  ///< as the ServiceMonitor or PodMonitor would label it
 };
 
-/// Polls `get` until its text contains every one of `needles` (5 s), then returns it.
+/// A webhook replica scraped by the ServiceMonitor (honorLabels, job = the metrics Service).
+TargetLabels webhookPod(const std::string& pod) {
+  return {{{"job", "stateguard-webhook-metrics"},
+           {"service", "stateguard-webhook-metrics"},
+           {"namespace", "stateguard-system"},
+           {"pod", pod},
+           {"container", "webhook"},
+           {"endpoint", "metrics"},
+           {"instance", pod + ":9443"}},
+          true};
+}
+
+/// A CSI node pod scraped by the PodMonitor.
+TargetLabels csiPod(const std::string& pod) {
+  return {{{"job", "stateguard-system/stateguard-csi"},
+           {"namespace", "longhorn-system"},
+           {"pod", pod},
+           {"container", "stateguard-csi"},
+           {"endpoint", "stateguard-csi"},
+           {"instance", pod + ":9810"}},
+          false};
+}
+
+/// Polls `get` until its text contains every one of `needles` (15 s), then returns it.
 std::string scrapeUntil(const std::function<std::string()>& get,
                         const std::vector<std::string>& needles) {
   std::string text;
-  for (int i = 0; i < 100; ++i) {
+  for (int i = 0; i < 300; ++i) {
     text = get();
     bool all = true;
     for (const auto& needle : needles) all = all && text.find(needle) != std::string::npos;
@@ -365,8 +455,9 @@ std::string webhookOnApiServer(const std::string& dir) {
     ADD_FAILURE() << webhook.process().stderrText();
     return "";
   }
-  return scrapeUntil([&] { return webhook.get("/metrics").second; },
-                     {"stateguard_cache_silence_seconds", "stateguard_cluster_state_ready 1"});
+  return scrapeUntil(
+      [&] { return webhook.get("/metrics").second; },
+      {"\nstateguard_cache_silence_seconds ", "\nstateguard_cluster_state_ready 1\n"});
 }
 
 /// stateguard-csi in front of the test driver with one volume quarantined (a stage saw another
@@ -401,9 +492,12 @@ std::string csiSidecarWithAQuarantine(const std::string& dir) {
 }
 
 const std::vector<Target> kTargets = {
-    {"stateguard-webhook --cluster-state --csi-guard", webhookOnFile},
-    {"stateguard-webhook --kubeconfig (test API server)", webhookOnApiServer},
-    {"stateguard-csi, a volume quarantined", csiSidecarWithAQuarantine},
+    {"stateguard-webhook --cluster-state --csi-guard", webhookOnFile,
+     webhookPod("stateguard-webhook-a")},
+    {"stateguard-webhook --kubeconfig (test API server)", webhookOnApiServer,
+     webhookPod("stateguard-webhook-b")},
+    {"stateguard-csi, a volume quarantined", csiSidecarWithAQuarantine,
+     csiPod("longhorn-csi-plugin-a")},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -430,7 +524,7 @@ std::vector<Query> alertQueries(const std::string& path) {
         for (const char* field : {"annotations", "labels"}) {
           const json texts = rule.value(field, json::object());
           for (const auto& [key, value] : texts.items()) {
-            auto labels = templateLabels(value.get<std::string>());
+            auto labels = alertTemplateLabels(value.get<std::string>());
             q.templated.insert(labels.begin(), labels.end());
           }
         }
@@ -449,7 +543,7 @@ void dashboardQueries(const json& panels, const std::string& path, std::vector<Q
       Query q;
       q.where = path + ": panel \"" + panel.value("title", "?") + "\" " + target.value("refId", "");
       q.expr = target["expr"];
-      q.templated = templateLabels(target.value("legendFormat", ""));
+      q.templated = legendLabels(target.value("legendFormat", ""));
       out.push_back(std::move(q));
     }
   }
@@ -480,7 +574,7 @@ class Monitoring : public ::testing::Test {
         const std::string dir = makeTempDir("sg-monitoring");
         const std::string text = t.scrape(dir);
         EXPECT_FALSE(text.empty()) << t.name << " served no metrics";
-        out.add(text);
+        out.add(text, t.prometheus);
         removeTree(dir);
       }
       return out;
@@ -544,6 +638,90 @@ TEST(MonitoringPromtool, AcceptsTheAlertsAndThePanels) {
     CommandResult r = runCommand(promtool, {"check", "rules", dir + "/" + name});
     EXPECT_EQ(r.exitCode, 0) << name << ":\n" << r.out << r.err;
   }
+  removeTree(dir);
+}
+
+/// The shipped alert rules without their annotations (promtool test compares annotations
+/// exactly; `promtool check rules` above parses them).
+json rulesWithoutAnnotations() {
+  auto docs = parseDocuments(
+      readText(sourcePath("manifests/components/monitoring/prometheusrule.yaml")), "rules");
+  EXPECT_TRUE(docs.ok() && docs->size() == 1u);
+  if (!docs.ok() || docs->empty()) return json::object();
+  json groups = docs->front()["spec"]["groups"];
+  for (json& group : groups)
+    for (json& rule : group["rules"]) rule.erase("annotations");
+  return {{"groups", groups}};
+}
+
+/// The alert a `metric == 1` rule raises for each series of `metric` at 1: its labels and the
+/// rule's.
+json expectedAlerts(const Catalog& c, const std::string& metric, const json& ruleLabels) {
+  json out = json::array();
+  for (const Series& s : c.series) {
+    if (s.name != metric || s.value != "1") continue;
+    json labels = ruleLabels;
+    for (const auto& [k, v] : s.labels) labels[k] = v;
+    out.push_back({{"exp_labels", labels}});
+  }
+  return out;
+}
+
+// The alerts fire on what the binaries serve, as Prometheus would hold it (the targets' labels
+// merged in, counters flat): the quarantined volume and the unguarded rook-ceph DaemonSet raise
+// their alerts, with labels the annotations can name; the healthy webhook and sidecar raise
+// nothing else; with no webhook replica scraped, StateguardWebhookDown fires.
+TEST_F(Monitoring, AlertsFireOnWhatTheBinariesServe) {
+  const std::string promtool = findProgram("promtool");
+  if (promtool.empty()) GTEST_SKIP() << "promtool is not installed (Debian: prometheus)";
+  const Catalog& c = catalog();
+  const json rules = rulesWithoutAnnotations();
+  std::map<std::string, json> ruleLabels;  // alert -> its labels (the first rule of that name)
+  std::set<std::string> alerts;
+  for (const json& group : rules["groups"])
+    for (const json& rule : group["rules"]) {
+      alerts.insert(rule["alert"].get<std::string>());
+      ruleLabels.emplace(rule["alert"], rule["labels"]);
+    }
+  json series = json::array(), seriesWithoutUp = json::array();
+  for (const Series& s : c.series) {
+    char* end = nullptr;
+    const double v = std::strtod(s.value.c_str(), &end);
+    if (end == s.value.c_str() || !std::isfinite(v)) continue;  // +Inf, NaN: not needed
+    const json one = {{"series", s.text()}, {"values", s.value + "+0x40"}};
+    series.push_back(one);
+    if (s.labels.count("job") && s.labels.at("job") == "stateguard-webhook-metrics")
+      continue;  // no webhook replica scraped at all
+    seriesWithoutUp.push_back(one);
+  }
+  const std::map<std::string, std::string> firing = {
+      {"StateguardCSIVolumeQuarantined", "stateguard_csi_volume_quarantined"},
+      {"StateguardCSIGuardMissing", "stateguard_csi_unguarded"}};
+  json checks = json::array();
+  for (const std::string& alert : alerts) {
+    json expected = json::array();
+    if (auto it = firing.find(alert); it != firing.end()) {
+      expected = expectedAlerts(c, it->second, ruleLabels[alert]);
+      EXPECT_EQ(expected.size(), 1u) << alert << ": the scraped series should raise it once";
+    }
+    checks.push_back({{"eval_time", "30m"}, {"alertname", alert}, {"exp_alerts", expected}});
+  }
+  json tests = json::array();
+  tests.push_back({{"interval", "1m"}, {"input_series", series}, {"alert_rule_test", checks}});
+  tests.push_back({{"interval", "1m"},
+                   {"input_series", seriesWithoutUp},
+                   {"alert_rule_test",
+                    {{{"eval_time", "10m"},
+                      {"alertname", "StateguardWebhookDown"},
+                      {"exp_alerts", {{{"exp_labels", {{"severity", "critical"}}}}}}}}}});
+  const std::string dir = makeTempDir("sg-promtool-test");
+  writeText(dir + "/rules.yaml", rules.dump(2));
+  writeText(
+      dir + "/test.yaml",
+      json{{"rule_files", {"rules.yaml"}}, {"evaluation_interval", "1m"}, {"tests", tests}}.dump(
+          2));
+  CommandResult r = runCommand(promtool, {"test", "rules", dir + "/test.yaml"});
+  EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
   removeTree(dir);
 }
 
