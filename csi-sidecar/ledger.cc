@@ -307,7 +307,7 @@ Result<bool> Ledger::remove(const std::string& volumeId) const {
   return removed;
 }
 
-Result<std::vector<LedgerEntry>> Ledger::list() const {
+Result<std::vector<LedgerEntry>> Ledger::list(std::vector<std::string>* unreadable) const {
   std::vector<LedgerEntry> out;
   DIR* d = ::opendir(dir_.c_str());
   if (!d) {
@@ -326,6 +326,10 @@ Result<std::vector<LedgerEntry>> Ledger::list() const {
   std::sort(names.begin(), names.end());
   for (const std::string& name : names) {
     auto entry = readEntryFile(dir_ + "/" + name);
+    if (!entry && unreadable) {
+      unreadable->push_back(entry.error());
+      continue;
+    }
     if (!entry) return makeError(entry.error());
     if (entry.value()) out.push_back(std::move(*entry.value()));
   }

@@ -77,8 +77,10 @@ class Ledger {
   Status store(const LedgerEntry& entry) const;
   /// Removes a volume's entry (returns whether there was one).
   Result<bool> remove(const std::string& volumeId) const;
-  /// Every entry; corrupt files are errors that name the file.
-  Result<std::vector<LedgerEntry>> list() const;
+  /// Every entry; corrupt files are errors that name the file. With `unreadable`, a file that
+  /// cannot be read or parsed is skipped and its error appended there instead (for /metrics,
+  /// which must still count the others); the directory itself failing stays an error.
+  Result<std::vector<LedgerEntry>> list(std::vector<std::string>* unreadable = nullptr) const;
   /// Entries whose `device` is `devicePath` (same path, or the same file after resolving links).
   Result<std::vector<LedgerEntry>> findByDevice(const std::string& devicePath) const;
 

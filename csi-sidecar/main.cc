@@ -178,6 +178,7 @@ int main(int argc, char** argv) {
 
   SidecarMetrics metrics;
   metrics.setBuildInfo(STATEGUARD_VERSION);
+  metrics.setLedger(&ledger);
   Guard guard(GuardConfig{tmpl.value(), ledger.dir(), node, ProbeOptions{}}, pvLedger,
               audit.value().get(), &metrics);
   if (f.has("driver-name")) {

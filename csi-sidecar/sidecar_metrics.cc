@@ -70,7 +70,55 @@ void SidecarMetrics::setBuildInfo(const std::string& version) {
   version_ = version;
 }
 
+void SidecarMetrics::setLedger(const Ledger* ledger) {
+  std::lock_guard lock(mu_);
+  ledger_ = ledger;
+}
+
+namespace {
+
+/// The ledger's quarantine series: one file read and parsed per volume this node's ledger holds
+/// (measured: a scrape takes 54 ms with 1,000 entries, 1.6 ms with none).
+std::string renderLedger(const Ledger& ledger) {
+  std::vector<std::string> unreadable;
+  auto entries = ledger.list(&unreadable);
+  std::ostringstream out;
+  out << "# HELP stateguard_csi_ledger_read_errors Ledger files (or the ledger directory) this "
+         "scrape could not read; their volumes are missing from "
+         "stateguard_csi_quarantined_volumes (`stateguardctl csi ledger list` names them).\n"
+         "# TYPE stateguard_csi_ledger_read_errors gauge\n"
+      << "stateguard_csi_ledger_read_errors " << (entries ? unreadable.size() : 1) << "\n";
+  if (!entries) return out.str();  // no count rather than a wrong 0
+  size_t quarantined = 0;
+  std::ostringstream series;
+  for (const LedgerEntry& e : entries.value()) {
+    if (!e.quarantine) continue;
+    ++quarantined;
+    series << "stateguard_csi_volume_quarantined{volume_id=\"" << escapeLabel(e.volumeId)
+           << "\",pv=\"" << escapeLabel(e.pvName) << "\"} 1\n";
+  }
+  out << "# HELP stateguard_csi_quarantined_volumes Volumes this node's ledger holds quarantined: "
+         "their device showed a filesystem the volume never had; every stage and publish is "
+         "refused until `stateguardctl csi ledger clear-quarantine`.\n"
+         "# TYPE stateguard_csi_quarantined_volumes gauge\n"
+      << "stateguard_csi_quarantined_volumes " << quarantined << "\n"
+      << "# HELP stateguard_csi_volume_quarantined 1 for each volume this node's ledger holds "
+         "quarantined (pv is \"\" when the sidecar has no cluster access).\n"
+         "# TYPE stateguard_csi_volume_quarantined gauge\n"
+      << series.str();
+  return out.str();
+}
+
+}  // namespace
+
 std::string SidecarMetrics::render() const {
+  const Ledger* ledger = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    ledger = ledger_;
+  }
+  // Read outside the lock: the guard's stage path counts refusals while a scrape lists files.
+  const std::string ledgerText = ledger ? renderLedger(*ledger) : "";
   std::lock_guard lock(mu_);
   std::ostringstream out;
   if (!version_.empty()) {
@@ -113,6 +161,7 @@ std::string SidecarMetrics::render() const {
     out << "stateguard_csi_quarantines_total{reason=\"" << escapeLabel(reason) << "\"} " << n
         << "\n";
   }
+  out << ledgerText;
   return out.str();
 }
 

@@ -1,13 +1,16 @@
 #pragma once
 // /metrics of stateguard-csi: the CSI sidecar convention
 // csi_sidecar_operations_seconds{driver_name,method_name,grpc_status_code} plus refusals and
-// quarantines by reason.
+// quarantines by reason, and the volumes this node's ledger holds quarantined (read at each
+// scrape, so a quarantine cleared with stateguardctl disappears at the next one).
 
 #include <array>
 #include <map>
 #include <mutex>
 #include <string>
 #include <tuple>
+
+#include "csi-sidecar/ledger.h"
 
 namespace stateguard::csi {
 
@@ -23,6 +26,10 @@ class SidecarMetrics {
   void setGuardInfo(const std::string& driver, const std::string& node);
   /// stateguard_build_info{version,component="stateguard-csi"} 1, once the version is set.
   void setBuildInfo(const std::string& version);
+  /// The node's ledger, listed at each render() for stateguard_csi_quarantined_volumes,
+  /// stateguard_csi_volume_quarantined{volume_id,pv} and stateguard_csi_ledger_read_errors
+  /// (none of them rendered without it). It must outlive this object.
+  void setLedger(const Ledger* ledger);
   std::string render() const;
 
  private:
@@ -37,6 +44,7 @@ class SidecarMetrics {
   std::map<std::string, uint64_t> quarantines_;
   std::string guardDriver_, guardNode_;
   std::string version_;
+  const Ledger* ledger_ = nullptr;
 };
 
 /// gRPC status code as grpc-go spells it ("OK", "FailedPrecondition", ...), as the other CSI

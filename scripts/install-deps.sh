@@ -16,6 +16,7 @@ packages=(
   curl wrk nginx-light
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
   etcd-server
+  prometheus  # promtool only: monitoring_test checks the shipped alerts' PromQL with it
 )
 
 missing=()

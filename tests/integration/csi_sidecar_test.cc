@@ -5,6 +5,7 @@
 // the data survives.
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,6 +66,13 @@ std::vector<json> lines(const std::string& text) {
 
 bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
+}
+
+/// GET /metrics of the rig's sidecar ("" when it does not answer).
+std::string scrape(const CsiRig& rig) {
+  httplib::Client http("127.0.0.1", rig.httpPort());
+  auto res = http.Get("/metrics");
+  return res && res->status == 200 ? res->body : "";
 }
 
 // ---- a first stage of a blank volume is not refused -------------------------------------------
@@ -320,6 +328,13 @@ TEST_F(CsiSidecarTest, AnotherFilesystemAfterTheStageQuarantinesTheVolume) {
   // Even the right device again is refused until a person clears the quarantine.
   rig.setDevice("pvc-g", img);
   EXPECT_EQ(rig.stage("pvc-g").error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  // The node's quarantine is a gauge and a series naming the volume (for the alert
+  // StateguardCSIVolumeQuarantined), read from the ledger at each scrape.
+  std::string m = scrape(rig);
+  EXPECT_TRUE(contains(m, "\nstateguard_csi_quarantined_volumes 1\n")) << m;
+  EXPECT_TRUE(contains(m, "\nstateguard_csi_volume_quarantined{volume_id=\"pvc-g\",pv=\"\"} 1\n"))
+      << m;
+  EXPECT_TRUE(contains(m, "\nstateguard_csi_ledger_read_errors 0\n")) << m;
 
   // The person at the terminal: list shows it, clearing needs a reason and is audited.
   const std::string ctl = binaryPath("stateguardctl");
@@ -340,6 +355,16 @@ TEST_F(CsiSidecarTest, AnotherFilesystemAfterTheStageQuarantinesTheVolume) {
   EXPECT_EQ(audit[0]["action"], "csi-ledger-clear-quarantine");
   EXPECT_EQ(audit[0]["reason"], "data copied back from replica 2");
   EXPECT_TRUE(audit[0]["before"]["node"].contains("quarantine"));
+  // Cleared: the next scrape says so, without a restart.
+  m = scrape(rig);
+  EXPECT_TRUE(contains(m, "\nstateguard_csi_quarantined_volumes 0\n")) << m;
+  EXPECT_FALSE(contains(m, "stateguard_csi_volume_quarantined{")) << m;
+  // A ledger file that cannot be read is counted, not taken for "no quarantine".
+  writeText(rig.ledgerDir() + "/vol-pvc-torn.json", "{\"volumeId\":");
+  m = scrape(rig);
+  EXPECT_TRUE(contains(m, "\nstateguard_csi_ledger_read_errors 1\n")) << m;
+  EXPECT_TRUE(contains(m, "\nstateguard_csi_quarantined_volumes 0\n")) << m;
+  ::unlink((rig.ledgerDir() + "/vol-pvc-torn.json").c_str());
   // The filesystem now on the volume is the one the person accepted: it stages and publishes.
   rig.setDevice("pvc-g", other);
   grpc::Status staged = rig.stage("pvc-g");

@@ -1245,6 +1245,93 @@ TEST(HelmChart, CsiGuardValuesRenderTheSameObjectsAsTheCsiInjectionComponent) {
     EXPECT_NE(o["kind"], "MutatingWebhookConfiguration") << "csiGuard is off by default";
 }
 
+// Monitoring (docs/operations.md, "Monitoring"): the kustomize component beside an overlay and
+// the chart's metrics.* values render the same objects; the chart's copies of the alerts and the
+// dashboard are the component's; the ServiceMonitor and PodMonitor point at ports that exist;
+// nothing of it is rendered by default. What the alerts and panels query is checked against the
+// running binaries by monitoring_test.
+TEST(HelmChart, MetricsValuesRenderTheSameObjectsAsTheMonitoringComponent) {
+  for (const char* file : {"prometheusrule.yaml", "grafana-dashboard.json"}) {
+    EXPECT_EQ(
+        readText(sourcePath(std::string("manifests/components/monitoring/") + file)),
+        readText(sourcePath(std::string("manifests/helm/stateguard/files/monitoring/") + file)))
+        << "copy manifests/components/monitoring/" << file
+        << " to manifests/helm/stateguard/files/monitoring/";
+  }
+  const std::string dir = makeTempDir("sg-monitoring");
+  const std::string rel =
+      std::filesystem::relative(sourcePath("manifests"), std::filesystem::path(dir)).string();
+  writeText(dir + "/kustomization.yaml", "resources: [" + rel + "/overlays/cert-manager]\n" +
+                                             "components: [" + rel + "/components/monitoring]\n");
+  const auto objects = kustomize(dir);
+  removeTree(dir);
+  checkWellFormed(objects, "cert-manager overlay + monitoring");
+  const auto chart = renderChart({"--set", "metrics.serviceMonitor.enabled=true", "--set",
+                                  "metrics.podMonitor.enabled=true", "--set",
+                                  "metrics.prometheusRule.enabled=true", "--set",
+                                  "metrics.grafanaDashboard.enabled=true"});
+  checkWellFormed(chart, "chart (metrics.*.enabled)");
+  expectSameObjects(objects, chart, "cert-manager overlay + monitoring vs chart (metrics)");
+
+  for (const auto* rendered : {&objects, &chart}) {
+    SCOPED_TRACE(rendered == &objects ? "kustomize" : "chart");
+    // The ServiceMonitor selects the metrics Service alone, whose port reaches the container's.
+    const json* monitor = find(*rendered, "ServiceMonitor", "stateguard-webhook");
+    const json* service = find(*rendered, "Service", "stateguard-webhook-metrics");
+    const json* deployment = find(*rendered, "Deployment", "stateguard-webhook");
+    ASSERT_TRUE(monitor && service && deployment);
+    for (const auto& o : *rendered) {
+      if (o["kind"] != "Service") continue;
+      bool selected = true;
+      for (const auto& [k, v] : (*monitor)["spec"]["selector"]["matchLabels"].items())
+        selected = selected && o["metadata"]["labels"].value(k, "") == v;
+      EXPECT_EQ(selected, o["metadata"]["name"] == "stateguard-webhook-metrics")
+          << "ServiceMonitor selects Service " << o["metadata"]["name"];
+    }
+    const json& endpoint = (*monitor)["spec"]["endpoints"][0];
+    const json& port = (*service)["spec"]["ports"][0];
+    EXPECT_EQ(endpoint["port"], port["name"]);
+    bool containerPort = false;
+    for (const auto& p : (*deployment)["spec"]["template"]["spec"]["containers"][0]["ports"])
+      containerPort =
+          containerPort || (p["name"] == port["targetPort"] && p["containerPort"] == 9443);
+    EXPECT_TRUE(containerPort) << "no container port " << port["targetPort"] << " = 9443";
+    const json& args = (*deployment)["spec"]["template"]["spec"]["containers"][0]["args"];
+    auto flag = std::find(args.begin(), args.end(), "--metrics-listen");
+    ASSERT_NE(flag, args.end());
+    EXPECT_EQ(*(flag + 1), "0.0.0.0:9443");
+    EXPECT_EQ(endpoint["scheme"], "https");
+    EXPECT_EQ(endpoint["honorLabels"], true)
+        << "the alerts read stateguard_csi_unguarded's own namespace label (monitoring_test)";
+    EXPECT_EQ(endpoint["tlsConfig"]["ca"]["secret"]["name"], "stateguard-webhook-tls");
+    for (const auto& [k, v] : (*service)["spec"]["selector"].items())
+      EXPECT_EQ((*deployment)["spec"]["template"]["metadata"]["labels"].value(k, ""), v);
+    // The PodMonitor's port is the one the CSI injection gives the sidecar's container.
+    const json* pods = find(*rendered, "PodMonitor", "stateguard-csi");
+    ASSERT_NE(pods, nullptr);
+    EXPECT_EQ((*pods)["spec"]["podMetricsEndpoints"][0]["port"], "stateguard-csi");
+    EXPECT_EQ((*pods)["spec"]["namespaceSelector"]["matchNames"],
+              json({"longhorn-system", "rook-ceph"}));
+    const json* dashboard = find(*rendered, "ConfigMap", "stateguard-grafana-dashboard");
+    ASSERT_NE(dashboard, nullptr);
+    EXPECT_EQ((*dashboard)["metadata"]["labels"].value("grafana_dashboard", ""), "1");
+    EXPECT_EQ(json::parse((*dashboard)["data"]["stateguard.json"].get<std::string>())["uid"],
+              "stateguard");
+    ASSERT_NE(find(*rendered, "PrometheusRule", "stateguard"), nullptr);
+  }
+  // The injected sidecar's container port carries that name (webhook/csi_inject.cc).
+  const std::string sidecar = readText(sourcePath("manifests/csi-sidecar/component/sidecar.yaml"));
+  EXPECT_NE(sidecar.find("- name: stateguard-csi\n              containerPort: 9810"),
+            std::string::npos);
+
+  for (const auto& o : renderChart({})) {
+    const std::string kind = o["kind"];
+    EXPECT_TRUE(kind != "ServiceMonitor" && kind != "PodMonitor" && kind != "PrometheusRule")
+        << kind << " rendered by default";
+    EXPECT_NE(o["metadata"]["name"], "stateguard-grafana-dashboard");
+  }
+}
+
 TEST(HelmChart, ProvidedCertificatesRenderTheSameObjectsAsTheBase) {
   const std::string bundle =
       "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCnRlc3QKLS0tLS1FTkQgQ0VSVElGSUNBVEUtLS0tLQo=";
