@@ -110,11 +110,13 @@ void BackgroundScan::scanNow() {
   }
   std::ostringstream m;
   m << finding("stateguard_scan_findings",
-               "Hazards the last background scan found, by rule, severity, kind and namespace.");
+               "Hazards the last background scan found, by rule, severity, and the objects' kind "
+               "and namespace (object_namespace; none for cluster-scoped objects, so that "
+               "Prometheus does not fill in the scrape target's namespace).");
   for (const auto& [key, n] : counts) {
     const auto& [rule, severity, kind, ns] = key;
     m << "stateguard_scan_findings{rule=\"" << escapeLabel(rule) << "\",severity=\""
-      << escapeLabel(severity) << "\",kind=\"" << escapeLabel(kind) << "\",namespace=\""
+      << escapeLabel(severity) << "\",kind=\"" << escapeLabel(kind) << "\",object_namespace=\""
       << escapeLabel(ns) << "\"} " << n << "\n";
   }
   m << finding("stateguard_volumes_quarantined",

@@ -1458,7 +1458,7 @@ TEST_F(E2e, BackgroundScanReportsWhatExistsAndOneReplicaWritesIt) {
   const std::string metrics = g->webhook->get("/metrics").second;
   EXPECT_EQ(sample(metrics,
                    "stateguard_scan_findings{rule=\"claim-unused\",severity=\"note\","
-                   "kind=\"PersistentVolumeClaim\",namespace=\"e2e-scan\"}"),
+                   "kind=\"PersistentVolumeClaim\",object_namespace=\"e2e-scan\"}"),
             1)
       << metrics;
   EXPECT_EQ(sample(metrics, "stateguard_policy_reports_available"), 1);

@@ -423,6 +423,20 @@ std::string webhookOnFile(const std::string& dir) {
   EXPECT_TRUE(rook.ok() && !rook->empty());
   json list = {{"apiVersion", "v1"}, {"kind", "List"}, {"items", json::array()}};
   if (rook.ok() && !rook->empty()) list["items"].push_back(rook->front());
+  // Hazards for the background scan: an invalid break-glass annotation (an error: its rule
+  // would refuse it now) and a bound claim without any backup (backup-stale).
+  for (const char* item : {
+           R"({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"legacy",
+               "annotations":{"stateguard.io/allow":"pvc-delete"}}})",
+           R"({"apiVersion":"v1","kind":"PersistentVolume","metadata":{"name":"pv-shop-data"},
+               "spec":{"capacity":{"storage":"1Gi"},"persistentVolumeReclaimPolicy":"Retain",
+                       "claimRef":{"namespace":"shop","name":"data"},"hostPath":{"path":"/x"}},
+               "status":{"phase":"Bound"}})",
+           R"({"apiVersion":"v1","kind":"PersistentVolumeClaim",
+               "metadata":{"name":"data","namespace":"shop"},
+               "spec":{"volumeName":"pv-shop-data","resources":{"requests":{"storage":"1Gi"}}},
+               "status":{"phase":"Bound"}})"})
+    list["items"].push_back(json::parse(item));
   writeText(dir + "/state.json", list.dump());
   WebhookProcess webhook(dir, certs, {"--cluster-state", dir + "/state.json"},
                          {"--csi-guard", dir + "/csi-guard.yaml"});
@@ -436,7 +450,7 @@ std::string webhookOnFile(const std::string& dir) {
   return scrapeUntil(
       [&] { return webhook.get("/metrics").second; },
       {"stateguard_admission_requests_total{", "stateguard_admission_rejected_total{",
-       "stateguard_csi_unguarded{", "stateguard_audit_lines_total"});
+       "stateguard_csi_unguarded{", "stateguard_audit_lines_total", "stateguard_scan_findings{"});
 }
 
 /// The webhook on the test API server (the watch cache's series: cache silence, relists).
@@ -668,8 +682,9 @@ json expectedAlerts(const Catalog& c, const std::string& metric, const json& rul
 }
 
 // The alerts fire on what the binaries serve, as Prometheus would hold it (the targets' labels
-// merged in, counters flat): the quarantined volume and the unguarded rook-ceph DaemonSet raise
-// their alerts, with labels the annotations can name; the healthy webhook and sidecar raise
+// merged in, counters flat): the quarantined volume, the unguarded rook-ceph DaemonSet, the
+// invalid break-glass annotation and the claim without backups raise their alerts, with labels
+// the annotations can name; the healthy webhook and sidecar raise
 // nothing else; with no webhook replica scraped, StateguardWebhookDown fires.
 TEST_F(Monitoring, AlertsFireOnWhatTheBinariesServe) {
   const std::string promtool = findProgram("promtool");
@@ -704,6 +719,13 @@ TEST_F(Monitoring, AlertsFireOnWhatTheBinariesServe) {
       expected = expectedAlerts(c, it->second, ruleLabels[alert]);
       EXPECT_EQ(expected.size(), 1u) << alert << ": the scraped series should raise it once";
     }
+    // The background scan's hazards in the state file, aggregated as the alerts do.
+    if (alert == "StateguardHazardPresent")
+      expected = {
+          {{"exp_labels",
+            {{"severity", "warning"}, {"rule", "break-glass-annotation"}, {"kind", "Namespace"}}}}};
+    if (alert == "StateguardBackupStale")
+      expected = {{{"exp_labels", {{"severity", "warning"}, {"object_namespace", "shop"}}}}};
     checks.push_back({{"eval_time", "30m"}, {"alertname", alert}, {"exp_alerts", expected}});
   }
   json tests = json::array();
