@@ -1,5 +1,6 @@
 #include "webhook/background_scan.h"
 
+#include <algorithm>
 #include <map>
 #include <sstream>
 #include <tuple>
@@ -78,8 +79,17 @@ void BackgroundScan::scanLoop() {
     const auto now = std::chrono::steady_clock::now();
     const uint64_t generation = state_->generation();
     const auto policy = policy_();
+    // A scan of a large cluster takes seconds of CPU on a replica that also answers reviews:
+    // after a change, wait at least ten times the last scan's duration, so that scanning takes
+    // at most about a tenth of one CPU however often the cluster changes.
+    std::chrono::steady_clock::duration gap = options_.afterChange;
+    {
+      std::lock_guard lock(mu_);
+      gap = std::max(gap, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                              std::chrono::duration<double>(lastDuration_ * 10)));
+    }
     const bool due = !led || policy != scannedPolicy || now - lastScan >= options_.interval ||
-                     (generation != scannedGeneration && now - lastScan >= options_.afterChange);
+                     (generation != scannedGeneration && now - lastScan >= gap);
     if (!due) continue;
     led = true;
     scannedGeneration = generation;

@@ -25,7 +25,8 @@ namespace stateguard {
 
 struct BackgroundScanOptions {
   std::chrono::seconds interval{std::chrono::minutes(10)};  ///< a full scan at least this often
-  /// A change in the cluster state is scanned within this long; scans run at most this often.
+  /// A change in the cluster state is scanned within this long (or ten times the last scan's
+  /// duration, when that is longer); scans run at most this often.
   std::chrono::seconds afterChange{15};
   scan::Options scan;
   /// Whether the cluster serves ETCDSnapshotFiles (asked at every scan); null: no.
