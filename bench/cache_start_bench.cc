@@ -4,14 +4,25 @@
 // once ready. Objects look like a real apiserver's (managedFields, status, env, probes).
 //
 //   cache-start-bench [PODS] [CLAIMS]      (default 100000 20000)
+//
+// BASELINE_BIN=<another build's stateguard-webhook> starts that one too, against the same server,
+// alternating with this build's; BENCH_ROUNDS=N repeats (default 1).
+
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
+#include "bench/generated_cluster.h"
 #include "tests/support/process.h"
 #include "tests/support/test_apiserver.h"
 #include "tests/support/tls_material.h"
@@ -19,74 +30,9 @@
 
 using stateguard::json;
 using namespace stateguard::testing;
+using namespace stateguard::bench;
 
 namespace {
-
-json managedFields() {
-  return json::array(
-      {{{"manager", "kube-controller-manager"},
-        {"operation", "Update"},
-        {"apiVersion", "v1"},
-        {"time", "2026-11-01T10:00:00Z"},
-        {"fieldsType", "FieldsV1"},
-        {"fieldsV1",
-         {{"f:metadata", {{"f:labels", {{".", json::object()}, {"f:app", json::object()}}}}},
-          {"f:spec",
-           {{"f:containers", {{"k:{\"name\":\"app\"}", {{"f:image", json::object()}}}}}}}}}},
-       {{"manager", "kubelet"},
-        {"operation", "Update"},
-        {"subresource", "status"},
-        {"fieldsV1",
-         {{"f:status", {{"f:conditions", json::object()}, {"f:podIP", json::object()}}}}}}});
-}
-
-/// Claim c is mounted by Pod c * stride (and lives in its namespace).
-int stride(int pods, int claims) { return claims > 0 ? std::max(1, pods / claims) : 1; }
-
-json pod(int i, int claims, int pods) {
-  const std::string ns = "team-" + std::to_string(i % 50);
-  const std::string app = "app-" + std::to_string(i % 500);
-  json volumes = json::array();
-  const int s = stride(pods, claims);
-  if (i % s == 0 && i / s < claims)
-    volumes.push_back(
-        {{"name", "data"},
-         {"persistentVolumeClaim", {{"claimName", "data-" + std::to_string(i / s)}}}});
-  json token = {{"serviceAccountToken", {{"path", "token"}}}};
-  volumes.push_back({{"name", "kube-api-access"},
-                     {"projected", {{"defaultMode", 420}, {"sources", json::array({token})}}}});
-  return {{"apiVersion", "v1"},
-          {"kind", "Pod"},
-          {"metadata",
-           {{"name", app + "-7c9f8d6b5-" + std::to_string(i)},
-            {"namespace", ns},
-            {"uid", "pod-uid-" + std::to_string(i)},
-            {"creationTimestamp", "2026-11-01T10:00:00Z"},
-            {"labels", {{"app", app}, {"pod-template-hash", "7c9f8d6b5"}}},
-            {"ownerReferences",
-             {{{"apiVersion", "apps/v1"},
-               {"kind", "ReplicaSet"},
-               {"name", app + "-7c9f8d6b5"},
-               {"uid", "rs-uid"},
-               {"controller", true},
-               {"blockOwnerDeletion", true}}}},
-            {"managedFields", managedFields()}}},
-          {"spec",
-           {{"nodeName", "node-" + std::to_string(i % 100)},
-            {"volumes", volumes},
-            {"containers",
-             {{{"name", "app"},
-               {"image", "registry.example.com/team/app:1." + std::to_string(i % 30) + ".0"},
-               {"env", {{{"name", "LOG_LEVEL"}, {"value", "info"}}}},
-               {"resources", {{"requests", {{"cpu", "100m"}, {"memory", "128Mi"}}}}},
-               {"readinessProbe", {{"httpGet", {{"path", "/ready"}, {"port", 8080}}}}}}}}}},
-          {"status",
-           {{"phase", "Running"},
-            {"podIP", "10.244.0." + std::to_string(i % 250)},
-            {"conditions", {{{"type", "Ready"}, {"status", "True"}}}},
-            {"containerStatuses",
-             {{{"name", "app"}, {"ready", true}, {"restartCount", 0}, {"started", true}}}}}}};
-}
 
 long rssKiB(pid_t pid) {
   std::ifstream in("/proc/" + std::to_string(pid) + "/status");
@@ -94,6 +40,20 @@ long rssKiB(pid_t pid) {
   while (std::getline(in, line))
     if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
   return -1;
+}
+
+/// utime + stime of a process, in seconds.
+double cpuSeconds(const std::string& pid) {
+  std::ifstream in("/proc/" + pid + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t close = stat.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string f;
+  double ticks = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i)
+    if (i == 14 || i == 15) ticks += std::stod(f);
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
 }
 
 }  // namespace
@@ -136,28 +96,51 @@ int main(int argc, char** argv) {
              {"status", {{"phase", "Bound"}}}});
   }
   DevCerts certs = makeDevCerts(dir + "/certs");
-  const auto started = std::chrono::steady_clock::now();
-  WebhookProcess webhook(dir, certs, {"--kubeconfig", dir + "/kubeconfig"});
-  double readySeconds = -1;
-  while (webhook.started() && webhook.process().running()) {
-    if (webhook.get("/readyz").first == 200) {
-      readySeconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      break;
-    }
-    if (std::chrono::steady_clock::now() - started > std::chrono::minutes(5)) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  std::this_thread::sleep_for(std::chrono::seconds(3));  // jemalloc gives freed pages back
-  const long rss = rssKiB(webhook.process().pid());
+  // Builds to compare, started alternately against the same server, ROUNDS times.
+  std::vector<std::pair<std::string, std::string>> builds;  // label, binary ("" = this build)
+  if (const char* base = std::getenv("BASELINE_BIN"); base != nullptr && *base != '\0')
+    builds.emplace_back("baseline", base);
+  builds.emplace_back("this build", "");
+  const char* roundsEnv = std::getenv("BENCH_ROUNDS");
+  const int rounds = roundsEnv != nullptr ? std::max(1, std::atoi(roundsEnv)) : 1;
   const int objects = pods + 2 * claims;
+  bool allReady = true;
   std::printf(
-      "| Pods | claims + PVs | list pages of Pods | ready after | RSS | RSS per object |\n");
-  std::printf("|---|---|---|---|---|---|\n");
-  std::printf("| %d | %d | %zu | %s | %.0f MiB | %.2f KiB |\n", pods, 2 * claims,
-              api.listRequests("Pod"),
-              readySeconds < 0 ? "never (5 min)" : (std::to_string(readySeconds) + " s").c_str(),
-              rss / 1024.0, objects > 0 ? rss / static_cast<double>(objects) : 0.0);
+      "| build | round | Pods | claims + PVs | list pages of Pods | ready after | webhook CPU | "
+      "server CPU | RSS | RSS per object |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
+  for (int round = 1; round <= rounds; ++round) {
+    for (const auto& [label, binary] : builds) {
+      const size_t pagesBefore = api.listRequests("Pod");
+      const auto started = std::chrono::steady_clock::now();
+      const double serverCpuBefore = cpuSeconds("self");
+      WebhookProcess webhook(dir, certs, {"--kubeconfig", dir + "/kubeconfig"}, {}, binary);
+      double readySeconds = -1;
+      double webhookCpu = -1;
+      double serverCpu = -1;
+      while (webhook.started() && webhook.process().running()) {
+        if (webhook.get("/readyz").first == 200) {
+          readySeconds =
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+          webhookCpu = cpuSeconds(std::to_string(webhook.process().pid()));
+          serverCpu = cpuSeconds("self") - serverCpuBefore;
+          break;
+        }
+        if (std::chrono::steady_clock::now() - started > std::chrono::minutes(5)) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(3));  // jemalloc gives freed pages back
+      const long rss = rssKiB(webhook.process().pid());
+      allReady = allReady && readySeconds >= 0;
+      std::printf(
+          "| %s | %d | %d | %d | %zu | %s | %.1f s | %.1f s | %.0f MiB | %.2f KiB |\n",
+          label.c_str(), round, pods, 2 * claims, api.listRequests("Pod") - pagesBefore,
+          readySeconds < 0 ? "never (5 min)" : (std::to_string(readySeconds) + " s").c_str(),
+          webhookCpu, serverCpu, static_cast<double>(rss) / 1024.0,
+          objects > 0 ? static_cast<double>(rss) / objects : 0.0);
+      std::fflush(stdout);
+    }
+  }
   removeTree(dir);
-  return readySeconds < 0 ? 1 : 0;
+  return allReady ? 0 : 1;
 }

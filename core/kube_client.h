@@ -47,8 +47,11 @@ Result<KubeConfig> loadInClusterConfig(
 
 /// Answer to one API request.
 struct KubeResponse {
-  int status = 0;     ///< HTTP status; 0 when there was no answer (connect, TLS, timeout, stopped)
-  json body;          ///< parsed JSON body (a Status object on API errors); null when not JSON
+  int status = 0;  ///< HTTP status; 0 when there was no answer (connect, TLS, timeout, stopped)
+  json body;       ///< parsed JSON body (a Status object on API errors); null when not JSON
+  /// The body as received, unparsed, when the request asked for it (then `body` is only parsed
+  /// for answers other than 2xx): list pages the caller decodes itself.
+  std::string text;
   std::string error;  ///< "" on success; else names the request and the cause
   bool ok() const { return error.empty(); }
 };
@@ -106,7 +109,9 @@ class KubeClient {
   /// DELETE an object; the raw outcome.
   KubeResponse remove(const std::string& path);
   /// One page of a list: `apiPath?limit=N&continue=TOKEN` (limit 0 = no limit, token "" = first).
-  KubeResponse list(const std::string& apiPath, int64_t limit, const std::string& continueToken);
+  /// `raw`: a 2xx body is left in `text`, unparsed (see ListPageDecoder).
+  KubeResponse list(const std::string& apiPath, int64_t limit, const std::string& continueToken,
+                    bool raw = false);
   /// Streams `apiPath?watch=1&resourceVersion=RV&allowWatchBookmarks=true&timeoutSeconds=N`,
   /// calling `onEvent` for each event as it arrives; returns when the stream ends.
   WatchResult watch(const std::string& apiPath, const std::string& resourceVersion,
@@ -128,7 +133,8 @@ class KubeClient {
   explicit KubeClient(KubeConfig config);
 
   std::unique_ptr<httplib::SSLClient> makeClient(std::chrono::seconds readTimeout);
-  KubeResponse send(const std::string& path, const json* body, const char* verb = "GET");
+  KubeResponse send(const std::string& path, const json* body, const char* verb = "GET",
+                    bool raw = false);
   std::string currentToken();
   void tokenRejected();
   std::string describe(const std::string& path) const;

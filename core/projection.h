@@ -14,7 +14,9 @@
 // tests/unit/projection_test.cc runs every rule suite with and without projection and requires
 // the same verdicts and messages: a rule that starts reading a dropped field fails it.
 
+#include <span>
 #include <string>
+#include <string_view>
 
 #include "core/json_yaml.h"
 
@@ -22,6 +24,11 @@ namespace stateguard {
 
 /// Trims `object` (of `kind`, as the cache keys kinds) to what the rules read. Idempotent.
 void projectForCache(const std::string& kind, json& object);
+
+/// True when projectForCache(kind, ·) drops the field at `path` (object keys from the root, no
+/// array steps) whatever it holds, so a decoder may skip it without building it (the watch
+/// cache's list pages, core/json_fast.h). False means "build it; projectForCache decides".
+bool cacheSkipsField(const std::string& kind, std::span<const std::string_view> path);
 
 /// Turns projection off for this process (the test that compares verdicts with and without it).
 void setCacheProjection(bool enabled);

@@ -1,10 +1,15 @@
 #include "core/watch_cache.h"
 
 #include <algorithm>
+#include <future>
 #include <random>
+#include <span>
+#include <string_view>
 
+#include "core/json_fast.h"
 #include "core/k8s.h"
 #include "core/log.h"
+#include "core/projection.h"
 
 namespace stateguard {
 namespace {
@@ -159,13 +164,22 @@ void WatchCache::markSynced(const std::string& kind) {
 
 Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
   const std::string kind = rk.storeKey();
+  const std::string what = "list " + std::string(rk.apiPath);
+  // Fields the projection drops are never built as trees (managedFields; most of a Pod).
+  const FieldSkip skip = [&kind](std::span<const std::string_view> path) {
+    return cacheSkipsField(kind, path);
+  };
   for (int attempt = 1;; ++attempt) {
     ObjectStore::Batch items;
+    ListPageDecoder decoder;  // simdjson's buffers for this list only
     std::string continueToken;
     std::string resourceVersion;
     bool expired = false;
-    do {
-      KubeResponse page = client_->list(rk.apiPath, options_.pageLimit, continueToken);
+    KubeResponse page = client_->list(rk.apiPath, options_.pageLimit, "", true);
+    // The next page is asked for as soon as this one's continue token is read, and arrives while
+    // this one's items are decoded and packed: the apiserver's work and ours overlap.
+    std::future<KubeResponse> next;
+    for (;;) {
       if (stopping()) return makeError("stopped");
       if (page.status == 410 && !continueToken.empty()) {
         expired = true;
@@ -182,43 +196,43 @@ Result<std::string> WatchCache::listAll(const ResourceKind& rk) {
         return std::string();
       }
       if (!page.ok()) return makeError(page.error);
-      json& body = page.body;
-      if (!body.is_object())
-        return makeError("list " + std::string(rk.apiPath) + ": not an object");
-      auto found = body.find("items");
-      if (found != body.end() && !found->is_null() && !found->is_array()) {
-        return makeError("list " + std::string(rk.apiPath) + ": items is not an array");
+      ListPageDecoder::Page meta;
+      std::string error;
+      if (!decoder.parse(page.text, meta, error)) return makeError(what + ": " + error);
+      // Every page of a paginated list is served from the first page's snapshot.
+      if (resourceVersion.empty()) resourceVersion = meta.resourceVersion;
+      continueToken = meta.continueToken;
+      if (!continueToken.empty()) {
+        next = std::async(std::launch::async, [this, &rk, token = continueToken] {
+          return client_->list(rk.apiPath, options_.pageLimit, token, true);
+        });
       }
       // List items carry neither kind nor apiVersion: the list does, for all of them.
-      const std::string apiVersion = k8s::str(body, "/apiVersion");
-      if (found != body.end() && found->is_array()) {
-        for (auto& item : *found) {
-          if (!item.is_object() || k8s::name(item).empty()) {
-            log::warn("watch cache: " + kind + ": list item without metadata.name ignored");
-            continue;
-          }
-          item["kind"] = rk.kind;
-          if (!item.contains("apiVersion") && !apiVersion.empty()) item["apiVersion"] = apiVersion;
-          items.add(kind, std::move(item));  // packed as each page comes: never a whole list
+      const bool added = decoder.forEachItem(skip, [&](json item) {
+        if (!item.is_object() || k8s::name(item).empty()) {
+          log::warn("watch cache: " + kind + ": list item without metadata.name ignored");
+          return;
         }
-      }
-      // Every page of a paginated list is served from the first page's snapshot.
-      if (resourceVersion.empty()) resourceVersion = k8s::str(body, "/metadata/resourceVersion");
-      continueToken = k8s::str(body, "/metadata/continue");
-    } while (!continueToken.empty());
+        item["kind"] = rk.kind;
+        if (!item.contains("apiVersion") && !meta.apiVersion.empty())
+          item["apiVersion"] = meta.apiVersion;
+        items.add(kind, std::move(item));  // packed as each page comes: never a whole list
+      });
+      if (!added) return makeError(what + ": an item nests too deep");
+      if (continueToken.empty()) break;
+      page = next.get();
+    }
 
     if (expired) {
       if (attempt >= kMaxListRestarts) {
-        return makeError("list " + std::string(rk.apiPath) + ": continue token expired " +
-                         std::to_string(attempt) + " times in a row");
+        return makeError(what + ": continue token expired " + std::to_string(attempt) +
+                         " times in a row");
       }
       log::info("watch cache: " + kind +
                 ": restarting the list: continue token expired (410 Gone) between pages");
       continue;
     }
-    if (resourceVersion.empty()) {
-      return makeError("list " + std::string(rk.apiPath) + ": no metadata.resourceVersion");
-    }
+    if (resourceVersion.empty()) return makeError(what + ": no metadata.resourceVersion");
     const size_t count = items.size();
     store_->replaceAll(kind, std::move(items));
     update(kind, [&](WatchStats& s) {

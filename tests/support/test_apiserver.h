@@ -122,11 +122,14 @@ class TestApiServer {
     std::string line;  ///< serialised event with the trailing '\n'
   };
   struct WatchStream;
+  /// Objects are shared and never changed in place (a change stores a new one), so a list's
+  /// snapshot is a vector of pointers, as a real apiserver's watch cache hands out.
+  using Stored = std::shared_ptr<const json>;
   /// The rest of a paginated list, served from the state at its first page.
   struct Snapshot {
     uint64_t rv;
     std::string kind;
-    std::vector<json> items;
+    std::vector<Stored> items;
     size_t offset;
   };
 
@@ -156,7 +159,7 @@ class TestApiServer {
   uint64_t rv_ = 1;
   uint64_t historyStart_ = 1;  ///< watches from RV >= this are served from history
   std::deque<Event> history_;
-  std::map<std::string, std::map<std::pair<std::string, std::string>, json>> objects_;
+  std::map<std::string, std::map<std::pair<std::string, std::string>, Stored>> objects_;
   std::set<std::shared_ptr<WatchStream>> streams_;
   std::map<std::string, Snapshot> snapshots_;
   uint64_t nextSnapshot_ = 1;

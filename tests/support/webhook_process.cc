@@ -15,7 +15,7 @@ DevCerts makeDevCerts(const std::string& dir) {
 
 WebhookProcess::WebhookProcess(const std::string& dir, const DevCerts& certs,
                                std::vector<std::string> sourceArgs,
-                               std::vector<std::string> extraArgs)
+                               std::vector<std::string> extraArgs, const std::string& binary)
     : certs_(certs), auditPath_(dir + "/audit.log") {
   // Audit lines written before each answer: the tests read the log right after a response.
   // extraArgs may name another --audit-log (and --audit-mode).
@@ -32,7 +32,8 @@ WebhookProcess::WebhookProcess(const std::string& dir, const DevCerts& certs,
       certs.tlsKey, "--audit-log", auditPath_,   "--audit-flush-ms", "0"};
   args.insert(args.end(), sourceArgs.begin(), sourceArgs.end());
   args.insert(args.end(), extraArgs.begin(), extraArgs.end());
-  process_ = std::make_unique<ChildProcess>(binaryPath("stateguard-webhook"), args, dir);
+  process_ = std::make_unique<ChildProcess>(
+      binary.empty() ? binaryPath("stateguard-webhook") : binary, args, dir);
   if (!process_->waitForOutput("listening on https://", std::chrono::seconds(20))) return;
   static const std::regex re(R"(listening on https://127\.0\.0\.1:(\d+))");
   std::smatch m;

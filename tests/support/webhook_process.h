@@ -24,9 +24,10 @@ DevCerts makeDevCerts(const std::string& dir);
 /// A running stateguard-webhook on 127.0.0.1:<random port>.
 class WebhookProcess {
  public:
-  /// `sourceArgs` e.g. {"--cluster-state", path}; audit log goes to dir/audit.log.
+  /// `sourceArgs` e.g. {"--cluster-state", path}; audit log goes to dir/audit.log. `binary`
+  /// runs another build of the webhook (benchmarks against a baseline); "" is this build's.
   WebhookProcess(const std::string& dir, const DevCerts& certs, std::vector<std::string> sourceArgs,
-                 std::vector<std::string> extraArgs = {});
+                 std::vector<std::string> extraArgs = {}, const std::string& binary = "");
   ~WebhookProcess();
 
   bool started() const { return port_ > 0; }

@@ -3,7 +3,10 @@
 
 #include <gtest/gtest.h>
 
+#include <string_view>
+
 #include "core/cluster_state.h"
+#include "core/json_fast.h"
 #include "core/k8s.h"
 #include "core/projection.h"
 
@@ -74,6 +77,102 @@ TEST(ObjectStore, HoldsLessThanTheProjectionsJson) {
   store.upsert("Pod", p);
   projectForCache("Pod", p);
   EXPECT_LT(store.packedBytes(), p.dump().size());
+}
+
+// The watch cache decodes list pages with ListPageDecoder, skipping what cacheSkipsField names:
+// what it builds must project to exactly what a full decode projects to, for every kind.
+TEST(ListPageDecoder, SkippingFieldsProjectsToTheSameObjectsAsAFullDecode) {
+  json full = pod("a", "p1", "img:1");
+  full.erase("kind");
+  full.erase("apiVersion");
+  full["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "{...}";
+  full["metadata"]["labels"] = {{"app", "web"}};
+  full["metadata"]["ownerReferences"] = json::array(
+      {{{"kind", "ReplicaSet"}, {"name", "rs"}, {"uid", "u"}, {"blockOwnerDeletion", true}}});
+  full["metadata"]["generateName"] = "p-";
+  full["spec"]["volumes"] =
+      json::array({{{"name", "data"}, {"persistentVolumeClaim", {{"claimName", "c1"}}}},
+                   {{"name", "tok"}, {"projected", {{"sources", json::array()}}}}});
+  full["spec"]["initContainers"] =
+      json::array({{{"name", "init"}, {"image", "i"}, {"args", {"-x"}}}});
+  full["spec"]["tolerations"] = json::array({{{"key", "k"}}});
+  full["status"]["conditions"] = json::array({{{"type", "Ready"}}});
+  json pv = {
+      {"metadata",
+       {{"name", "pv1"},
+        {"managedFields", json::array({{{"manager", "m"}}})},
+        {"annotations", {{"kubectl.kubernetes.io/last-applied-configuration", "{}"}}}}},
+      {"spec", {{"persistentVolumeReclaimPolicy", "Delete"}, {"claimRef", {{"name", "c1"}}}}},
+      {"status", {{"phase", "Bound"}}}};
+  for (const auto& [kind, item] :
+       {std::pair<std::string, json>{"Pod", full}, {"PersistentVolume", pv}}) {
+    const std::string text = json{{"apiVersion", "v1"},
+                                  {"kind", kind + "List"},
+                                  {"metadata", {{"resourceVersion", "42"}, {"continue", "tok=="}}},
+                                  {"items", json::array({item, 7, item})}}
+                                 .dump();
+    ListPageDecoder decoder;
+    ListPageDecoder::Page page;
+    std::string error;
+    ASSERT_TRUE(decoder.parse(text, page, error)) << error;
+    EXPECT_EQ(page.apiVersion, "v1");
+    EXPECT_EQ(page.resourceVersion, "42");
+    EXPECT_EQ(page.continueToken, "tok==");
+    EXPECT_TRUE(page.itemsIsArray);
+    std::vector<json> items;
+    const FieldSkip skip = [&](std::span<const std::string_view> path) {
+      return cacheSkipsField(kind, path);
+    };
+    ASSERT_TRUE(decoder.forEachItem(skip, [&](json i) { items.push_back(std::move(i)); }));
+    ASSERT_EQ(items.size(), 3u);
+    EXPECT_EQ(items[1], json(7));  // not an object: handed over as it is
+    json expected = item;
+    projectForCache(kind, expected);
+    for (json got : {items[0], items[2]}) {
+      EXPECT_FALSE(got.contains("/metadata/managedFields"_json_pointer)) << kind;
+      projectForCache(kind, got);
+      EXPECT_EQ(got, expected) << kind;
+    }
+    // Without a skip the items are whole.
+    ASSERT_TRUE(decoder.forEachItem(nullptr, [&](json i) {
+      if (i.is_object()) EXPECT_EQ(i, item);
+    }));
+  }
+}
+
+TEST(ListPageDecoder, RefusesWhatIsNotAList) {
+  ListPageDecoder decoder;
+  ListPageDecoder::Page page;
+  std::string error;
+  EXPECT_FALSE(decoder.parse("{\"items\": [", page, error));
+  EXPECT_NE(error.find("not JSON"), std::string::npos) << error;
+  EXPECT_FALSE(decoder.parse("[1, 2]", page, error));
+  EXPECT_EQ(error, "not an object");
+  EXPECT_FALSE(decoder.parse(R"({"items": {"a": 1}})", page, error));
+  EXPECT_EQ(error, "items is not an array");
+  // No items, or null items: an empty page.
+  for (const char* empty : {R"({"metadata": {"resourceVersion": "3"}})",
+                            R"({"metadata": {"resourceVersion": "3"}, "items": null})"}) {
+    ASSERT_TRUE(decoder.parse(empty, page, error)) << empty;
+    EXPECT_FALSE(page.itemsIsArray);
+    EXPECT_EQ(page.resourceVersion, "3");
+    size_t n = 0;
+    EXPECT_TRUE(decoder.forEachItem(nullptr, [&](json) { ++n; }));
+    EXPECT_EQ(n, 0u);
+  }
+  // Deeper than the limit: refused, not a stack overflow.
+  std::string deep = R"({"items": [)" + std::string(100, '[') + std::string(100, ']') + "]}";
+  ASSERT_TRUE(decoder.parse(deep, page, error));
+  EXPECT_FALSE(decoder.forEachItem(
+      nullptr, [](json) {}, 50));
+}
+
+TEST(Projection, TurnedOffSkipsNothing) {
+  const std::string_view path[] = {"metadata", "managedFields"};
+  EXPECT_TRUE(cacheSkipsField("Pod", path));
+  setCacheProjection(false);
+  EXPECT_FALSE(cacheSkipsField("Pod", path));
+  setCacheProjection(true);
 }
 
 }  // namespace
