@@ -3,7 +3,10 @@
 # apiserver returns them, managedFields and last-applied annotations included, about 4 KiB of
 # JSON each) loaded by `stateguard-webhook --cluster-state`; prints the raw JSON size per object
 # beside the webhook's RSS per object and the time until it listens. Run the same sizes against
-# another build with BASELINE_BIN=path/to/stateguard-webhook to compare side by side.
+# another build with BASELINE_BIN=path/to/stateguard-webhook to compare side by side;
+# BASELINE_ARGS adds flags to the baseline's command (BASELINE_BIN=<this build's binary>
+# BASELINE_ARGS=--no-scan measures what the background scan costs). The last column is how
+# long the first background scan took (from the webhook's log).
 #
 #   bench/cache-memory-bench.sh [BUILD_DIR] [PODS...]     (default build, 2000 10000)
 set -euo pipefail
@@ -81,12 +84,13 @@ print(len(items), end="")
 PY
 }
 
-measure() {  # BINARY STATE -> "rss_kib seconds"
+measure() {  # BINARY STATE [ARGS...] -> "rss_kib seconds scan_ms"
   local bin=$1 state=$2 log=$work/webhook.log
+  shift 2
   local start=$(date +%s.%N)
   MALLOC_CONF=${MALLOC_CONF:-background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0} \
     "$bin" --listen 127.0.0.1:0 --tls-cert "$work/certs/tls.crt" --tls-key "$work/certs/tls.key" \
-    --cluster-state "$state" --audit-log /dev/null 2>"$log" &
+    --cluster-state "$state" --audit-log /dev/null "$@" 2>"$log" &
   local pid=$!
   until grep -q "listening on" "$log" 2>/dev/null; do
     kill -0 $pid 2>/dev/null || { echo "webhook exited: $(cat "$log")" >&2; return 1; }
@@ -96,23 +100,27 @@ measure() {  # BINARY STATE -> "rss_kib seconds"
   sleep "${SETTLE_SECONDS:-3}"  # jemalloc gives freed pages back after its decay time
   local rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
   kill $pid; wait $pid 2>/dev/null || true
-  echo "$rss $(echo "$ready - $start" | bc)"
+  local scan=$(sed -n 's/.*background scan: .* object(s), \([0-9]*\) ms.*/\1/p' "$log" | head -1)
+  echo "$rss $(echo "$ready - $start" | bc) ${scan:--}"
 }
 
 empty=$work/empty.json
 echo '{"apiVersion":"v1","kind":"List","items":[]}' >"$empty"
-echo "| build | Pods | objects | JSON per object | RSS | RSS per object | until listening |"
-echo "|---|---|---|---|---|---|---|"
-for bin in "$root/$build/bin/stateguard-webhook" ${BASELINE_BIN:+"$BASELINE_BIN"}; do
-  name=$([ "$bin" = "${BASELINE_BIN:-}" ] && echo baseline || echo this)
-  read -r base _ < <(measure "$bin" "$empty")
+echo "| build | Pods | objects | JSON per object | RSS | RSS per object | until listening | first scan |"
+echo "|---|---|---|---|---|---|---|---|"
+runs=("this|$root/$build/bin/stateguard-webhook|")
+[ -n "${BASELINE_BIN:-}" ] && runs+=("baseline${BASELINE_ARGS:+ $BASELINE_ARGS}|$BASELINE_BIN|${BASELINE_ARGS:-}")
+for run in "${runs[@]}"; do
+  IFS='|' read -r name bin argText <<<"$run"
+  read -r -a args <<<"$argText"
+  read -r base _ _ < <(measure "$bin" "$empty" "${args[@]}")
   for pods in "${sizes[@]}"; do
     [ -f "$work/state-$pods.json" ] || objects=$(generate "$pods")
     objects=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['items']))" "$work/state-$pods.json")
     bytes=$(stat -c %s "$work/state-$pods.json")
-    read -r rss secs < <(measure "$bin" "$work/state-$pods.json")
-    printf "| %s | %s | %s | %.1f KiB | %.0f MiB | %.2f KiB | %.1f s |\n" "$name" "$pods" "$objects" \
-      "$(echo "$bytes / $objects / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
-      "$(echo "($rss - $base) / $objects" | bc -l)" "$secs"
+    read -r rss secs scan < <(measure "$bin" "$work/state-$pods.json" "${args[@]}")
+    printf "| %s | %s | %s | %.1f KiB | %.0f MiB | %.2f KiB | %.1f s | %s |\n" "$name" "$pods" \
+      "$objects" "$(echo "$bytes / $objects / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
+      "$(echo "($rss - $base) / $objects" | bc -l)" "$secs" "${scan:+$scan ms}"
   done
 done

@@ -135,7 +135,9 @@ TEST(ListPageDecoder, SkippingFieldsProjectsToTheSameObjectsAsAFullDecode) {
     }
     // Without a skip the items are whole.
     ASSERT_TRUE(decoder.forEachItem(nullptr, [&](json i) {
-      if (i.is_object()) EXPECT_EQ(i, item);
+      if (i.is_object()) {
+        EXPECT_EQ(i, item);
+      }
     }));
   }
 }
