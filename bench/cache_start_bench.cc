@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "bench/generated_cluster.h"
+#include "bench/proc_stats.h"
 #include "tests/support/process.h"
 #include "tests/support/test_apiserver.h"
 #include "tests/support/tls_material.h"
@@ -31,32 +32,6 @@
 using stateguard::json;
 using namespace stateguard::testing;
 using namespace stateguard::bench;
-
-namespace {
-
-long rssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
-
-/// utime + stime of a process, in seconds.
-double cpuSeconds(const std::string& pid) {
-  std::ifstream in("/proc/" + pid + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const size_t close = stat.rfind(')');
-  if (close == std::string::npos) return -1;
-  std::istringstream fields(stat.substr(close + 2));
-  std::string f;
-  double ticks = 0;
-  for (int i = 3; i <= 15 && fields >> f; ++i)
-    if (i == 14 || i == 15) ticks += std::stod(f);
-  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   const int pods = argc > 1 ? std::stoi(argv[1]) : 100000;

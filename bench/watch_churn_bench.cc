@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "bench/generated_cluster.h"
+#include "bench/proc_stats.h"
 #include "core/cluster_state.h"
 #include "core/policy.h"
 #include "core/watch_cache.h"
@@ -38,18 +39,11 @@
 
 using namespace stateguard;
 using namespace stateguard::testing;
+using stateguard::bench::rssKiB;
 using Steady = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 namespace {
-
-long rssKiB(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  return -1;
-}
 
 double seconds(Steady::duration d) { return std::chrono::duration<double>(d).count(); }
 
