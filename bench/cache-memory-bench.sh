@@ -121,6 +121,6 @@ for run in "${runs[@]}"; do
     read -r rss secs scan < <(measure "$bin" "$work/state-$pods.json" "${args[@]}")
     printf "| %s | %s | %s | %.1f KiB | %.0f MiB | %.2f KiB | %.1f s | %s |\n" "$name" "$pods" \
       "$objects" "$(echo "$bytes / $objects / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
-      "$(echo "($rss - $base) / $objects" | bc -l)" "$secs" "${scan:+$scan ms}"
+      "$(echo "($rss - $base) / $objects" | bc -l)" "$secs" "$([ "$scan" = - ] && echo - || echo "$scan ms")"
   done
 done
