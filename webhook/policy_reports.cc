@@ -1,5 +1,6 @@
 #include "webhook/policy_reports.h"
 
+#include <functional>
 #include <map>
 
 #include "core/k8s.h"
@@ -34,10 +35,10 @@ std::string omitted(const json& report) {
              : "";
 }
 
-/// What a reader compares: results, summary and the omitted count (not metadata).
-bool sameContent(const json& a, const json& b) {
-  return k8s::at(a, "/results") == k8s::at(b, "/results") &&
-         k8s::at(a, "/summary") == k8s::at(b, "/summary") && omitted(a) == omitted(b);
+/// What a reader sees change: results, summary and the omitted count (not metadata).
+size_t contentHash(const json& report) {
+  return std::hash<std::string>{}(k8s::at(report, "/results").dump() + "\n" +
+                                  k8s::at(report, "/summary").dump() + "\n" + omitted(report));
 }
 
 }  // namespace
@@ -89,32 +90,48 @@ PolicyReportWriter::PolicyReportWriter(KubeClientPtr client) : client_(std::move
 
 std::string PolicyReportWriter::publish(const scan::Report& report, Clock::time_point now) {
   // The reports written before (by this replica or another leader): to update, and to delete
-  // where nothing is left.
-  std::map<std::string, json> existing;
+  // where nothing is left. Read in pages, keeping of each only its resourceVersion, a hash of its
+  // content and its results' first-seen times, so that a cluster with thousands of reports is
+  // never held whole.
+  struct Existing {
+    std::string resourceVersion;
+    size_t content = 0;
+  };
+  std::map<std::string, Existing> existing;
+  std::map<std::string, json> firstSeen;
   for (const bool cluster : {false, true}) {
-    KubeResponse list = client_->request(
-        (cluster ? kApi + "/clusterpolicyreports" : kApi + "/policyreports") + "?" + kOurs);
-    if (list.status == 404) {
-      std::lock_guard lock(mu_);
-      available_ = false;
-      if (!absenceLogged_)
-        log::warn(
-            "background scan: the PolicyReport CRDs (wgpolicyk8s.io/v1alpha2 policyreports and "
-            "clusterpolicyreports) are not installed, so findings are not written as "
-            "PolicyReports; they are still in /metrics (stateguard_scan_findings) and in "
-            "`stateguardctl scan`. Install the CRDs (Kyverno and Policy Reporter ship them) to "
-            "get reports; this is checked again at every scan.");
-      absenceLogged_ = true;
-      return "";
-    }
-    if (!list.ok()) {
-      std::lock_guard lock(mu_);
-      ++failures_;
-      return "cannot list PolicyReports: " + list.error;
-    }
-    for (const json& item : k8s::at(list.body, "/items")) {
-      if (k8s::name(item) == kName) existing[cluster ? "" : k8s::namespaceOf(item)] = item;
-    }
+    std::string token;
+    do {
+      KubeResponse list = client_->request(
+          (cluster ? kApi + "/clusterpolicyreports" : kApi + "/policyreports") + "?" + kOurs +
+          "&limit=50" + (token.empty() ? "" : "&continue=" + urlEncode(token)));
+      if (list.status == 404) {
+        std::lock_guard lock(mu_);
+        available_ = false;
+        if (!absenceLogged_)
+          log::warn(
+              "background scan: the PolicyReport CRDs (wgpolicyk8s.io/v1alpha2 policyreports and "
+              "clusterpolicyreports) are not installed, so findings are not written as "
+              "PolicyReports; they are still in /metrics (stateguard_scan_findings) and in "
+              "`stateguardctl scan`. Install the CRDs (Kyverno and Policy Reporter ship them) to "
+              "get reports; this is checked again at every scan.");
+        absenceLogged_ = true;
+        return "";
+      }
+      if (!list.ok()) {
+        std::lock_guard lock(mu_);
+        ++failures_;
+        return "cannot list PolicyReports: " + list.error;
+      }
+      for (const json& item : k8s::at(list.body, "/items")) {
+        if (k8s::name(item) != kName) continue;
+        existing[cluster ? "" : k8s::namespaceOf(item)] = {
+            k8s::str(item, "/metadata/resourceVersion"), contentHash(item)};
+        for (const json& result : k8s::at(item, "/results"))
+          if (result.contains("timestamp")) firstSeen[resultKey(result)] = result["timestamp"];
+      }
+      token = k8s::str(list.body, "/metadata/continue");
+    } while (!token.empty());
   }
   {
     std::lock_guard lock(mu_);
@@ -122,10 +139,6 @@ std::string PolicyReportWriter::publish(const scan::Report& report, Clock::time_
     available_ = true;
     absenceLogged_ = false;
   }
-  std::map<std::string, json> firstSeen;
-  for (const auto& [ns, r] : existing)
-    for (const json& result : k8s::at(r, "/results"))
-      if (result.contains("timestamp")) firstSeen[resultKey(result)] = result["timestamp"];
 
   std::map<std::string, std::vector<const scan::Finding*>> byNamespace;
   for (const scan::Finding& f : report.findings) byNamespace[f.ns].push_back(&f);
@@ -138,10 +151,10 @@ std::string PolicyReportWriter::publish(const scan::Report& report, Clock::time_
     KubeResponse r;
     if (old == existing.end()) {
       r = client_->post(reportPath(ns, false), desired);
-    } else if (sameContent(old->second, desired)) {
+    } else if (old->second.content == contentHash(desired)) {
       continue;
     } else {
-      desired["metadata"]["resourceVersion"] = k8s::str(old->second, "/metadata/resourceVersion");
+      desired["metadata"]["resourceVersion"] = old->second.resourceVersion;
       r = client_->put(reportPath(ns, true), desired);
     }
     if (r.ok()) {
