@@ -99,28 +99,30 @@ measure() {  # BINARY STATE [ARGS...] -> "rss_kib seconds scan_ms"
   local ready=$(date +%s.%N)
   sleep "${SETTLE_SECONDS:-3}"  # jemalloc gives freed pages back after its decay time
   local rss=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+  local peak=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
   kill $pid; wait $pid 2>/dev/null || true
   local scan=$(sed -n 's/.*background scan: .* object(s), \([0-9]*\) ms.*/\1/p' "$log" | head -1)
-  echo "$rss $(echo "$ready - $start" | bc) ${scan:--}"
+  echo "$rss $(echo "$ready - $start" | bc) ${scan:--} $peak"
 }
 
 empty=$work/empty.json
 echo '{"apiVersion":"v1","kind":"List","items":[]}' >"$empty"
-echo "| build | Pods | objects | JSON per object | RSS | RSS per object | until listening | first scan |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "| build | Pods | objects | JSON per object | RSS | RSS per object | peak RSS | until listening | first scan |"
+echo "|---|---|---|---|---|---|---|---|---|"
 runs=("this|$root/$build/bin/stateguard-webhook|")
 [ -n "${BASELINE_BIN:-}" ] && runs+=("baseline${BASELINE_ARGS:+ $BASELINE_ARGS}|$BASELINE_BIN|${BASELINE_ARGS:-}")
 for run in "${runs[@]}"; do
   IFS='|' read -r name bin argText <<<"$run"
   read -r -a args <<<"$argText"
-  read -r base _ _ < <(measure "$bin" "$empty" "${args[@]}")
+  read -r base _ _ _ < <(measure "$bin" "$empty" "${args[@]}")
   for pods in "${sizes[@]}"; do
     [ -f "$work/state-$pods.json" ] || objects=$(generate "$pods")
     objects=$(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['items']))" "$work/state-$pods.json")
     bytes=$(stat -c %s "$work/state-$pods.json")
-    read -r rss secs scan < <(measure "$bin" "$work/state-$pods.json" "${args[@]}")
-    printf "| %s | %s | %s | %.1f KiB | %.0f MiB | %.2f KiB | %.1f s | %s |\n" "$name" "$pods" \
-      "$objects" "$(echo "$bytes / $objects / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
-      "$(echo "($rss - $base) / $objects" | bc -l)" "$secs" "$([ "$scan" = - ] && echo - || echo "$scan ms")"
+    read -r rss secs scan peak < <(measure "$bin" "$work/state-$pods.json" "${args[@]}")
+    printf "| %s | %s | %s | %.1f KiB | %.0f MiB | %.2f KiB | %.0f MiB | %.1f s | %s |\n" "$name" \
+      "$pods" "$objects" "$(echo "$bytes / $objects / 1024" | bc -l)" "$(echo "$rss / 1024" | bc -l)" \
+      "$(echo "($rss - $base) / $objects" | bc -l)" "$(echo "$peak / 1024" | bc -l)" "$secs" \
+      "$([ "$scan" = - ] && echo - || echo "$scan ms")"
   done
 done

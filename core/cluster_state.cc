@@ -107,27 +107,37 @@ ObjectPtr ObjectStore::get(const std::string& kind, const std::string& ns,
   return unpack(packed);
 }
 
-std::vector<ObjectPtr> ObjectStore::list(const std::string& kind, const std::string& ns) const {
+std::vector<ObjectStore::Packed> ObjectStore::packedOf(const std::string& kind,
+                                                       const std::string& ns) const {
   std::vector<Packed> packed;
-  {
-    std::shared_lock lock(mu_);
-    auto k = byKind_.find(kind);
-    if (k == byKind_.end()) return {};
-    if (ns.empty()) {
-      packed.reserve(k->second.size());
-      for (const auto& [key, obj] : k->second) packed.push_back(obj);
-    } else {
-      // Keys sort by namespace first, so one namespace is a contiguous range.
-      for (auto it = k->second.lower_bound(Key{ns, ""});
-           it != k->second.end() && it->first.first == ns; ++it) {
-        packed.push_back(it->second);
-      }
+  std::shared_lock lock(mu_);
+  auto k = byKind_.find(kind);
+  if (k == byKind_.end()) return packed;
+  if (ns.empty()) {
+    packed.reserve(k->second.size());
+    for (const auto& [key, obj] : k->second) packed.push_back(obj);
+  } else {
+    // Keys sort by namespace first, so one namespace is a contiguous range.
+    for (auto it = k->second.lower_bound(Key{ns, ""});
+         it != k->second.end() && it->first.first == ns; ++it) {
+      packed.push_back(it->second);
     }
   }
+  return packed;
+}
+
+std::vector<ObjectPtr> ObjectStore::list(const std::string& kind, const std::string& ns) const {
+  const std::vector<Packed> packed = packedOf(kind, ns);
   std::vector<ObjectPtr> out;
   out.reserve(packed.size());
   for (const Packed& p : packed) out.push_back(unpack(p));
   return out;
+}
+
+void ObjectStore::forEach(const std::string& kind,
+                          const std::function<void(const ObjectPtr&)>& visit,
+                          const std::string& ns) const {
+  for (const Packed& p : packedOf(kind, ns)) visit(unpack(p));
 }
 
 void ObjectStore::upsert(const std::string& kind, json object) {

@@ -3,6 +3,7 @@
 // and the thread-safe in-memory store every source (file, watch cache) fills.
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <shared_mutex>
@@ -62,6 +63,13 @@ class ClusterState {
   /// All objects of a kind; only those in `ns` unless `ns` is "".
   virtual std::vector<ObjectPtr> list(const std::string& kind,
                                       const std::string& ns = "") const = 0;
+  /// Calls `visit` with each object of a kind (only those in `ns` unless `ns` is ""), for work
+  /// over every object (the background scan): a store that keeps objects packed decodes one at a
+  /// time, so 100,000 Pods are never held decoded at once.
+  virtual void forEach(const std::string& kind, const std::function<void(const ObjectPtr&)>& visit,
+                       const std::string& ns = "") const {
+    for (const ObjectPtr& o : list(kind, ns)) visit(o);
+  }
   /// A view that reads the apiserver itself, for one decision that must not rest on a cache
   /// that may lag; nullptr when this state has no live source (a file, a test store).
   virtual std::unique_ptr<LiveView> liveView() const { return nullptr; }
@@ -94,6 +102,8 @@ class ObjectStore : public ClusterState {
   ObjectPtr get(const std::string& kind, const std::string& ns,
                 const std::string& name) const override;
   std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns = "") const override;
+  void forEach(const std::string& kind, const std::function<void(const ObjectPtr&)>& visit,
+               const std::string& ns = "") const override;
 
   /// Bytes of packed objects held (what the store costs beyond its index).
   size_t packedBytes() const;
@@ -118,6 +128,8 @@ class ObjectStore : public ClusterState {
   using Packed = std::shared_ptr<const std::string>;
   static Packed pack(const json& object);
   static ObjectPtr unpack(const Packed& packed);
+  /// The packed objects of a kind (in `ns`, or all), taken under the lock.
+  std::vector<Packed> packedOf(const std::string& kind, const std::string& ns) const;
 
   mutable std::shared_mutex mu_;
   std::map<std::string, std::map<Key, Packed>> byKind_;

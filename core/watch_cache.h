@@ -65,6 +65,10 @@ class WatchCache : public ClusterState {
   ObjectPtr get(const std::string& kind, const std::string& ns,
                 const std::string& name) const override;
   std::vector<ObjectPtr> list(const std::string& kind, const std::string& ns = "") const override;
+  void forEach(const std::string& kind, const std::function<void(const ObjectPtr&)>& visit,
+               const std::string& ns = "") const override {
+    store_->forEach(kind, visit, ns);
+  }
 
   /// Waits until ready() or the timeout; returns ready().
   bool waitReady(std::chrono::milliseconds timeout) const;

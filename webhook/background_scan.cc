@@ -65,6 +65,7 @@ void BackgroundScan::scanLoop() {
   std::shared_ptr<const Policy> scannedPolicy;
   auto lastScan = std::chrono::steady_clock::time_point{};
   bool led = false;
+  bool published = true;
   do {
     if (!state_->ready()) continue;
     if (!leading()) {
@@ -88,24 +89,24 @@ void BackgroundScan::scanLoop() {
       gap = std::max(gap, std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                               std::chrono::duration<double>(lastDuration_ * 10)));
     }
+    // Reports that could not all be written are tried again as soon as a change would be.
     const bool due = !led || policy != scannedPolicy || now - lastScan >= options_.interval ||
-                     (generation != scannedGeneration && now - lastScan >= gap);
+                     ((generation != scannedGeneration || !published) && now - lastScan >= gap);
     if (!due) continue;
     led = true;
     scannedGeneration = generation;
     scannedPolicy = policy;
     lastScan = now;
-    scanNow();
+    published = scanNow(*policy);
   } while (sleep(std::chrono::seconds(1)));
 }
 
-void BackgroundScan::scanNow() {
+bool BackgroundScan::scanNow(const Policy& policy) {
   const auto started = std::chrono::steady_clock::now();
   scan::Options opts = options_.scan;
   opts.etcdSnapshotsServed = options_.etcdSnapshotsServed && options_.etcdSnapshotsServed();
-  const auto policy = policy_();
   const auto now = Clock::now();
-  const scan::Report report = scan::run(*state_, *policy, now, opts);
+  const scan::Report report = scan::run(*state_, policy, now, opts);
   std::string reportError;
   if (reports_ && leading()) reportError = reports_->publish(report, now);
   const double took =
@@ -158,6 +159,7 @@ void BackgroundScan::scanNow() {
     lastSummary_ = summary;
   }
   if (!reportError.empty()) log::warn("background scan: writing PolicyReports: " + reportError);
+  return reportError.empty();
 }
 
 uint64_t BackgroundScan::runs() const {

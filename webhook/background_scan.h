@@ -54,7 +54,8 @@ class BackgroundScan {
  private:
   void electLoop();
   void scanLoop();
-  void scanNow();
+  /// One scan, published; false when the PolicyReports could not all be written.
+  bool scanNow(const Policy& policy);
   bool sleep(std::chrono::milliseconds d);
 
   std::shared_ptr<const ClusterState> state_;

@@ -25,15 +25,15 @@ std::vector<std::string> backendNames(const json& pv) {
 /// Claims mounted by some Pod, as "namespace/name".
 std::set<std::string> claimsInUse(const ClusterState& state) {
   std::set<std::string> used;
-  for (const auto& pod : state.list("Pod")) {
+  state.forEach("Pod", [&](const ObjectPtr& pod) {
     const json& vols = k8s::at(*pod, "/spec/volumes");
-    if (!vols.is_array()) continue;
+    if (!vols.is_array()) return;
     for (const auto& v : vols) {
       if (auto c = k8s::str(v, "/persistentVolumeClaim/claimName"); !c.empty()) {
         used.insert(k8s::namespaceOf(*pod) + "/" + c);
       }
     }
-  }
+  });
   return used;
 }
 

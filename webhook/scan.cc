@@ -46,7 +46,8 @@ void judgeObjects(const ClusterState& state, const Policy& policy, Clock::time_p
   user.username = "(its author; scan cannot tell)";
   user.groups = policy.breakGlass.groups;
   for (const ResourceKind& rk : watchedKinds()) {
-    for (const ObjectPtr& o : state.list(rk.storeKey())) {
+    // One decoded object at a time: a scan of 100,000 Pods must not hold them all decoded.
+    state.forEach(rk.storeKey(), [&](const ObjectPtr& o) {
       ++objects;
       json obj = *o;
       if (!obj.contains("kind")) obj["kind"] = rk.kind;
@@ -73,7 +74,7 @@ void judgeObjects(const ClusterState& state, const Policy& policy, Clock::time_p
         out.push_back(
             {v.rule, rk.kind, req.ns, req.name, severity, std::move(message), rk.apiVersion()});
       }
-    }
+    });
   }
 }
 

@@ -71,6 +71,39 @@ TEST(ObjectStore, ListsOneNamespaceOrAllAndAccountsTheBytesHeld) {
   EXPECT_EQ(store.packedBytes(), 0u);
 }
 
+// forEach hands out what list does, one decoded object at a time (the background scan's walk);
+// generation() grows with every change the store keeps, and not for an update that changes only
+// dropped fields (most of a Pod's status churn), so the scan is not woken for nothing.
+TEST(ObjectStore, ForEachVisitsWhatListGivesAndGenerationCountsRealChanges) {
+  ObjectStore store;
+  store.upsert("Pod", pod("a", "p1", "img:1"));
+  store.upsert("Pod", pod("b", "p1", "img:1"));
+  store.upsert("Pod", pod("b", "p2", "img:1"));
+  for (const std::string ns : {"", "b", "c"}) {
+    std::vector<json> visited, listed;
+    store.forEach(
+        "Pod", [&](const ObjectPtr& o) { visited.push_back(*o); }, ns);
+    for (const ObjectPtr& o : store.list("Pod", ns)) listed.push_back(*o);
+    EXPECT_EQ(visited, listed) << "namespace \"" << ns << "\"";
+  }
+  EXPECT_EQ(store.list("Pod", "b").size(), 2u);
+
+  const uint64_t before = store.generation();
+  json same = pod("b", "p2", "img:1");
+  same["metadata"]["managedFields"] = json::array({{{"manager", "kubelet"}}});  // dropped
+  store.upsert("Pod", same);
+  EXPECT_EQ(store.generation(), before) << "an update the projection drops is no change";
+  store.upsert("Pod", pod("b", "p2", "img:2"));
+  EXPECT_GT(store.generation(), before);
+  const uint64_t changed = store.generation();
+  store.remove("Pod", "b", "p2");
+  EXPECT_GT(store.generation(), changed);
+  store.remove("Pod", "b", "absent");
+  const uint64_t removed = store.generation();
+  store.remove("Pod", "b", "absent");
+  EXPECT_EQ(store.generation(), removed);
+}
+
 TEST(ObjectStore, HoldsLessThanTheProjectionsJson) {
   ObjectStore store;
   json p = pod("team-1", "app-7c9f8d6b5-00001", "registry.example.com/team/app:1.0.0");
