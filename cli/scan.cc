@@ -10,6 +10,7 @@
 #include "cli/common.h"
 #include "csi-sidecar/pv_ledger.h"
 #include "webhook/rules/backup-quarantine/quarantine.h"
+#include "webhook/rules/registry_mirrors.h"
 
 namespace stateguard::cli {
 namespace {
@@ -24,7 +25,11 @@ constexpr const char* kUsage =
 
 Judges what already exists. Every rule judges every object (PersistentVolumes, claims,
 namespaces, StatefulSets, Pods, StorageClasses, Services, backups and snapshots) as if it were
-created now, under --policy (default: the built-in policy). A break-glass annotation is judged
+created now, under --policy (default: the built-in policy), and so does the configuration
+that decides whether data survives: S3 lifecycle rules on ACK and Crossplane buckets, Longhorn
+RecurringJobs, Velero Schedules, registry mirrors in Talos Cluster API objects, Rancher Clusters
+and ConfigMaps (over --kubeconfig only ConfigMaps labelled stateguard.io/registry-config, or the
+policy's configLabel, are listed). A break-glass annotation is judged
 as if set by a member of the policy's break-glass groups: one still in force is reported as a
 note, an expired or malformed one as a finding. Then the checks no request carries:
 
@@ -99,11 +104,29 @@ int runScan(int argc, char** argv) {
   auto policy = loadPolicyFlag(f);
   if (!policy.ok()) return usageError(kUsage, policy.error());
 
-  auto source = openClusterSource(f);
+  std::vector<ResourceKind> kinds = watchedKinds();
+  kinds.insert(kinds.end(), scan::configurationKinds().begin(), scan::configurationKinds().end());
+  auto source = openClusterSource(f, kinds);
   if (!source.ok()) return usageError(kUsage, source.error());
   const ClusterState& state = *source->state;
 
   scan::Options options;
+  // The cache does not watch the configuration kinds: list them once, as the webhook's scan does.
+  ObjectStore configuration;
+  if (source->cache) {
+    auto config = loadKubeconfig(f.get("kubeconfig"));
+    if (!config.ok()) return usageError(kUsage, config.error());
+    auto client = KubeClient::create(config.value());
+    if (!client.ok()) return usageError(kUsage, client.error());
+    const std::string label = rules::configLabelOf(policy.value().paramsOf("registry-no-fallback"));
+    for (const auto& l : scan::listConfiguration(*client.value(), label, configuration)) {
+      if (!l.error.empty()) {
+        source->stop();
+        return usageError(kUsage, "could not list " + l.key + ": " + l.error);
+      }
+    }
+    options.configuration = &configuration;
+  }
   options.availableFor = *availableFor;
   options.availableText = availableText;
   options.etcdSnapshotsServed = source->cache && !source->cache->stats("ETCDSnapshotFile").absent;

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
+#include "webhook/rules/registry_mirrors.h"
 
 namespace stateguard {
 namespace {
@@ -21,7 +22,11 @@ BackgroundScan::BackgroundScan(std::shared_ptr<const ClusterState> state,
                                std::function<std::shared_ptr<const Policy>()> policy,
                                KubeClientPtr client, std::optional<LeaseOptions> lease,
                                BackgroundScanOptions options)
-    : state_(std::move(state)), policy_(std::move(policy)), options_(std::move(options)) {
+    : state_(std::move(state)),
+      policy_(std::move(policy)),
+      client_(client),
+      options_(std::move(options)) {
+  if (client_) configuration_ = std::make_unique<ObjectStore>();
   if (client && lease) {
     elector_ = std::make_unique<LeaderElector>(client, *lease);
     reports_ = std::make_unique<PolicyReportWriter>(client);
@@ -101,9 +106,43 @@ void BackgroundScan::scanLoop() {
   } while (sleep(std::chrono::seconds(1)));
 }
 
+void BackgroundScan::refreshConfiguration(const Policy& policy) {
+  if (!client_) return;
+  const std::string label = rules::configLabelOf(policy.paramsOf("registry-no-fallback"));
+  const auto now = std::chrono::steady_clock::now();
+  if (configurationListed_ != std::chrono::steady_clock::time_point{} &&
+      now - configurationListed_ < options_.interval && label == configurationLabel_)
+    return;
+  configurationListed_ = now;
+  configurationLabel_ = label;
+  size_t failures = 0;
+  for (const scan::ConfigurationListing& l :
+       scan::listConfiguration(*client_, label, *configuration_)) {
+    const std::string status = !l.error.empty() ? l.error : l.served ? "" : "absent";
+    if (!l.error.empty()) ++failures;
+    std::string& was = configurationStatus_[l.key];
+    if (status == was) continue;
+    // Said once per change: a CRD that is not installed is normal, not a warning.
+    if (!l.error.empty()) {
+      log::warn("background scan: " + l.error + " (" + l.key +
+                " objects from the last good list are judged until a list works)");
+    } else if (!l.served) {
+      log::info("background scan: " + l.key +
+                " is not served or not readable here; its hazards are not looked for");
+    } else if (!was.empty()) {
+      log::info("background scan: " + l.key + " lists again (" + l.apiVersion + ")");
+    }
+    was = status;
+  }
+  std::lock_guard lock(mu_);
+  configurationFailures_ = failures;
+}
+
 bool BackgroundScan::scanNow(const Policy& policy) {
   const auto started = std::chrono::steady_clock::now();
+  refreshConfiguration(policy);
   scan::Options opts = options_.scan;
+  opts.configuration = configuration_.get();
   opts.etcdSnapshotsServed = options_.etcdSnapshotsServed && options_.etcdSnapshotsServed();
   const auto now = Clock::now();
   const scan::Report report = scan::run(*state_, policy, now, opts);
@@ -188,6 +227,14 @@ std::string BackgroundScan::renderMetrics() const {
     m << "# HELP stateguard_scan_objects Objects the last background scan judged.\n"
          "# TYPE stateguard_scan_objects gauge\nstateguard_scan_objects "
       << lastObjects_ << "\n";
+  }
+  if (client_) {
+    m << "# HELP stateguard_scan_configuration_list_failures Configuration kinds the scan lists "
+         "(buckets, backup schedules, mirror configurations) whose last list failed; their "
+         "objects from the last good list are judged meanwhile.\n"
+         "# TYPE stateguard_scan_configuration_list_failures gauge\n"
+         "stateguard_scan_configuration_list_failures "
+      << configurationFailures_ << "\n";
   }
   if (lead) m << findingsText_;
   if (reports_) {

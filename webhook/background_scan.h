@@ -8,6 +8,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -56,10 +57,21 @@ class BackgroundScan {
   void scanLoop();
   /// One scan, published; false when the PolicyReports could not all be written.
   bool scanNow(const Policy& policy);
+  /// Lists the configuration kinds again when they are due (scan::listConfiguration): at the
+  /// first scan, every `interval`, and when the policy's registry config label changes. The
+  /// cache does not watch them, so a change there is seen within one interval.
+  void refreshConfiguration(const Policy& policy);
   bool sleep(std::chrono::milliseconds d);
 
   std::shared_ptr<const ClusterState> state_;
   std::function<std::shared_ptr<const Policy>()> policy_;
+  KubeClientPtr client_;
+  /// The configuration kinds' objects from the last listing (null without a client: a state
+  /// file holds them). Only the scan thread touches these.
+  std::unique_ptr<ObjectStore> configuration_;
+  std::chrono::steady_clock::time_point configurationListed_{};
+  std::string configurationLabel_;
+  std::map<std::string, std::string> configurationStatus_;  ///< key -> "" | "absent" | error
   std::unique_ptr<LeaderElector> elector_;
   std::unique_ptr<PolicyReportWriter> reports_;
   BackgroundScanOptions options_;
@@ -70,7 +82,8 @@ class BackgroundScan {
   uint64_t runs_ = 0;
   double lastSuccess_ = 0, lastDuration_ = 0;
   size_t lastObjects_ = 0;
-  std::string findingsText_;  ///< the leader's finding gauges, rendered after each scan
+  size_t configurationFailures_ = 0;  ///< resources whose last configuration list failed
+  std::string findingsText_;          ///< the leader's finding gauges, rendered after each scan
   std::string lastSummary_;
   std::thread electThread_, scanThread_;
 };

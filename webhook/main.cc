@@ -323,7 +323,13 @@ int main(int argc, char** argv) {
   std::unique_ptr<EventRecorder> events;
   KubeClientPtr scanClient;
   if (f.has("cluster-state")) {
-    auto loaded = loadClusterStateFile(f.get("cluster-state"), cacheOptions.kinds);
+    // A state file also holds the configuration the background scan judges (it is listed
+    // from the API server otherwise; the cache does not watch it).
+    std::vector<ResourceKind> kinds = cacheOptions.kinds;
+    if (!f.has("no-scan"))
+      kinds.insert(kinds.end(), scan::configurationKinds().begin(),
+                   scan::configurationKinds().end());
+    auto loaded = loadClusterStateFile(f.get("cluster-state"), kinds);
     if (!loaded.ok()) return fail(loaded.error());
     state = loaded.value();
   } else {

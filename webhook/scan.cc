@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <deque>
+#include <set>
 #include <tuple>
 
 #include "core/backups.h"
@@ -38,20 +40,31 @@ int severityRank(const std::string& s) { return s == "error" ? 0 : s == "warning
 std::string severityOf(Mode mode) { return mode == Mode::Enforce ? "error" : "warning"; }
 
 /// Every object judged as its creation, through the webhook's engine.
-void judgeObjects(const ClusterState& state, const Policy& policy, Clock::time_point now,
-                  std::vector<Finding>& out, size_t& objects) {
+void judgeObjects(const ClusterState& state, const ClusterState& configuration,
+                  const Policy& policy, Clock::time_point now, std::vector<Finding>& out,
+                  size_t& objects) {
   Engine engine(allRules());
   UserInfo user;
   // Who set an annotation is not known after the fact (break-glass-annotation's notice names it).
   user.username = "(its author; scan cannot tell)";
   user.groups = policy.breakGlass.groups;
-  for (const ResourceKind& rk : watchedKinds()) {
+  // Rules read the cache (`state`); objects of configurationKinds() come from `configuration`.
+  std::vector<std::pair<const ResourceKind*, const ClusterState*>> sources;
+  for (const ResourceKind& rk : watchedKinds()) sources.emplace_back(&rk, &state);
+  std::set<std::string> keys;
+  for (const ResourceKind& rk : configurationKinds()) {
+    // Every version of a resource is held under one key: judge its objects once.
+    if (keys.insert(rk.storeKey()).second) sources.emplace_back(&rk, &configuration);
+  }
+  for (const auto& [kind, from] : sources) {
+    const ResourceKind& rk = *kind;
     // One decoded object at a time: a scan of 100,000 Pods must not hold them all decoded.
-    state.forEach(rk.storeKey(), [&](const ObjectPtr& o) {
+    from->forEach(rk.storeKey(), [&](const ObjectPtr& o) {
       ++objects;
       json obj = *o;
       if (!obj.contains("kind")) obj["kind"] = rk.kind;
       if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
+      const std::string apiVersion = k8s::str(obj, "/apiVersion");
       const AdmissionRequest req =
           applyRequest(obj, nullptr, user, "", "scan-" + std::to_string(objects));
       const Decision d = engine.review(req, state, policy, now);
@@ -72,7 +85,7 @@ void judgeObjects(const ClusterState& state, const Policy& policy, Clock::time_p
               lower(rk.kind) + " " + req.name + (req.ns.empty() ? "" : " -n " + req.ns) + " " +
               policy.breakGlass.annotation + "-";
         out.push_back(
-            {v.rule, rk.kind, req.ns, req.name, severity, std::move(message), rk.apiVersion()});
+            {v.rule, rk.kind, req.ns, req.name, severity, std::move(message), apiVersion});
       }
     });
   }
@@ -303,7 +316,8 @@ size_t Report::count(const std::string& severity) const {
 Report run(const ClusterState& state, const Policy& policy, Clock::time_point now,
            const Options& options) {
   Report report;
-  judgeObjects(state, policy, now, report.findings, report.objects);
+  judgeObjects(state, options.configuration != nullptr ? *options.configuration : state, policy,
+               now, report.findings, report.objects);
   checkBackups(state, policy, now, options.etcdSnapshotsServed, report);
   checkQuarantines(state, report.findings);
   checkOrphans(state, now, options.availableFor, options.availableText, report.findings);
@@ -323,5 +337,143 @@ Report run(const ClusterState& state, const Policy& policy, Clock::time_point no
 }
 
 const std::vector<std::pair<std::string, std::string>>& stateChecks() { return kStateChecks; }
+
+namespace {
+
+/// Kubernetes' version priority: GA before beta before alpha, higher numbers first
+/// (v1 > v1beta3 > v1beta1 > v1alpha1), as the API server orders a CRD's versions.
+std::tuple<int, int, int> versionRank(const std::string& v) {
+  int major = 0, minor = 0;
+  std::string stage;
+  size_t i = 1;
+  while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i])))
+    major = major * 10 + (v[i++] - '0');
+  while (i < v.size() && std::isalpha(static_cast<unsigned char>(v[i]))) stage += v[i++];
+  while (i < v.size() && std::isdigit(static_cast<unsigned char>(v[i])))
+    minor = minor * 10 + (v[i++] - '0');
+  const int level = stage.empty() ? 2 : stage == "beta" ? 1 : 0;
+  return {level, major, minor};
+}
+
+std::string resourceOf(const ResourceKind& rk) {
+  const std::string path = rk.apiPath;
+  return path.substr(path.rfind('/') + 1);
+}
+
+}  // namespace
+
+const std::vector<ResourceKind>& configurationKinds() {
+  // Built once from the rules; the ResourceKinds point into `text`, which is never freed.
+  static const std::vector<ResourceKind>* kinds = [] {
+    auto* text = new std::deque<std::string>();
+    auto keep = [text](std::string s) { return text->emplace_back(std::move(s)).c_str(); };
+    struct Entry {
+      RuleTarget target;
+      std::string key;
+    };
+    std::vector<Entry> entries;
+    std::set<std::tuple<std::string, std::string, std::string>> seen;
+    for (const RulePtr& rule : allRules()) {
+      for (const RuleTarget& t : rule->info().targets) {
+        const auto& ops = t.operations;
+        if (!t.subResource.empty() || std::find(ops.begin(), ops.end(), "CREATE") == ops.end())
+          continue;
+        if ((t.group.empty() && t.resource == "secrets") || t.group == "upgrade.cattle.io" ||
+            (t.group == "longhorn.io" && t.resource == "snapshots"))
+          continue;  // see configurationKinds() in scan.h
+        const bool watched =
+            std::any_of(watchedKinds().begin(), watchedKinds().end(), [&](const ResourceKind& rk) {
+              return rk.group() == t.group && resourceOf(rk) == t.resource;
+            });
+        if (watched || !seen.insert({t.group, t.version, t.resource}).second) continue;
+        entries.push_back({t, t.group.empty() ? t.kind : t.kind + "." + t.group});
+      }
+    }
+    std::stable_sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+      if (a.key != b.key) return a.key < b.key;
+      return versionRank(a.target.version) > versionRank(b.target.version);
+    });
+    auto* out = new std::vector<ResourceKind>();
+    for (const Entry& e : entries) {
+      const RuleTarget& t = e.target;
+      const std::string path = t.group.empty()
+                                   ? "/api/" + t.version + "/" + t.resource
+                                   : "/apis/" + t.group + "/" + t.version + "/" + t.resource;
+      // Crossplane's managed resources are cluster-scoped; the rest are namespaced.
+      const bool crossplane =
+          t.group.ends_with(".upbound.io") || t.group.ends_with(".crossplane.io");
+      out->push_back({keep(t.kind), keep(path), !crossplane, keep(e.key), true});
+    }
+    return out;
+  }();
+  return *kinds;
+}
+
+std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
+                                                    const std::string& configLabel,
+                                                    ObjectStore& into) {
+  constexpr int64_t kPage = 50;
+  std::vector<ConfigurationListing> out;
+  const std::vector<ResourceKind>& kinds = configurationKinds();
+  for (size_t first = 0; first < kinds.size();) {
+    ConfigurationListing listing;
+    listing.key = kinds[first].storeKey();
+    size_t end = first;
+    while (end < kinds.size() && kinds[end].storeKey() == listing.key) ++end;
+    // Newest version first; a 404 means this version (or the whole CRD) is not served.
+    bool forbidden = false;
+    for (size_t v = first; v < end && !listing.served && !forbidden && listing.error.empty(); ++v) {
+      const ResourceKind& rk = kinds[v];
+      std::string path = rk.apiPath;
+      if (rk.group().empty() && resourceOf(rk) == "configmaps")
+        path += "?labelSelector=" + urlEncode(configLabel);
+      ObjectStore::Batch batch;
+      std::string token;
+      bool complete = false;
+      while (true) {
+        KubeResponse page = client.list(path, kPage, token);
+        if (token.empty() && (page.status == 404 || page.status == 403)) {
+          forbidden = page.status == 403;  // RBAC does not depend on the version
+          break;
+        }
+        if (!page.ok()) {
+          listing.error = page.error;
+          break;
+        }
+        const json& items = page.body.contains("items") ? page.body["items"] : json();
+        if (!items.is_array() && !items.is_null()) {
+          listing.error = "list " + path + ": items is not a list";
+          break;
+        }
+        if (items.is_array()) {
+          for (const json& item : items) {
+            if (!item.is_object()) continue;
+            json obj = item;
+            if (!obj.contains("kind")) obj["kind"] = rk.kind;
+            if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
+            batch.add(listing.key, std::move(obj));
+          }
+        }
+        token = k8s::str(page.body, "/metadata/continue");
+        if (token.empty()) {
+          complete = true;
+          break;
+        }
+      }
+      if (complete) {
+        listing.served = true;
+        listing.apiVersion = rk.apiVersion();
+        listing.objects = batch.size();
+        into.replaceAll(listing.key, std::move(batch));
+      }
+    }
+    // Not served or not readable: nothing of it exists for us. A failed list keeps what was held.
+    if (!listing.served && listing.error.empty())
+      into.replaceAll(listing.key, ObjectStore::Batch{});
+    out.push_back(std::move(listing));
+    first = end;
+  }
+  return out;
+}
 
 }  // namespace stateguard::scan

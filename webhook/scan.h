@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/cluster_state.h"
+#include "core/kube_client.h"
 #include "core/policy.h"
 #include "core/timeutil.h"
 
@@ -55,6 +56,10 @@ struct Options {
   std::string availableText = "24h";  ///< availableFor as the user wrote it, for messages
   /// The cluster serves ETCDSnapshotFiles (k3s, RKE2): etcd without any snapshot is reported.
   bool etcdSnapshotsServed = false;
+  /// Where the objects of configurationKinds() are read: null reads them from `state` (a state
+  /// file holds them); the background scan and `scan --kubeconfig` list them with
+  /// listConfiguration(), since the webhook's cache does not watch them.
+  const ClusterState* configuration = nullptr;
 };
 
 struct Report {
@@ -63,6 +68,34 @@ struct Report {
   size_t objects = 0;              ///< objects judged by the rules
   size_t count(const std::string& severity) const;
 };
+
+/// The kinds rules judge on creation that the webhook's cache does not watch: the configuration
+/// that decides, long before anything breaks, whether data survives. S3 lifecycle rules on ACK
+/// and Crossplane buckets (backup-lifecycle), Longhorn RecurringJobs and Velero Schedules
+/// (backup-retention), registry mirrors in Talos Cluster API objects, Rancher Clusters and
+/// ConfigMaps (registry-*). Taken from the rules' CREATE targets, one entry per version a rule
+/// names, keyed by kind and group so that every version lands under one store key. Left out:
+/// Secrets (a guard should not hold a grant to read every Secret; `lint` judges them from
+/// manifests), upgrade Plans (a Plan is an action, judged when it is created) and Longhorn
+/// Snapshots (judged only when created).
+const std::vector<ResourceKind>& configurationKinds();
+
+/// What listing one resource of configurationKinds() gave.
+struct ConfigurationListing {
+  std::string key;         ///< the store key ("Bucket.s3.services.k8s.aws")
+  std::string apiVersion;  ///< the version that answered ("" when none did)
+  size_t objects = 0;
+  bool served = false;  ///< false: no version is served (CRD not installed) or readable (403)
+  std::string error;    ///< "" unless listing failed; the store keeps the earlier objects then
+};
+
+/// Lists configurationKinds() into `into`, each resource at the newest version the server
+/// serves, in pages of 50 (ConfigMaps: only those labelled `configLabel`, the label the
+/// registry rules read). A resource that fails to list keeps what `into` held of it, so one
+/// failed list does not make its findings disappear and reappear.
+std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
+                                                    const std::string& configLabel,
+                                                    ObjectStore& into);
 
 /// Everything found in `state` under `policy` at `now`.
 Report run(const ClusterState& state, const Policy& policy, Clock::time_point now,

@@ -36,6 +36,7 @@
 #include "tests/support/process.h"
 #include "tests/support/tls_material.h"
 #include "webhook/csi_inject.h"
+#include "webhook/scan.h"
 
 namespace stateguard::testing {
 namespace {
@@ -589,11 +590,14 @@ std::string describeGrants(const std::set<Grant>& gs) {
   return s;
 }
 
-/// What the cache lists and watches: group and resource from each watched kind's API path
-/// ("/api/v1/pods", "/apis/apps/v1/statefulsets").
+/// What the cache lists and watches, and what the background scan lists: group and resource from
+/// each kind's API path ("/api/v1/pods", "/apis/apps/v1/statefulsets").
 std::set<Grant> expectedGrants() {
   std::set<Grant> out;
-  for (const auto& k : watchedKinds()) {
+  std::vector<std::pair<ResourceKind, bool>> kinds;  // kind, watched (else listed by the scan)
+  for (const auto& k : watchedKinds()) kinds.emplace_back(k, true);
+  for (const auto& k : scan::configurationKinds()) kinds.emplace_back(k, false);
+  for (const auto& [k, watched] : kinds) {
     std::vector<std::string> parts;
     std::stringstream ss(k.apiPath);
     std::string p;
@@ -610,6 +614,7 @@ std::set<Grant> expectedGrants() {
       continue;
     }
     out.insert({group, resource, "list"});
+    if (!watched) continue;
     out.insert({group, resource, "watch"});
     // An allowance that destroys data is confirmed with a GET of what it read (confirmedLive()).
     if (confirmedLive(k.storeKey())) out.insert({group, resource, "get"});

@@ -1,7 +1,9 @@
 // stateguardctl scan through the real binary: a cluster state holding each hazard (a stale
 // backup, a quarantined volume, a Released PV, a StatefulSet whose retention policy deletes its
 // bound claims) reports each one, in table, JSON and SARIF; the same cluster with every hazard
-// fixed exits 0. Both from a state file and from the test API server through --kubeconfig.
+// fixed exits 0. Both from a state file and from the test API server through --kubeconfig. The
+// seeds' configuration (S3 lifecycle rules, a Longhorn RecurringJob keeping one backup, registry
+// mirrors without a working fallback), which the cache does not watch, is found the same ways.
 
 #include <gtest/gtest.h>
 
@@ -15,6 +17,7 @@
 #include "tests/support/process.h"
 #include "tests/support/test_apiserver.h"
 #include "tests/support/tls_material.h"
+#include "webhook/scan.h"
 
 namespace stateguard::testing {
 namespace {
@@ -158,6 +161,93 @@ TEST_F(ScanCli, FixedStateIsClean) {
   auto j = scan({"--cluster-state", dir_ + "/fixed.yaml", "-o", "json"});
   EXPECT_EQ(j.exitCode, 0);
   EXPECT_EQ(json::parse(j.out)["findings"], json::array());
+}
+
+/// The seeds' configuration (tests/fixtures/scan/configuration.yaml): one finding per object.
+const std::set<Row> kConfigurationHazards = {
+    {"backup-lifecycle", "Bucket", "infra/kops-state", "error"},
+    {"backup-lifecycle", "BucketLifecycleConfiguration", "kops-state-lifecycle", "error"},
+    {"backup-retention", "RecurringJob", "longhorn-system/nightly-backup", "warning"},
+    {"registry-broken-fallback", "TalosConfigTemplate", "capi/workers", "error"},
+    {"registry-no-fallback", "ConfigMap", "kube-system/containerd-mirrors", "error"},
+};
+
+TEST_F(ScanCli, FindsTheSeedsConfigurationInAStateFileAndClearsWhenFixed) {
+  auto r =
+      scan({"--cluster-state", sourcePath("tests/fixtures/scan/configuration.yaml"), "-o", "json"});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  const json out = json::parse(r.out);
+  EXPECT_EQ(rows(out), kConfigurationHazards) << out.dump(2);
+  const std::string lifecycle = messageOf(out, "backup-lifecycle");
+  EXPECT_NE(lifecycle.find("control/"), std::string::npos) << lifecycle;
+  EXPECT_NE(messageOf(out, "backup-retention").find("keeps only 1 backup (spec.retain: 1)"), std::string::npos);
+
+  auto fixed = scan({"--cluster-state", sourcePath("tests/fixtures/scan/configuration-fixed.yaml"),
+                     "-o", "json"});
+  EXPECT_EQ(fixed.exitCode, 0) << fixed.out << fixed.err;
+  EXPECT_EQ(json::parse(fixed.out)["summary"]["objects"], 5) << "every object was judged";
+}
+
+TEST_F(ScanCli, ListsTheConfigurationKindsThroughKubeconfig) {
+  auto tls = makeTlsMaterial(dir_ + "/tls");
+  ASSERT_TRUE(tls.ok()) << tls.error();
+  for (const char* file : {"configuration.yaml", "configuration-fixed.yaml"}) {
+    SCOPED_TRACE(file);
+    TestApiServerOptions options;
+    options.extraKinds = scan::configurationKinds();
+    TestApiServer api(tls.value(), options);
+    ASSERT_TRUE(api.start().ok());
+    api.failRequests("ETCDSnapshotFile", 404);
+    auto objects =
+        parseObjects(readText(sourcePath("tests/fixtures/scan/" + std::string(file))), file);
+    ASSERT_TRUE(objects.ok()) << objects.error();
+    for (const auto& so : objects.value()) {
+      const ResourceKind* rk = watchedKindOf(so.object, scan::configurationKinds());
+      ASSERT_NE(rk, nullptr) << so.object.dump();
+      api.add(rk->storeKey(), so.object);
+    }
+    // Not labelled for the registry rules: listed by neither the scan nor anyone else.
+    api.add("ConfigMap", json::parse(R"({"metadata":{"name":"unlabelled","namespace":"kube-system"},
+        "data":{"docker.io.hosts.toml":"server = \"http://10.96.120.15\"\n"}})"));
+    ASSERT_TRUE(writeKubeconfig(dir_ + "/kubeconfig", api.kubeConfig()).ok());
+    auto r = scan({"--kubeconfig", dir_ + "/kubeconfig", "-o", "json"});
+    if (std::string(file) == "configuration.yaml") {
+      ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+      EXPECT_EQ(rows(json::parse(r.out)), kConfigurationHazards) << r.out;
+    } else {
+      EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
+    }
+  }
+}
+
+TEST_F(ScanCli, ConfigurationListsTheNewestServedVersionAndToleratesAbsentCrds) {
+  auto tls = makeTlsMaterial(dir_ + "/tls");
+  ASSERT_TRUE(tls.ok()) << tls.error();
+  TestApiServerOptions options;
+  // Only v1beta1 of Crossplane's BucketLifecycleConfiguration is served, and no ACK at all.
+  for (const ResourceKind& rk : scan::configurationKinds()) {
+    const std::string path = rk.apiPath;
+    if (path.find("s3.services.k8s.aws") != std::string::npos) continue;
+    if (path.find("bucketlifecycleconfigurations") != std::string::npos &&
+        path.find("/v1beta1/") == std::string::npos)
+      continue;
+    options.extraKinds.push_back(rk);
+  }
+  TestApiServer api(tls.value(), options);
+  ASSERT_TRUE(api.start().ok());
+  api.failRequests("ETCDSnapshotFile", 404);
+  json lifecycle = json::parse(R"({"metadata":{"name":"events"},"spec":{"forProvider":{
+      "bucket":"example-kops-state","rule":[{"id":"x","status":"Enabled",
+      "filter":[{"prefix":"prod.k8s.local/backups/etcd/events/"}],"expiration":[{"days":30}]}]}}})");
+  api.add("BucketLifecycleConfiguration.s3.aws.upbound.io", lifecycle);
+  ASSERT_TRUE(writeKubeconfig(dir_ + "/kubeconfig", api.kubeConfig()).ok());
+  auto r = scan({"--kubeconfig", dir_ + "/kubeconfig", "-o", "json"});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  const json out = json::parse(r.out);
+  EXPECT_EQ(
+      rows(out),
+      (std::set<Row>{{"backup-lifecycle", "BucketLifecycleConfiguration", "events", "error"}}))
+      << "v1beta3 and v1beta2 answer 404, so v1beta1 is listed; ACK's 404 is no error: " << r.out;
 }
 
 TEST_F(ScanCli, PolicyDecidesMaxAgeAndSeverity) {

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <csignal>
 #include <fstream>
+#include <sstream>
 
 #include "core/cluster_state.h"
 #include "core/k8s.h"
@@ -18,12 +19,21 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// A watched kind by its store key ("Pod", "Backup.velero.io").
-const ResourceKind* findKind(const std::string& key) {
-  for (const auto& rk : watchedKinds()) {
-    if (key == rk.storeKey()) return &rk;
+/// A list's labelSelector: every term `key` (the label is set) or `key=value` holds.
+bool selects(const std::string& selector, const json& object) {
+  const json* labels = nullptr;
+  if (auto m = object.find("metadata"); m != object.end() && m->is_object())
+    if (auto l = m->find("labels"); l != m->end() && l->is_object()) labels = &*l;
+  std::stringstream terms(selector);
+  std::string term;
+  while (std::getline(terms, term, ',')) {
+    if (term.empty()) continue;
+    const size_t eq = term.find('=');
+    const std::string key = term.substr(0, eq);
+    if (labels == nullptr || !labels->contains(key)) return false;
+    if (eq != std::string::npos && (*labels)[key] != term.substr(eq + 1)) return false;
   }
-  return nullptr;
+  return true;
 }
 
 json statusObject(int code, const std::string& reason, const std::string& message) {
@@ -82,7 +92,10 @@ std::string base64Encode(const std::string& data) {
 }
 
 TestApiServer::TestApiServer(TlsMaterial tls, TestApiServerOptions options)
-    : tls_(std::move(tls)), options_(std::move(options)), token_(options_.token) {}
+    : tls_(std::move(tls)), options_(std::move(options)), token_(options_.token) {
+  kinds_ = watchedKinds();
+  kinds_.insert(kinds_.end(), options_.extraKinds.begin(), options_.extraKinds.end());
+}
 
 TestApiServer::~TestApiServer() { stop(); }
 
@@ -226,6 +239,13 @@ KubeConfig TestApiServer::kubeConfig() const {
   }
   config.source = "test apiserver " + url();
   return config;
+}
+
+const ResourceKind* TestApiServer::findKind(const std::string& key) const {
+  for (const auto& rk : kinds_) {
+    if (key == rk.storeKey()) return &rk;
+  }
+  return nullptr;
 }
 
 json TestApiServer::withKind(const std::string& kind, json object) const {
@@ -442,7 +462,7 @@ void TestApiServer::handle(const httplib::Request& req, httplib::Response& res) 
       return;
     }
   }
-  for (const auto& rk : watchedKinds()) {
+  for (const auto& rk : kinds_) {
     const std::string apiPath = rk.apiPath;
     const std::string prefix = apiPath.substr(0, apiPath.rfind('/'));
     const std::string resource = apiPath.substr(apiPath.rfind('/') + 1);
@@ -548,8 +568,10 @@ void TestApiServer::handleList(const std::string& kind, const httplib::Request& 
     snap.rv = rv_;
     snap.kind = kind;
     snap.offset = 0;
+    const std::string selector = req.get_param_value("labelSelector");
     for (const auto& [key, obj] : objects_[kind]) {
-      if (ns.empty() || k8s::namespaceOf(*obj) == ns) snap.items.push_back(obj);
+      if ((ns.empty() || k8s::namespaceOf(*obj) == ns) && selects(selector, *obj))
+        snap.items.push_back(obj);
     }
   }
   const size_t remaining = snap.items.size() - snap.offset;

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/cluster_state.h"
 #include "core/json_yaml.h"
 #include "core/kube_client.h"
 #include "core/result.h"
@@ -33,6 +34,9 @@ struct TestApiServerOptions {
   /// client certificate needs no token.
   bool requireClientCert = false;
   size_t historyLimit = 10000;  ///< events kept for watches; older resourceVersions get 410
+  /// Kinds served besides watchedKinds() (e.g. scan::configurationKinds(): every version of a
+  /// resource serves the same objects, as a CRD's versions do).
+  std::vector<ResourceKind> extraKinds;
 };
 
 /// Fake kube-apiserver (cluster-wide list/watch of PersistentVolumes, PersistentVolumeClaims,
@@ -65,7 +69,8 @@ class TestApiServer {
 
   // ---- cluster contents (each change is one event with a new resourceVersion) ----
   /// Creates or replaces an object (ADDED when new, MODIFIED otherwise); returns its RV.
-  /// `kind` is one of watchedKinds(); kind/apiVersion in `object` are ignored.
+  /// `kind` is the store key of one of watchedKinds() or options.extraKinds; kind/apiVersion in
+  /// `object` are ignored.
   uint64_t add(const std::string& kind, json object);
   uint64_t modify(const std::string& kind, json object) { return add(kind, std::move(object)); }
   /// Deletes an object (DELETED event); returns the RV of the deletion, 0 when absent.
@@ -115,6 +120,10 @@ class TestApiServer {
   std::vector<json> events() const;
 
  private:
+  /// watchedKinds() and options_.extraKinds.
+  std::vector<ResourceKind> kinds_;
+  /// A served kind by its store key ("Pod", "Backup.velero.io"), or nullptr.
+  const ResourceKind* findKind(const std::string& key) const;
   /// One change, kept for watches that start from an older resourceVersion.
   struct Event {
     uint64_t rv;
