@@ -180,7 +180,8 @@ TEST_F(ScanCli, FindsTheSeedsConfigurationInAStateFileAndClearsWhenFixed) {
   EXPECT_EQ(rows(out), kConfigurationHazards) << out.dump(2);
   const std::string lifecycle = messageOf(out, "backup-lifecycle");
   EXPECT_NE(lifecycle.find("control/"), std::string::npos) << lifecycle;
-  EXPECT_NE(messageOf(out, "backup-retention").find("keeps only 1 backup (spec.retain: 1)"), std::string::npos);
+  EXPECT_NE(messageOf(out, "backup-retention").find("keeps only 1 backup (spec.retain: 1)"),
+            std::string::npos);
 
   auto fixed = scan({"--cluster-state", sourcePath("tests/fixtures/scan/configuration-fixed.yaml"),
                      "-o", "json"});
