@@ -118,7 +118,10 @@ void BackgroundScan::refreshConfiguration(const Policy& policy) {
   size_t failures = 0;
   for (const scan::ConfigurationListing& l :
        scan::listConfiguration(*client_, label, *configuration_)) {
-    const std::string status = !l.error.empty() ? l.error : l.served ? "" : "absent";
+    const std::string status = !l.error.empty() ? l.error
+                               : l.served       ? ""
+                               : l.forbidden    ? "forbidden"
+                                                : "absent";
     if (!l.error.empty()) ++failures;
     std::string& was = configurationStatus_[l.key];
     if (status == was) continue;
@@ -126,9 +129,13 @@ void BackgroundScan::refreshConfiguration(const Policy& policy) {
     if (!l.error.empty()) {
       log::warn("background scan: " + l.error + " (" + l.key +
                 " objects from the last good list are judged until a list works)");
+    } else if (l.forbidden) {
+      log::warn("background scan: listing " + l.key +
+                " is forbidden (403): its hazards are not looked for; the ClusterRole "
+                "stateguard-webhook grants list on it (manifests/base/rbac.yaml)");
     } else if (!l.served) {
       log::info("background scan: " + l.key +
-                " is not served or not readable here; its hazards are not looked for");
+                " is not served here (CRD not installed); its hazards are not looked for");
     } else if (!was.empty()) {
       log::info("background scan: " + l.key + " lists again (" + l.apiVersion + ")");
     }

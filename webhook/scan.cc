@@ -421,7 +421,7 @@ std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
     size_t end = first;
     while (end < kinds.size() && kinds[end].storeKey() == listing.key) ++end;
     // Newest version first; a 404 means this version (or the whole CRD) is not served.
-    bool forbidden = false;
+    bool& forbidden = listing.forbidden;
     for (size_t v = first; v < end && !listing.served && !forbidden && listing.error.empty(); ++v) {
       const ResourceKind& rk = kinds[v];
       std::string path = rk.apiPath;

@@ -85,8 +85,9 @@ struct ConfigurationListing {
   std::string key;         ///< the store key ("Bucket.s3.services.k8s.aws")
   std::string apiVersion;  ///< the version that answered ("" when none did)
   size_t objects = 0;
-  bool served = false;  ///< false: no version is served (CRD not installed) or readable (403)
-  std::string error;    ///< "" unless listing failed; the store keeps the earlier objects then
+  bool served = false;     ///< false: no version is served (CRD not installed) or readable
+  bool forbidden = false;  ///< the answer was 403: RBAC does not grant list
+  std::string error;       ///< "" unless listing failed; the store keeps the earlier objects then
 };
 
 /// Lists configurationKinds() into `into`, each resource at the newest version the server

@@ -1489,6 +1489,19 @@ TEST_F(E2e, BackgroundScanReportsWhatExistsAndOneReplicaWritesIt) {
       seconds(30)))
       << show(clusterReport);
 
+  // Configuration the cache does not watch, set up before the next leader starts: a Longhorn
+  // RecurringJob that keeps one backup (the seed; backup-retention warns, so it is created).
+  r = kubectl("admin", {"apply", "-f", sourcePath("tests/fixtures/scan/recurringjob-crd.yaml")});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  r = kubectl("admin", {"wait", "--for", "condition=established", "--timeout=30s",
+                        "crd/recurringjobs.longhorn.io"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  json job = {{"apiVersion", "longhorn.io/v1beta2"},
+              {"kind", "RecurringJob"},
+              {"metadata", {{"name", "nightly"}, {"namespace", "e2e-scan"}}},
+              {"spec", {{"task", "backup"}, {"cron", "0 2 * * *"}, {"retain", 1}}}};
+  ASSERT_TRUE(create("admin", job));
+
   // A second replica (another Pod name) only follows: it neither scans nor writes.
   const std::string dirB = g->webhookDir + "/replica-b";
   fs::create_directories(dirB);
@@ -1496,7 +1509,8 @@ TEST_F(E2e, BackgroundScanReportsWhatExistsAndOneReplicaWritesIt) {
   auto b = std::make_unique<WebhookProcess>(
       dirB, g->certs, std::vector<std::string>{"--kubeconfig", g->webhookKubeconfig},
       std::vector<std::string>{"--policy", sourcePath("manifests/base/policy.yaml"),
-                               "--scan-after-change", "1s", "--no-events"});
+                               "--scan-after-change", "1s", "--scan-interval", "5s",
+                               "--no-events"});
   ::unsetenv("POD_NAME");
   ASSERT_TRUE(b->started()) << b->process().stderrText();
   ASSERT_TRUE(pollUntil([&] { return b->get("/readyz").first == 200; }, seconds(60)));
@@ -1538,6 +1552,31 @@ TEST_F(E2e, BackgroundScanReportsWhatExistsAndOneReplicaWritesIt) {
       << b->process().stderrText();
   EXPECT_EQ(sample(g->webhook->get("/metrics").second, "stateguard_policy_report_writes_total"), 0)
       << "a follower wrote reports";
+
+  // The new leader listed the configuration kinds through the shipped RBAC (labelled ConfigMaps
+  // included) and reports the RecurringJob; fixed, it clears at the next listing.
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        return !resultFor(cp().getObject(nsReport), "backup-retention", "RecurringJob", "nightly")
+                    .is_null();
+      },
+      seconds(30)))
+      << "no backup-retention result in " << nsReport << ": " << show(nsReport) << "\n"
+      << b->process().stderrText();
+  EXPECT_EQ(sample(b->get("/metrics").second, "stateguard_scan_configuration_list_failures"), 0);
+  EXPECT_EQ(b->process().stderrText().find("forbidden (403)"), std::string::npos)
+      << "the shipped ClusterRole must grant list on every configuration kind:\n"
+      << b->process().stderrText();
+  r = kubectl("admin", {"patch", "recurringjob.longhorn.io", "nightly", "-n", "e2e-scan", "--type",
+                        "merge", "-p", R"({"spec":{"retain":7}})"});
+  ASSERT_EQ(r.exitCode, 0) << r.err;
+  EXPECT_TRUE(pollUntil(
+      [&] {
+        return resultFor(cp().getObject(nsReport), "backup-retention", "RecurringJob", "nightly")
+            .is_null();
+      },
+      seconds(30)))
+      << "the fixed RecurringJob is still reported: " << show(nsReport);
 
   // b leaves as a Pod does (SIGTERM): it gives the Lease up, and the other replica takes over
   // at once instead of after 15 s.
