@@ -8,15 +8,15 @@
 
 #include "cli/commands.h"
 #include "cli/common.h"
+#include "core/quarantine.h"
 #include "csi-sidecar/pv_ledger.h"
-#include "webhook/rules/backup-quarantine/quarantine.h"
 #include "webhook/rules/registry_mirrors.h"
 
 namespace stateguard::cli {
 namespace {
 
 static_assert(std::string_view(csi::kLedgerAnnotation) ==
-                  std::string_view(rules::quarantine::kLedgerAnnotation),
+                  std::string_view(quarantine::kLedgerAnnotation),
               "the webhook reads the quarantine from the annotation the CSI sidecar writes");
 
 constexpr const char* kUsage =

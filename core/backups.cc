@@ -3,6 +3,8 @@
 #include <algorithm>
 
 #include "core/k8s.h"
+#include "core/quarantine.h"
+#include "core/timeutil.h"
 
 namespace stateguard::backups {
 namespace {
@@ -162,6 +164,19 @@ ClaimBackups forClaim(const ClusterState& state, const json& pvc) {
   for (const ObjectPtr& s : state.list("VolumeSnapshot", ns)) {
     if (k8s::str(*s, "/spec/source/persistentVolumeClaimName") != claimName) continue;
     out.copies.push_back(snapshotCopy("VolumeSnapshot", *s));
+  }
+  // Seed 1: a volume that read blank was backed up, and the blank copy replaced the last good
+  // one. A copy taken once stateguard-csi had quarantined the volume holds what the device held
+  // then, not the volume's data: it is not a good copy, to restore from or to count as fresh.
+  if (ObjectPtr pv = out.pv.empty() ? nullptr : state.get("PersistentVolume", "", out.pv)) {
+    const auto q = quarantine::of(*pv);
+    const auto since = q && q->unreadable.empty() ? parseRfc3339(q->since) : std::nullopt;
+    for (Copy& c : out.copies) {
+      if (!since || !c.good || !c.time || *c.time < *since) continue;
+      c.good = false;
+      c.note = "taken after stateguard-csi quarantined the volume (" + q->since +
+               "): it holds what the device held then, not the volume's data";
+    }
   }
   newestFirst(out.copies);
   return out;

@@ -8,11 +8,11 @@
 
 #include "core/backups.h"
 #include "core/k8s.h"
+#include "core/quarantine.h"
 #include "webhook/admission.h"
 #include "webhook/engine.h"
 #include "webhook/orphans.h"
 #include "webhook/registry.h"
-#include "webhook/rules/backup-quarantine/quarantine.h"
 #include "webhook/rules/common.h"
 
 namespace stateguard::scan {
@@ -165,7 +165,7 @@ void checkBackups(const ClusterState& state, const Policy& policy, Clock::time_p
 
 void checkQuarantines(const ClusterState& state, std::vector<Finding>& out) {
   for (const ObjectPtr& pv : state.list("PersistentVolume")) {
-    auto q = rules::quarantine::of(*pv);
+    auto q = quarantine::of(*pv);
     if (!q) continue;
     const std::string claimNs = k8s::str(*pv, "/spec/claimRef/namespace");
     const std::string claimName = k8s::str(*pv, "/spec/claimRef/name");

@@ -25,9 +25,8 @@ namespace {
 /// (rule, kind, namespace/name, severity) of each finding.
 using Row = std::tuple<std::string, std::string, std::string, std::string>;
 
-/// A fixture with ${NOW-2h}, ${NOW-9d}, ${NOW-30m} replaced by times before now.
-std::string fixtureText(const std::string& name) {
-  const std::string text = readText(sourcePath("tests/fixtures/scan/" + name));
+/// `text` with ${NOW-2h}, ${NOW-9d}, ${NOW-30m} replaced by times before now.
+std::string nowTimes(const std::string& text) {
   static const std::regex kNow(R"(\$\{NOW-([0-9]+)([mhd])\})");
   std::string out;
   auto begin = std::sregex_iterator(text.begin(), text.end(), kNow);
@@ -40,6 +39,11 @@ std::string fixtureText(const std::string& name) {
     last = it->position() + it->length();
   }
   return out + text.substr(last);
+}
+
+/// A fixture of tests/fixtures/scan with its times made relative to now (nowTimes()).
+std::string fixtureText(const std::string& name) {
+  return nowTimes(readText(sourcePath("tests/fixtures/scan/" + name)));
 }
 
 class ScanCli : public ::testing::Test {
@@ -161,6 +165,34 @@ TEST_F(ScanCli, FixedStateIsClean) {
   auto j = scan({"--cluster-state", dir_ + "/fixed.yaml", "-o", "json"});
   EXPECT_EQ(j.exitCode, 0);
   EXPECT_EQ(json::parse(j.out)["findings"], json::array());
+}
+
+TEST_F(ScanCli, ABackupTakenAfterTheQuarantineIsNotAGoodCopy) {
+  // Seed 1: the volume read blank, was backed up, and the blank copy replaced the good one. Here
+  // shop/uploads' good backup is 3 days old, and a "fresh" one was taken 10 minutes ago, 20
+  // minutes after stateguard-csi quarantined the volume.
+  std::string text = readText(sourcePath("tests/fixtures/scan/hazards.yaml"));
+  const std::string goodTime = "backupCreatedAt: \"${NOW-3h}\"";
+  ASSERT_NE(text.find(goodTime), std::string::npos);
+  text.replace(text.find(goodTime), goodTime.size(), "backupCreatedAt: \"${NOW-3d}\"");
+  text +=
+      "---\napiVersion: longhorn.io/v1beta2\nkind: Backup\nmetadata: {name: backup-uploads-blank, "
+      "namespace: longhorn-system, labels: {backup-volume: pvc-uploads}}\nstatus: {state: "
+      "Completed, volumeName: pvc-uploads, backupCreatedAt: \"${NOW-10m}\"}\n";
+  writeText(dir_ + "/blank.yaml", nowTimes(text));
+  auto r = scan({"--cluster-state", dir_ + "/blank.yaml", "-o", "json"});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  const json out = json::parse(r.out);
+  EXPECT_TRUE(rows(out).count({"backup-stale", "PersistentVolumeClaim", "shop/uploads", "warning"}))
+      << out.dump(2);
+  std::string stale;
+  for (const auto& f : out["findings"])
+    if (f["rule"] == "backup-stale" && f["name"] == "uploads") stale = f["message"];
+  EXPECT_NE(stale.find("Longhorn Backup longhorn-system/backup-uploads from"), std::string::npos)
+      << "the copy from before the quarantine is the newest good one: " << stale;
+  EXPECT_NE(stale.find("backup-uploads-blank did not count"), std::string::npos) << stale;
+  EXPECT_NE(stale.find("taken after stateguard-csi quarantined the volume"), std::string::npos)
+      << stale;
 }
 
 /// The seeds' configuration (tests/fixtures/scan/configuration.yaml): one finding per object.

@@ -9,11 +9,11 @@
 //   - Velero Backup that takes a claim bound to a quarantined PV (its namespaces, resources and
 //     label selector, as backup-freshness reads them; a backup without volume data is fine).
 // The quarantine is read from the PV annotation stateguard.io/volume-ledger
-// (backup-quarantine/quarantine.h). A backup naming a volume the state does not know is allowed.
+// (core/quarantine.h). A backup naming a volume the state does not know is allowed.
 
 #include "core/backups.h"
 #include "core/k8s.h"
-#include "webhook/rules/backup-quarantine/quarantine.h"
+#include "core/quarantine.h"
 #include "webhook/rules/common.h"
 #include "webhook/rules/rules.h"
 

@@ -10,7 +10,7 @@
 
 #include "core/cluster_state.h"
 
-namespace stateguard::rules::quarantine {
+namespace stateguard::quarantine {
 
 /// Equal to csi::kLedgerAnnotation (csi-sidecar/pv_ledger.h; the webhook does not link the
 /// sidecar's code): cli/scan.cc, which links both, checks it at compile time.
@@ -41,4 +41,4 @@ std::optional<State> of(const json& pv);
 /// nullptr.
 ObjectPtr pvForLonghornVolume(const ClusterState& state, const std::string& volume);
 
-}  // namespace stateguard::rules::quarantine
+}  // namespace stateguard::quarantine

@@ -1,8 +1,8 @@
-#include "webhook/rules/backup-quarantine/quarantine.h"
+#include "core/quarantine.h"
 
 #include "core/k8s.h"
 
-namespace stateguard::rules::quarantine {
+namespace stateguard::quarantine {
 namespace {
 
 std::string field(const json& obj, const char* key) {
@@ -60,4 +60,4 @@ ObjectPtr pvForLonghornVolume(const ClusterState& state, const std::string& volu
   return state.get("PersistentVolume", "", volume);
 }
 
-}  // namespace stateguard::rules::quarantine
+}  // namespace stateguard::quarantine
