@@ -91,6 +91,27 @@ void judgeObjects(const ClusterState& state, const ClusterState& configuration,
   }
 }
 
+/// The object, or for a namespaced one its Namespace, carries kExpendableAnnotation with a
+/// reason ("false" and "" are no reason).
+bool expendable(const ClusterState& state, const json& obj) {
+  auto marked = [](const json& o) {
+    const auto v = k8s::annotation(o, kExpendableAnnotation);
+    return v && !v->empty() && *v != "false";
+  };
+  if (marked(obj)) return true;
+  const std::string ns = k8s::namespaceOf(obj);
+  const ObjectPtr nsObj = ns.empty() ? nullptr : state.get("Namespace", "", ns);
+  return nsObj && marked(*nsObj);
+}
+
+/// How to say that a claim's or PV's data is not needed, for messages.
+std::string expendableHint(const std::string& resource, const std::string& ns,
+                           const std::string& name) {
+  return "If the data is not needed, say so and this is no longer reported: kubectl annotate " +
+         resource + " " + name + (ns.empty() ? "" : " -n " + ns) + " " + kExpendableAnnotation +
+         "='<why>'.";
+}
+
 std::string claimLabel(const json& pvc) {
   const std::string pv = k8s::str(pvc, "/spec/volumeName");
   return "claim " + k8s::ref(pvc) + " (" + (pv.empty() ? "" : "PV " + pv + ", ") +
@@ -128,7 +149,7 @@ void checkBackups(const ClusterState& state, const Policy& policy, Clock::time_p
           .value_or(std::chrono::hours(24));
   const std::string limitText = formatDuration(maxAge);
   for (const ObjectPtr& pvc : state.list("PersistentVolumeClaim")) {
-    if (!rules::claimBound(*pvc)) continue;
+    if (!rules::claimBound(*pvc) || expendable(state, *pvc)) continue;
     const backups::ClaimBackups found = backups::forClaim(state, *pvc);
     const backups::Copy* good = found.newestGood();
     BackupAge& age = report.backups.emplace_back(
@@ -145,7 +166,8 @@ void checkBackups(const ClusterState& state, const Policy& policy, Clock::time_p
          "keeping them), then take one and wait until it completes (Velero: velero backup create "
          "--include-namespaces " +
          k8s::namespaceOf(*pvc) +
-         " --wait; Longhorn: back up the volume; or a VolumeSnapshot) and give it a schedule.";
+         " --wait; Longhorn: back up the volume; or a VolumeSnapshot) and give it a schedule. " +
+         expendableHint("pvc", k8s::namespaceOf(*pvc), k8s::name(*pvc));
     out.push_back({"backup-stale", "PersistentVolumeClaim", k8s::namespaceOf(*pvc), k8s::name(*pvc),
                    severityOf(mode), std::move(m)});
   }
@@ -203,6 +225,8 @@ void checkOrphans(const ClusterState& state, Clock::time_point now,
   const Orphans found = findOrphans(state, now, availableFor, {});
   for (const json& p : found.pvs) {
     const std::string name = p["name"].get<std::string>();
+    ObjectPtr pv = state.get("PersistentVolume", "", name);
+    if (pv && expendable(state, *pv)) continue;
     const std::string phase = p["phase"].get<std::string>();
     const std::string reclaim = p["reclaimPolicy"].get<std::string>();
     const std::string backend = p["backend"].get<std::string>();
@@ -210,7 +234,6 @@ void checkOrphans(const ClusterState& state, Clock::time_point now,
                     ", reclaim policy " + reclaim + (backend.empty() ? "" : ", " + backend) +
                     ", age " + p["age"].get<std::string>() + ") is " + phase;
     if (phase == "Released") {
-      ObjectPtr pv = state.get("PersistentVolume", "", name);
       const std::string former = pv ? k8s::str(*pv, "/spec/claimRef/namespace") + "/" +
                                           k8s::str(*pv, "/spec/claimRef/name")
                                     : "";
@@ -225,7 +248,8 @@ void checkOrphans(const ClusterState& state, Clock::time_point now,
            "create a claim with spec.volumeName: " +
            name +
            "); if it is not, back it up or confirm it is expendable and delete the PV and its "
-           "backend volume deliberately.";
+           "backend volume deliberately. " +
+           expendableHint("pv", "", name);
       out.push_back({"pv-released", "PersistentVolume", "", name, "warning", std::move(m)});
     } else {
       m += " and no claim has bound it for over " + availableText +
@@ -237,6 +261,9 @@ void checkOrphans(const ClusterState& state, Clock::time_point now,
   for (const json& c : found.claims) {
     const std::string ref = c["claim"].get<std::string>();
     const auto slash = ref.find('/');
+    const ObjectPtr pvc =
+        state.get("PersistentVolumeClaim", ref.substr(0, slash), ref.substr(slash + 1));
+    if (pvc && expendable(state, *pvc)) continue;
     const std::string volume = c["volume"].get<std::string>();
     out.push_back(
         {"claim-unused", "PersistentVolumeClaim", ref.substr(0, slash), ref.substr(slash + 1),
@@ -245,7 +272,8 @@ void checkOrphans(const ClusterState& state, Clock::time_point now,
              (volume.empty() ? "" : ", volume " + volume) +
              ") is mounted by no Pod: its storage serves nobody right now. A StatefulSet scaled "
              "down or a stopped app keeps its claims on purpose; if the app is gone, take a "
-             "backup (or confirm the data is expendable) and delete the claim deliberately."});
+             "backup (or confirm the data is expendable) and delete the claim deliberately. " +
+             expendableHint("pvc", ref.substr(0, slash), ref.substr(slash + 1))});
   }
   for (const json& p : found.provisioners) {
     const std::string pod = p["pod"].get<std::string>();

@@ -19,6 +19,11 @@
 
 namespace stateguard::scan {
 
+/// Marks data nobody needs to keep, with the reason as its value: a claim (or every claim of a
+/// namespace) so marked is not reported by backup-stale or claim-unused, a PersistentVolume not
+/// by pv-released or pv-unclaimed. It silences reports only: no rule allows more because of it.
+inline constexpr const char* kExpendableAnnotation = "stateguard.io/expendable";
+
 /// One hazard on one object.
 struct Finding {
   Finding() = default;

@@ -195,6 +195,49 @@ TEST_F(ScanCli, ABackupTakenAfterTheQuarantineIsNotAGoodCopy) {
       << stale;
 }
 
+TEST_F(ScanCli, DataMarkedExpendableIsNotReported) {
+  const std::string text = readText(sourcePath("tests/fixtures/scan/hazards.yaml"));
+  auto mark = [](std::string t, const std::string& meta, const std::string& value) {
+    const size_t at = t.find(meta);
+    EXPECT_NE(at, std::string::npos) << meta;
+    if (at != std::string::npos)
+      t.replace(at, meta.size(),
+                meta.substr(0, meta.size() - 1) + ", annotations: {stateguard.io/expendable: \"" +
+                    value + "\"}}");
+    return t;
+  };
+  const std::set<Row> rest = {
+      {"volume-quarantined", "PersistentVolume", "pvc-uploads", "error"},
+      {"statefulset-retention", "StatefulSet", "shop/db", "error"},
+  };
+  // The claim media/library (backup-stale) and the Released PV pvc-old-logs, marked one by one.
+  std::string marked = mark(text, "{name: library, namespace: media}", "rebuilt from upstream");
+  marked = mark(marked, "{name: pvc-old-logs}", "logs kept 30 days elsewhere");
+  writeText(dir_ + "/marked.yaml", nowTimes(marked));
+  auto r = scan({"--cluster-state", dir_ + "/marked.yaml", "-o", "json"});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  EXPECT_EQ(rows(json::parse(r.out)), rest) << r.out;
+
+  // A whole namespace marked: its claims are not reported.
+  const std::string ns =
+      "---\napiVersion: v1\nkind: Namespace\nmetadata: {name: media, annotations: "
+      "{stateguard.io/expendable: \"scratch\"}}\n";
+  writeText(dir_ + "/ns.yaml", nowTimes(mark(text, "{name: pvc-old-logs}", "x") + ns));
+  r = scan({"--cluster-state", dir_ + "/ns.yaml", "-o", "json"});
+  EXPECT_EQ(rows(json::parse(r.out)), rest) << r.out;
+
+  // "false" is no reason; the message says how to mark.
+  writeText(dir_ + "/false.yaml",
+            nowTimes(mark(text, "{name: library, namespace: media}", "false")));
+  r = scan({"--cluster-state", dir_ + "/false.yaml", "-o", "json"});
+  const json out = json::parse(r.out);
+  EXPECT_EQ(rows(out), kHazards) << r.out;
+  EXPECT_NE(messageOf(out, "backup-stale")
+                .find("kubectl annotate pvc library -n media stateguard.io/expendable='<why>'"),
+            std::string::npos)
+      << messageOf(out, "backup-stale");
+}
+
 /// The seeds' configuration (tests/fixtures/scan/configuration.yaml): one finding per object.
 const std::set<Row> kConfigurationHazards = {
     {"backup-lifecycle", "Bucket", "infra/kops-state", "error"},
