@@ -1467,6 +1467,21 @@ TEST(HelmChart, ValuesOfAnOlderReleaseWithoutFailurePolicySelfRender) {
   checkWebhookConfiguration(parseAll(r.out, "helm template"), x, "chart (no failurePolicy.self)");
 }
 
+TEST(HelmChart, ScanValuesReachTheWebhooksFlags) {
+  auto argsOf = [](const std::vector<json>& chart) {
+    const json* d = find(chart, "Deployment", "stateguard-webhook");
+    return d ? (*d)["spec"]["template"]["spec"]["containers"][0]["args"].dump() : "";
+  };
+  const std::string defaults = argsOf(renderChart({}));
+  EXPECT_EQ(defaults.find("--scan-"), std::string::npos) << "defaults need no flag: " << defaults;
+  const std::string set =
+      argsOf(renderChart({"--set", "scan.interval=30m", "--set-string", "scan.afterChange=1m"}));
+  EXPECT_NE(set.find(R"("--scan-interval","30m")"), std::string::npos) << set;
+  EXPECT_NE(set.find(R"("--scan-after-change","1m")"), std::string::npos) << set;
+  EXPECT_NE(argsOf(renderChart({"--set", "scan.enabled=false"})).find("--no-scan"),
+            std::string::npos);
+}
+
 TEST(HelmChart, InvalidValuesAreRefused) {
   struct Case {
     std::vector<std::string> args;
@@ -1484,6 +1499,10 @@ TEST(HelmChart, InvalidValuesAreRefused) {
        "csiGuard.failurePolicy must be Fail or Ignore"},
       {{"--set", "csiGuard.enabled=true", "--set", "csiGuard.drivers={}"},
        "csiGuard.enabled is true but csiGuard.drivers is empty"},
+      // A number (seconds?) or a Go duration the webhook would refuse at start, said at render.
+      {{"--set", "scan.interval=600"},
+       "scan.interval must be a duration such as 10m (a number with s, m, h or d), not 600"},
+      {{"--set", "scan.afterChange=1m30s"}, "scan.afterChange must be a duration such as 15s"},
   };
   for (const auto& c : cases) {
     CommandResult r = helmTemplate(c.args);
