@@ -359,16 +359,22 @@ class MountutilsEioTest : public MountutilsTest {
     MountutilsTest::TearDown();
   }
 
-  /// An ext4 volume of `size` bytes holding /data.txt ("orders\n") on a device whose reads can
-  /// be made to fail. 512 MiB and more is what real volumes are: mke2fs then picks 4 KiB blocks
-  /// (below 512 MiB its "small" type has 1 KiB blocks), which decides what a failed mkfs wrote.
-  EioDisk& eioVolume(const std::string& name, uint64_t size = 512 * kMiB) {
+  /// A volume of `size` bytes on a device whose reads can be made to fail: ext4 holding
+  /// /data.txt ("orders\n"), or an empty xfs. 512 MiB and more is what real volumes are: mke2fs
+  /// then picks 4 KiB blocks (below 512 MiB its "small" type has 1 KiB blocks), which decides
+  /// what a failed mkfs wrote.
+  EioDisk& eioVolume(const std::string& name, uint64_t size = 512 * kMiB,
+                     const std::string& fs = "ext4") {
     const std::string img = dir_ + "/" + name + ".img";
     EXPECT_EQ(runCommand("/usr/bin/truncate", {"-s", std::to_string(size), img}).exitCode, 0);
-    ::mkdir((img + ".d").c_str(), 0755);
-    writeText(img + ".d/data.txt", "orders\n");
-    CommandResult r =
-        runCommand("/usr/sbin/mkfs.ext4", {"-q", "-F", "-b", "4096", "-d", img + ".d", img});
+    CommandResult r;
+    if (fs == "ext4") {
+      ::mkdir((img + ".d").c_str(), 0755);
+      writeText(img + ".d/data.txt", "orders\n");
+      r = runCommand("/usr/sbin/mkfs.ext4", {"-q", "-F", "-b", "4096", "-d", img + ".d", img});
+    } else {
+      r = runCommand("/usr/sbin/mkfs." + fs, {"-q", "-f", img});
+    }
     EXPECT_EQ(r.exitCode, 0) << r.err;
     disks_.push_back(std::make_unique<EioDisk>(img, dir_ + "/fuse-" + name));
     EXPECT_FALSE(disks_.back()->path().empty()) << disks_.back()->error();
@@ -411,6 +417,56 @@ TEST_F(MountutilsEioTest, ReadErrorsAtStageTimeDriverAloneRunMkfsWhichFailsAfter
   EXPECT_EQ(again.error_code(), grpc::StatusCode::INTERNAL) << again.error_message();
   EXPECT_TRUE(contains(again.error_message(), "'fsck' found errors")) << again.error_message();
   EXPECT_FALSE(isMountPoint(alone.stagingPath("pvc-eio")));
+}
+
+// XFS (longhorn#14042: an I/O error, then `mkfs.xfs -f`): mkfs.xfs fails on the errors too
+// (exit 1, "filesystem failed to initialize"), but only after writing a new superblock still
+// flagged as being made: once the device recovers blkid reports a new UUID, the old filesystem is
+// gone, and the next mount fails. Through stateguard-csi the stage is refused and the filesystem
+// stays.
+TEST_F(MountutilsEioTest, XfsReadErrorsDriverAloneReplaceTheFilesystemAndTheSidecarRefuses) {
+  if (::access("/usr/sbin/mkfs.xfs", X_OK) != 0) GTEST_SKIP() << "no mkfs.xfs";
+  {
+    ::mkdir((dir_ + "/alone").c_str(), 0755);
+    MountutilsNode alone(dir_ + "/alone", {.sidecar = false, .gate = false});
+    ASSERT_TRUE(alone.start());
+    EioDisk& disk = eioVolume("alone-xfs", 512 * kMiB, "xfs");
+    const std::string dev = disk.path();
+    const std::string uuid = blkidUuid(dev);
+    ASSERT_FALSE(uuid.empty());
+    ASSERT_TRUE(disk.failReads());
+    grpc::Status s = alone.stage("pvc-x", dev, "xfs");
+    EXPECT_GT(disk.failedReads(), 0u);
+    ASSERT_TRUE(disk.recover());
+    EXPECT_TRUE(contains(alone.driverLog(), "appears to be unformatted")) << alone.driverLog();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+    EXPECT_TRUE(contains(s.error_message(), "format of disk")) << s.error_message();
+    EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+    const std::string now = blkidUuid(dev);
+    EXPECT_NE(now, "");
+    EXPECT_NE(now, uuid) << "the failed mkfs.xfs left its own superblock";
+    grpc::Status again = alone.stage("pvc-x", dev, "xfs");
+    EXPECT_FALSE(again.ok()) << "the half-made filesystem does not mount";
+    EXPECT_TRUE(contains(again.error_message(), "Structure needs cleaning"))
+        << again.error_message();
+    EXPECT_FALSE(isMountPoint(alone.stagingPath("pvc-x")));
+  }
+  MountutilsNode node(dir_, {});
+  ASSERT_TRUE(node.start());
+  EioDisk& disk = eioVolume("guarded-xfs", 512 * kMiB, "xfs");
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  ASSERT_TRUE(disk.failReads());
+  grpc::Status s = node.stage("pvc-x", dev, "xfs");
+  ASSERT_TRUE(disk.recover());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+  EXPECT_FALSE(contains(node.driverLog(), "FormatAndMount"));
+  EXPECT_EQ(blkidUuid(dev), uuid);
+  grpc::Status again = node.stage("pvc-x", dev, "xfs");
+  ASSERT_TRUE(again.ok()) << again.error_message();
+  EXPECT_TRUE(isMountPoint(node.stagingPath("pvc-x")));
+  EXPECT_TRUE(node.unstage("pvc-x").ok());
 }
 
 struct ReadErrorRange {
