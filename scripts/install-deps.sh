@@ -17,6 +17,9 @@ packages=(
   golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v2-dev
   etcd-server
   prometheus  # promtool only: monitoring_test checks the shipped alerts' PromQL with it
+  # A FUSE file whose reads fail on command (tests/support/eio_disk), under a loop device: the
+  # I/O-error replays on a real block device, where the kernel has no dm-error/dm-flakey.
+  libfuse3-dev fuse3
 )
 
 missing=()

@@ -339,5 +339,262 @@ TEST_F(MountutilsTest, VolumeIdsLongerThanAFileNameStage) {
   node.unstage(id);
 }
 
+// ---- I/O errors on a real block device (issue 14) ----------------------------------------------
+// The device is a loop device over stateguard-test-eio-disk's FUSE file: its reads fail with EIO
+// while the switch is on, and nothing caches them (FUSE direct_io; the block device's own page
+// cache is dropped when its last opener closes, and nobody holds it open between calls here).
+
+class MountutilsEioTest : public MountutilsTest {
+ protected:
+  void SetUp() override {
+    MountutilsTest::SetUp();
+    if (IsSkipped()) return;
+    if (std::string why = eioDiskSkipReason(); !why.empty()) {
+      GTEST_SKIP() << "mount-utils I/O-error replays skipped: " << why;
+    }
+  }
+  void TearDown() override {
+    if (!dir_.empty()) unmountUnder(dir_);  // staging mounts of the loop devices first
+    disks_.clear();
+    MountutilsTest::TearDown();
+  }
+
+  /// A volume of `size` bytes on a device whose reads can be made to fail: ext4 holding
+  /// /data.txt ("orders\n"), or an empty xfs. 512 MiB and more is what real volumes are: mke2fs
+  /// then picks 4 KiB blocks (below 512 MiB its "small" type has 1 KiB blocks), which decides
+  /// what a failed mkfs wrote.
+  EioDisk& eioVolume(const std::string& name, uint64_t size = 512 * kMiB,
+                     const std::string& fs = "ext4") {
+    const std::string img = dir_ + "/" + name + ".img";
+    EXPECT_EQ(runCommand("/usr/bin/truncate", {"-s", std::to_string(size), img}).exitCode, 0);
+    CommandResult r;
+    if (fs == "ext4") {
+      ::mkdir((img + ".d").c_str(), 0755);
+      writeText(img + ".d/data.txt", "orders\n");
+      r = runCommand("/usr/sbin/mkfs.ext4", {"-q", "-F", "-b", "4096", "-d", img + ".d", img});
+    } else {
+      r = runCommand("/usr/sbin/mkfs." + fs, {"-q", "-f", img});
+    }
+    EXPECT_EQ(r.exitCode, 0) << r.err;
+    disks_.push_back(std::make_unique<EioDisk>(img, dir_ + "/fuse-" + name));
+    EXPECT_FALSE(disks_.back()->path().empty()) << disks_.back()->error();
+    return *disks_.back();
+  }
+
+  std::vector<std::unique_ptr<EioDisk>> disks_;
+};
+
+// Without stateguard: blkid exits 2 on EIO, as for a blank device, and mount-utils runs
+// `mkfs.ext4 -F -m0`. mkfs fails on the errors too (exit 1, "Input/output error while writing
+// reserved inodes": updating one inode reads its table block) but only after it has written the
+// new inode tables over the old ones (whole 4 KiB blocks, no read needed). It writes the
+// superblock last, so after the device recovers blkid still reports the old UUID: the volume
+// looks intact, its root directory is gone, and mount-utils' fsck before the next mount fails.
+TEST_F(MountutilsEioTest, ReadErrorsAtStageTimeDriverAloneRunMkfsWhichFailsAfterDestroyingTheData) {
+  MountutilsNode alone(dir_, {.sidecar = false, .gate = false});
+  ASSERT_TRUE(alone.start());
+  EioDisk& disk = eioVolume("alone");
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  ASSERT_FALSE(uuid.empty());
+  ASSERT_EQ(ext4DataFile(dev), "orders\n");
+
+  ASSERT_TRUE(disk.failReads());
+  grpc::Status s = alone.stage("pvc-eio", dev, "ext4");
+  EXPECT_GT(disk.failedReads(), 0u);
+  ASSERT_TRUE(disk.recover());
+  EXPECT_TRUE(contains(alone.driverLog(), "appears to be unformatted, attempting to format"))
+      << alone.driverLog();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "format of disk")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "Input/output error while writing reserved inodes"))
+      << s.error_message();
+  EXPECT_FALSE(isMountPoint(alone.stagingPath("pvc-eio")));
+
+  EXPECT_EQ(blkidUuid(dev), uuid) << "the failed mkfs never wrote its superblock";
+  EXPECT_EQ(ext4DataFile(dev), "") << "but it wrote the inode tables: /data.txt is gone";
+  grpc::Status again = alone.stage("pvc-eio", dev, "ext4");
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::INTERNAL) << again.error_message();
+  EXPECT_TRUE(contains(again.error_message(), "'fsck' found errors")) << again.error_message();
+  EXPECT_FALSE(isMountPoint(alone.stagingPath("pvc-eio")));
+}
+
+// XFS (longhorn#14042: an I/O error, then `mkfs.xfs -f`): mkfs.xfs fails on the errors too
+// (exit 1, "filesystem failed to initialize"), but only after writing a new superblock still
+// flagged as being made: once the device recovers blkid reports a new UUID, the old filesystem is
+// gone, and the next mount fails. Through stateguard-csi the stage is refused and the filesystem
+// stays.
+TEST_F(MountutilsEioTest, XfsReadErrorsDriverAloneReplaceTheFilesystemAndTheSidecarRefuses) {
+  if (::access("/usr/sbin/mkfs.xfs", X_OK) != 0) GTEST_SKIP() << "no mkfs.xfs";
+  {
+    ::mkdir((dir_ + "/alone").c_str(), 0755);
+    MountutilsNode alone(dir_ + "/alone", {.sidecar = false, .gate = false});
+    ASSERT_TRUE(alone.start());
+    EioDisk& disk = eioVolume("alone-xfs", 512 * kMiB, "xfs");
+    const std::string dev = disk.path();
+    const std::string uuid = blkidUuid(dev);
+    ASSERT_FALSE(uuid.empty());
+    ASSERT_TRUE(disk.failReads());
+    grpc::Status s = alone.stage("pvc-x", dev, "xfs");
+    EXPECT_GT(disk.failedReads(), 0u);
+    ASSERT_TRUE(disk.recover());
+    EXPECT_TRUE(contains(alone.driverLog(), "appears to be unformatted")) << alone.driverLog();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INTERNAL) << s.error_message();
+    EXPECT_TRUE(contains(s.error_message(), "format of disk")) << s.error_message();
+    EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+    const std::string now = blkidUuid(dev);
+    EXPECT_NE(now, "");
+    EXPECT_NE(now, uuid) << "the failed mkfs.xfs left its own superblock";
+    grpc::Status again = alone.stage("pvc-x", dev, "xfs");
+    EXPECT_FALSE(again.ok()) << "the half-made filesystem does not mount";
+    EXPECT_TRUE(contains(again.error_message(), "Structure needs cleaning"))
+        << again.error_message();
+    EXPECT_FALSE(isMountPoint(alone.stagingPath("pvc-x")));
+  }
+  MountutilsNode node(dir_, {});
+  ASSERT_TRUE(node.start());
+  EioDisk& disk = eioVolume("guarded-xfs", 512 * kMiB, "xfs");
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  ASSERT_TRUE(disk.failReads());
+  grpc::Status s = node.stage("pvc-x", dev, "xfs");
+  ASSERT_TRUE(disk.recover());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+  EXPECT_FALSE(contains(node.driverLog(), "FormatAndMount"));
+  EXPECT_EQ(blkidUuid(dev), uuid);
+  grpc::Status again = node.stage("pvc-x", dev, "xfs");
+  ASSERT_TRUE(again.ok()) << again.error_message();
+  EXPECT_TRUE(isMountPoint(node.stagingPath("pvc-x")));
+  EXPECT_TRUE(node.unstage("pvc-x").ok());
+}
+
+struct ReadErrorRange {
+  std::string name;
+  uint64_t offset, length;  // length 0: every read fails
+};
+void PrintTo(const ReadErrorRange& r, std::ostream* os) { *os << r.name; }
+
+class MountutilsEioRangeTest : public MountutilsEioTest,
+                               public ::testing::WithParamInterface<ReadErrorRange> {};
+
+// Through stateguard-csi (the gate on the driver's PATH too): the sidecar's probe (libblkid on
+// the same block device) gets the EIO, says "unknown", and the stage is refused before the driver
+// sees it. Once the device recovers, the same volume stages with its data.
+TEST_P(MountutilsEioRangeTest, ReadErrorsAtStageTimeAreRefusedAndTheVolumeStagesAfterRecovery) {
+  const ReadErrorRange& range = GetParam();
+  MountutilsNode node(dir_, {});
+  ASSERT_TRUE(node.start());
+  EioDisk& disk = eioVolume("guarded");
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+
+  ASSERT_TRUE(disk.failReads(range.offset, range.length));
+  grpc::Status s = node.stage("pvc-eio", dev, "ext4");
+  EXPECT_GT(disk.failedReads(), 0u);
+  ASSERT_TRUE(disk.recover());
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "could not be read")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+  EXPECT_FALSE(contains(node.driverLog(), "FormatAndMount")) << "the driver never saw the call";
+  EXPECT_TRUE(contains(node.auditLog(), "\"device-unknown\"")) << node.auditLog();
+  EXPECT_EQ(blkidUuid(dev), uuid);
+  EXPECT_EQ(ext4DataFile(dev), "orders\n");
+
+  grpc::Status again = node.stage("pvc-eio", dev, "ext4");  // kubelet's retry
+  ASSERT_TRUE(again.ok()) << again.error_message();
+  EXPECT_EQ(readText(node.stagingPath("pvc-eio") + "/data.txt"), "orders\n");
+  EXPECT_TRUE(node.unstage("pvc-eio").ok());
+}
+
+INSTANTIATE_TEST_SUITE_P(Ranges, MountutilsEioRangeTest,
+                         ::testing::Values(ReadErrorRange{"every_read", 0, 0},
+                                           ReadErrorRange{"first_MiB", 0, kMiB},
+                                           ReadErrorRange{"ext4_superblock", 1024, 1024}),
+                         [](const ::testing::TestParamInfo<ReadErrorRange>& p) {
+                           return p.param.name;
+                         });
+
+// The format gate alone (no sidecar): mount-utils' blkid exits 2 on the errors, and the gate,
+// run as mkfs.ext4, probes the device itself, gets the same EIO and refuses.
+TEST_F(MountutilsEioTest, ReadErrorsAtStageTimeGateAloneRefusesMkfs) {
+  MountutilsNode node(dir_, {.sidecar = false, .gate = true});
+  ASSERT_TRUE(node.start());
+  EioDisk& disk = eioVolume("gate");
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  ASSERT_TRUE(disk.failReads());
+  grpc::Status s = node.stage("pvc-g", dev, "ext4");
+  ASSERT_TRUE(disk.recover());
+  EXPECT_TRUE(contains(node.driverLog(), "appears to be unformatted")) << node.driverLog();
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(contains(s.error_message(), "stateguard-format-gate refused")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "cannot be verified as blank")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "Input/output error")) << s.error_message();
+  EXPECT_EQ(blkidUuid(dev), uuid);
+  EXPECT_EQ(ext4DataFile(dev), "orders\n");
+  grpc::Status again = node.stage("pvc-g", dev, "ext4");
+  ASSERT_TRUE(again.ok()) << again.error_message();
+  EXPECT_EQ(readText(node.stagingPath("pvc-g") + "/data.txt"), "orders\n");
+  EXPECT_TRUE(node.unstage("pvc-g").ok());
+}
+
+/// A blkid first on the driver's PATH that turns the device's read errors on, runs the real
+/// blkid and turns them off again: the device reads badly only inside the driver's own call,
+/// after the sidecar's probe and before mkfs.
+std::string eioDuringBlkid(const std::string& dir, const EioDisk& disk) {
+  const std::string wrap = dir + "/eio-blkid";
+  ::mkdir(wrap.c_str(), 0755);
+  writeText(wrap + "/blkid", "#!/bin/sh\necho fail-reads > " + disk.controlPath() +
+                                 "\n/usr/sbin/blkid \"$@\"\nrc=$?\necho ok > " +
+                                 disk.controlPath() + "\nexit $rc\n");
+  ::chmod((wrap + "/blkid").c_str(), 0755);
+  return wrap;
+}
+
+// The sidecar's probe a moment earlier saw the filesystem, so it lets the stage through; the
+// driver's blkid exits 2 on the errors and mkfs runs on the recovered device: a new filesystem.
+// The sidecar's check after the call compares with the ledger, which is empty on a first stage:
+// it records the new filesystem as the volume's (the gate is what stops this; see below).
+TEST_F(MountutilsEioTest, ReadErrorsInsideTheDriversBlkidFormatWithoutTheGate) {
+  EioDisk& disk = eioVolume("flicker");
+  MountutilsNode node(dir_,
+                      {.sidecar = true, .gate = false, .pathPrefix = eioDuringBlkid(dir_, disk)});
+  ASSERT_TRUE(node.start());
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  grpc::Status s = node.stage("pvc-f", dev, "ext4");
+  EXPECT_GT(disk.failedReads(), 0u);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(contains(node.driverLog(), "Disk successfully formatted")) << node.driverLog();
+  const std::string now = blkidUuid(dev);
+  EXPECT_NE(now, uuid) << "mount-utils formatted the volume";
+  EXPECT_EQ(ext4DataFile(dev), "");
+  csi::Ledger ledger(node.ledgerDir());
+  auto entry = ledger.load("pvc-f");
+  ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
+  EXPECT_EQ(entry.value()->current()->uuid, now);
+  node.unstage("pvc-f");
+}
+
+TEST_F(MountutilsEioTest, ReadErrorsInsideTheDriversBlkidAreStoppedByTheFormatGate) {
+  EioDisk& disk = eioVolume("flicker");
+  MountutilsNode node(dir_,
+                      {.sidecar = true, .gate = true, .pathPrefix = eioDuringBlkid(dir_, disk)});
+  ASSERT_TRUE(node.start());
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  grpc::Status s = node.stage("pvc-f", dev, "ext4");
+  EXPECT_GT(disk.failedReads(), 0u);
+  EXPECT_TRUE(contains(node.driverLog(), "appears to be unformatted")) << node.driverLog();
+  EXPECT_FALSE(s.ok());
+  EXPECT_TRUE(contains(s.error_message(), "stateguard-format-gate refused")) << s.error_message();
+  EXPECT_TRUE(contains(s.error_message(), "the device holds ext4 filesystem UUID " + uuid))
+      << s.error_message();
+  EXPECT_EQ(blkidUuid(dev), uuid);
+  EXPECT_EQ(ext4DataFile(dev), "orders\n");
+  EXPECT_FALSE(isMountPoint(node.stagingPath("pvc-f")));
+}
+
 }  // namespace
 }  // namespace stateguard::testing

@@ -1,5 +1,6 @@
 #include "tests/support/csi_tools.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -79,6 +80,71 @@ LoopDevice::LoopDevice(const std::string& image) {
 LoopDevice::~LoopDevice() {
   if (!path_.empty()) runCommand("/sbin/losetup", {"-d", path_});
 }
+
+std::string eioDiskSkipReason() {
+  if (::access(binaryPath("stateguard-test-eio-disk").c_str(), X_OK) != 0) {
+    return "stateguard-test-eio-disk was not built (libfuse3-dev missing when cmake ran)";
+  }
+  if (std::string why = mountAndLoopSkipReason(); !why.empty()) return why;
+  const int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return std::string("cannot open /dev/fuse: ") + std::strerror(errno);
+  ::close(fd);
+  return "";
+}
+
+EioDisk::EioDisk(const std::string& image, const std::string& mountDir) : mountDir_(mountDir) {
+  ::mkdir(mountDir_.c_str(), 0755);
+  // Its output files go to its work directory, which must not be the one it mounts over.
+  const std::string parent = mountDir_.substr(0, mountDir_.find_last_of('/'));
+  fuse_ = std::make_unique<ChildProcess>(binaryPath("stateguard-test-eio-disk"),
+                                         std::vector<std::string>{image, mountDir_},
+                                         parent.empty() ? "/" : parent);
+  if (!fuse_->waitForOutput("eio-disk ready", std::chrono::seconds(10))) {
+    error_ = "stateguard-test-eio-disk did not mount: " + fuse_->stderrText();
+    return;
+  }
+  CommandResult r = runCommand("/sbin/losetup", {"-f", "--show", mountDir_ + "/disk"});
+  if (r.exitCode != 0) {
+    error_ = "losetup over " + mountDir_ + "/disk: " + r.err;
+    return;
+  }
+  loop_ = r.out.substr(0, r.out.find('\n'));
+}
+
+EioDisk::~EioDisk() {
+  // In this order: the loop device holds the FUSE file open, the FUSE program serves it.
+  if (!loop_.empty()) {
+    recover();  // a loop device whose reads fail still detaches, but a reader may be stuck
+    runCommand("/sbin/losetup", {"-d", loop_});
+  }
+  if (fuse_) fuse_->stop();
+  ::umount2(mountDir_.c_str(), MNT_DETACH);
+}
+
+bool EioDisk::control(const std::string& command) {
+  const int fd = ::open(controlPath().c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const std::string line = command + "\n";
+  const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  return ok;
+}
+
+bool EioDisk::failReads(uint64_t offset, uint64_t length) {
+  if (offset == 0 && length == 0) return control("fail-reads");
+  return control("fail-reads " + std::to_string(offset) + " " + std::to_string(length));
+}
+
+bool EioDisk::recover() { return control("ok"); }
+
+uint64_t EioDisk::failedReads() const {
+  const std::string status = readText(controlPath());
+  const std::string key = "failed-reads ";
+  const size_t at = status.find(key);
+  return at == std::string::npos ? 0 : std::stoull(status.substr(at + key.size()));
+}
+
+std::string EioDisk::log() const { return fuse_ ? fuse_->stderrText() : ""; }
 
 void unmountUnder(const std::string& dir) {
   std::ifstream in("/proc/self/mountinfo");

@@ -6,9 +6,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "tests/support/process.h"
 
 namespace stateguard::testing {
 
@@ -35,6 +39,45 @@ class LoopDevice {
 
  private:
   std::string path_, error_;
+};
+
+/// "" when this machine can run an EioDisk (the stateguard-test-eio-disk program was built with
+/// libfuse3, /dev/fuse opens, and mountAndLoopSkipReason() is ""); else one line saying why not.
+std::string eioDiskSkipReason();
+
+/// A real block device whose reads fail with EIO for a moment: a loop device over the file that
+/// stateguard-test-eio-disk (tests/support/eio_disk) serves through FUSE from an image. Reads of
+/// the loop device reach the image on every call (FUSE direct_io), so a switch makes them fail.
+/// The block device's own page cache still answers a reader while any other process holds the
+/// device open; it is dropped at the last close (and by `blockdev --flushbufs`).
+class EioDisk {
+ public:
+  /// Serves `image` through FUSE at `mountDir` (created) and attaches a loop device over it.
+  EioDisk(const std::string& image, const std::string& mountDir);
+  /// Detaches the loop device, stops the FUSE program and unmounts its directory.
+  ~EioDisk();
+  EioDisk(const EioDisk&) = delete;
+  EioDisk& operator=(const EioDisk&) = delete;
+
+  /// "/dev/loopN", or "" when something failed (error() says what).
+  const std::string& path() const { return loop_; }
+  const std::string& error() const { return error_; }
+  /// The FUSE control file: `echo fail-reads > it` from a script does what failReads() does.
+  std::string controlPath() const { return mountDir_ + "/control"; }
+  /// From now on reads overlapping [offset, offset + length) fail with EIO; length 0: every read.
+  bool failReads(uint64_t offset = 0, uint64_t length = 0);
+  /// Every read succeeds again.
+  bool recover();
+  /// Reads of the image that were answered with EIO so far.
+  uint64_t failedReads() const;
+  /// The FUSE program's log (one line per switch).
+  std::string log() const;
+
+ private:
+  bool control(const std::string& command);
+
+  std::string mountDir_, loop_, error_;
+  std::unique_ptr<ChildProcess> fuse_;
 };
 
 /// Unmounts (lazily) everything mounted at or below `dir`, deepest first: run before removing a

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/support/csi_tools.h"
 #include "tests/support/process.h"
 
 namespace stateguard::csi {
@@ -451,6 +452,54 @@ TEST_F(ProbeTest, ReadErrorIsUnknownNeverBlank) {
   EXPECT_TRUE(r.evidence.empty());
   EXPECT_EQ(blkidProbe(path).exitCode, 2) << "blkid -p calls this unformatted";
 }
+
+// /proc/self/mem above has size 0, so it never reaches libblkid. A real block device whose reads
+// fail (a loop device over stateguard-test-eio-disk's FUSE file) goes through libblkid and the
+// evidence search: libblkid 2.38's safe probe returns -EIO, `blkid -p` exits 2 as for a blank
+// device, and the probe must say "unknown".
+struct EioRange {
+  std::string name;
+  uint64_t offset, length;  // length 0: every read fails
+};
+void PrintTo(const EioRange& r, std::ostream* os) { *os << r.name; }
+
+class ProbeEioBlockDeviceTest : public ProbeTest, public ::testing::WithParamInterface<EioRange> {};
+
+TEST_P(ProbeEioBlockDeviceTest, ReadErrorOfABlockDeviceIsUnknownNeverBlank) {
+  SKIP_WITHOUT("/usr/sbin/mkfs.ext4");
+  if (std::string why = stateguard::testing::eioDiskSkipReason(); !why.empty()) {
+    GTEST_SKIP() << "block-device I/O errors skipped: " << why;
+  }
+  const EioRange& range = GetParam();
+  const std::string img = dir_ + "/ext4.img";
+  makeSparse(img, 256 * kMiB);
+  ASSERT_EQ(runCommand("/usr/sbin/mkfs.ext4", {"-q", "-F", "-b", "4096", img}).exitCode, 0);
+  stateguard::testing::EioDisk disk(img, dir_ + "/fuse");
+  ASSERT_FALSE(disk.path().empty()) << disk.error();
+  ASSERT_EQ(probeDevice(disk.path()).state, ProbeState::kFilesystem);
+
+  ASSERT_TRUE(disk.failReads(range.offset, range.length));
+  ProbeResult r = probeDevice(disk.path());
+  const BlkidVerdict blkid = blkidProbe(disk.path());
+  ASSERT_TRUE(disk.recover());
+  EXPECT_GT(disk.failedReads(), 0u) << "the errors reached the readers";
+  EXPECT_EQ(r.state, ProbeState::kUnknown) << r.summary();
+  EXPECT_NE(r.error.find(disk.path()), std::string::npos) << r.error;
+  EXPECT_NE(r.error.find("Input/output error"), std::string::npos) << r.error;
+  EXPECT_EQ(blkid.exitCode, 2) << "blkid -p calls a device it cannot read unformatted";
+  // Recovered: the same filesystem again (the block device's cache held no failed read).
+  EXPECT_EQ(probeDevice(disk.path()).state, ProbeState::kFilesystem);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Ranges, ProbeEioBlockDeviceTest,
+    ::testing::Values(EioRange{"every_read", 0, 0}, EioRange{"first_MiB", 0, kMiB},
+                      EioRange{"ext4_superblock", 1024, 1024},
+                      // The safe probe goes on after finding ext4 (to see conflicting
+                      // signatures): RAID superblocks at the end, btrfs's at 64 KiB.
+                      EioRange{"last_64KiB", 256 * kMiB - 64 * 1024, 64 * 1024},
+                      EioRange{"btrfs_primary", 64 * 1024, 4096}),
+    [](const ::testing::TestParamInfo<EioRange>& p) { return p.param.name; });
 
 TEST_F(ProbeTest, ShortReadIsUnknownNeverBlank) {
   // A sysfs attribute claims 4096 bytes and delivers a few: libblkid finds "nothing".
