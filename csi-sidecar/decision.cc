@@ -109,7 +109,8 @@ Decision decideBeforeStage(const VolumeRef& ref, const std::optional<ProbeResult
 }
 
 PostStage decideAfterStage(const VolumeRef& ref, const ProbeResult& after,
-                           const std::optional<LedgerEntry>& ledger, const std::string& now) {
+                           const std::optional<LedgerEntry>& ledger, const std::string& now,
+                           const ProbeResult* before) {
   PostStage out;
   if (after.state != ProbeState::kFilesystem) {
     out.action = PostStage::kSkip;
@@ -118,13 +119,31 @@ PostStage decideAfterStage(const VolumeRef& ref, const ProbeResult& after,
   }
   out.seen = FsIdentity{after.type, after.uuid, after.sizeBytes, now, ref.node};
   const FsIdentity* held = ledger ? ledger->current() : nullptr;
+  // A first stage: what the device held just before the driver's call is the only history.
+  FsIdentity justBefore;
+  if (held == nullptr && before != nullptr && before->state == ProbeState::kFilesystem) {
+    justBefore = FsIdentity{before->type, before->uuid, before->sizeBytes, now, ref.node};
+    if (justBefore.type != out.seen.type) {
+      held = &justBefore;
+    } else if (justBefore.uuid != out.seen.uuid) {
+      out.action = PostStage::kRecord;
+      out.note = "during " + ref.method + " the filesystem's UUID changed from " + justBefore.uuid +
+                 " to " + out.seen.uuid + " (" + out.seen.type +
+                 "). Storage systems give a cloned volume a new UUID; if " + describeVolume(ref) +
+                 " is not a clone, the driver formatted it and its data is gone: install "
+                 "stateguard-format-gate on the driver's PATH, which refuses that format.";
+      return out;
+    }
+  }
   if (held && !held->sameAs(out.seen)) {
     out.action = PostStage::kQuarantine;
+    out.was = *held;
     out.message =
         "stateguard quarantined " + describeVolume(ref) +
         (ref.node.empty() ? "" : " on node " + ref.node) + ": after " + ref.method +
         " the device " + shortenId(ref.device, 512) + " holds " + out.seen.describe() +
-        ", but the volume held " + held->describe() +
+        (held == &justBefore ? ", but just before the call it held " + before->summary()
+                             : ", but the volume held " + held->describe()) +
         ". The driver formatted it or attached another device. No application will be given this "
         "filesystem (every publish is refused), so nothing writes into it and no backup captures "
         "it. Recover the data, then clear the quarantine with `stateguardctl csi ledger "

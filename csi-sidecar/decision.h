@@ -45,10 +45,20 @@ struct PostStage {
     kSkip,        ///< nothing to compare (device unreadable after the stage, no signature)
   } action = kSkip;
   FsIdentity seen;      ///< identity read after the stage (kRecord, kQuarantine)
+  FsIdentity was;       ///< kQuarantine: the identity the volume held (ledger, or just before)
   std::string message;  ///< kQuarantine: the refusal sent instead of OK; kSkip: why
+  /// kRecord on a first stage whose filesystem UUID changed during the driver's call (same
+  /// type): why that is allowed and what it may mean; "" otherwise.
+  std::string note;
 };
+/// `before` is what the sidecar saw on the device just before the driver's call. On a first
+/// stage (no history) it stands in for the ledger: a filesystem of another type afterwards is a
+/// format (quarantined), while the same type with a new UUID is only noted, since storage
+/// systems regenerate the UUID of a cloned xfs, btrfs or ext4 volume so it can be mounted beside
+/// its source.
 PostStage decideAfterStage(const VolumeRef& ref, const ProbeResult& after,
-                           const std::optional<LedgerEntry>& ledger, const std::string& now);
+                           const std::optional<LedgerEntry>& ledger, const std::string& now,
+                           const ProbeResult* before = nullptr);
 
 /// "PersistentVolume pvc-1 (volume id 5e2f...)" or "volume id 5e2f..." when the PV is unknown.
 std::string describeVolume(const VolumeRef& ref);

@@ -231,8 +231,10 @@ std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st, c
               "; the identity could not be checked");
     return std::nullopt;
   }
+  const std::optional<ProbeResult> before = std::move(st.probe);
   st.probe = probeDevice(st.ref.device, config_.probe);
-  PostStage post = decideAfterStage(st.ref, *st.probe, st.entry, nowRfc3339());
+  PostStage post =
+      decideAfterStage(st.ref, *st.probe, st.entry, nowRfc3339(), before ? &*before : nullptr);
   if (post.action == PostStage::kSkip) {
     audit("after", st, "allowed", "unchecked", post.message);
     return std::nullopt;
@@ -245,7 +247,8 @@ std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st, c
   e.updated = nowRfc3339();
   if (post.action == PostStage::kQuarantine) {
     e.quarantine = Quarantine{e.updated, st.ref.node, "identity changed during " + call.method,
-                              *e.current(), post.seen};
+                              post.was, post.seen};
+    e.record(post.was);  // a first stage's only history is what the device held just before
     e.record(post.seen);
     st.entry = e;
     if (Status s = storeHistory(e); !s)
@@ -278,6 +281,11 @@ std::optional<std::string> Guard::after(const GuardCall& call, GuardState& st, c
   if (Status s = storeHistory(e); !s) {
     log::warn("ledger of " + e.volumeId + ": " + s.error());
     audit("after", st, "allowed", "record-failed", s.error());
+    return std::nullopt;
+  }
+  if (!post.note.empty()) {
+    log::warn("stateguard-csi: " + post.note);
+    audit("after", st, "allowed", "uuid-changed-first-stage", post.note);
     return std::nullopt;
   }
   audit("after", st, "allowed", changed ? "recorded" : "unchanged",

@@ -574,7 +574,43 @@ TEST_F(MountutilsEioTest, ReadErrorsInsideTheDriversBlkidFormatWithoutTheGate) {
   auto entry = ledger.load("pvc-f");
   ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->current());
   EXPECT_EQ(entry.value()->current()->uuid, now);
+  // Same type, new UUID on a first stage: it could be a clone's regenerated UUID, so it is
+  // noted, not quarantined; the note says what the gate would have done.
+  EXPECT_TRUE(contains(node.auditLog(), "\"uuid-changed-first-stage\"")) << node.auditLog();
+  EXPECT_TRUE(contains(node.auditLog(), "the filesystem's UUID changed from " + uuid))
+      << node.auditLog();
   node.unstage("pvc-f");
+}
+
+// The same read errors, but the claim asks for xfs (longhorn#14042): mount-utils puts xfs over
+// the ext4 it could not see. Even on a first stage, with no history, the sidecar saw ext4 just
+// before the driver's call: it quarantines, undoes the stage and tells kubelet.
+TEST_F(MountutilsEioTest, ReadErrorsInsideTheDriversBlkidAndAnotherTypeQuarantineOnAFirstStage) {
+  if (::access("/usr/sbin/mkfs.xfs", X_OK) != 0) GTEST_SKIP() << "no mkfs.xfs";
+  EioDisk& disk = eioVolume("flicker-xfs");
+  MountutilsNode node(dir_,
+                      {.sidecar = true, .gate = false, .pathPrefix = eioDuringBlkid(dir_, disk)});
+  ASSERT_TRUE(node.start());
+  const std::string dev = disk.path();
+  const std::string uuid = blkidUuid(dev);
+  grpc::Status s = node.stage("pvc-x", dev, "xfs");
+  EXPECT_GT(disk.failedReads(), 0u);
+  EXPECT_TRUE(contains(node.driverLog(), "Disk successfully formatted")) << node.driverLog();
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+  EXPECT_TRUE(
+      contains(s.error_message(), "just before the call it held ext4 filesystem UUID " + uuid))
+      << s.error_message();
+  EXPECT_FALSE(isMountPoint(node.stagingPath("pvc-x")))
+      << "kubelet was told the stage failed, but the new filesystem stayed mounted";
+  csi::Ledger ledger(node.ledgerDir());
+  auto entry = ledger.load("pvc-x");
+  ASSERT_TRUE(entry.ok() && entry.value() && entry.value()->quarantine);
+  EXPECT_EQ(entry.value()->quarantine->expected.uuid, uuid);
+  EXPECT_EQ(entry.value()->quarantine->seen.type, "xfs");
+  // Every later stage is refused until a person clears it.
+  grpc::Status again = node.stage("pvc-x", dev, "xfs");
+  EXPECT_EQ(again.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_TRUE(contains(again.error_message(), "quarantined")) << again.error_message();
 }
 
 TEST_F(MountutilsEioTest, ReadErrorsInsideTheDriversBlkidAreStoppedByTheFormatGate) {

@@ -934,6 +934,46 @@ TEST(Decision, AfterStageAnotherFilesystemQuarantines) {
       PostStage::kQuarantine);
 }
 
+TEST(Decision, FirstStageComparesWithWhatTheDeviceHeldJustBefore) {
+  const std::string now = "2026-05-01T00:00:00Z";
+  const ProbeResult before = probeOf(ProbeState::kFilesystem);  // ext4 kHeldUuid
+  // Another type after the driver's call: formatted (longhorn#14042: xfs over ext4).
+  ProbeResult xfs = probeOf(ProbeState::kFilesystem);
+  xfs.type = "xfs";
+  xfs.uuid = kOtherUuid;
+  for (LedgerKind k : {LedgerKind::kNone, LedgerKind::kEmptyEntry}) {
+    PostStage p = decideAfterStage(ref(), xfs, ledgerOf(k), now, &before);
+    ASSERT_EQ(p.action, PostStage::kQuarantine) << p.message;
+    EXPECT_EQ(p.was.type, "ext4");
+    EXPECT_EQ(p.was.uuid, kHeldUuid);
+    EXPECT_EQ(p.seen.type, "xfs");
+    EXPECT_THAT(p.message, HasSubstr("just before the call it held ext4 filesystem UUID " +
+                                     std::string(kHeldUuid)));
+    EXPECT_THAT(p.message, HasSubstr("clear-quarantine --volume vol-1"));
+  }
+  // The same type with a new UUID: a clone's regenerated UUID, or a format; noted, recorded.
+  ProbeResult renamed = probeOf(ProbeState::kFilesystem);
+  renamed.uuid = kOtherUuid;
+  PostStage n = decideAfterStage(ref(), renamed, std::nullopt, now, &before);
+  EXPECT_EQ(n.action, PostStage::kRecord);
+  EXPECT_EQ(n.seen.uuid, kOtherUuid);
+  EXPECT_THAT(n.note, HasSubstr("UUID changed from " + std::string(kHeldUuid) + " to " +
+                                std::string(kOtherUuid)));
+  EXPECT_THAT(n.note, HasSubstr("stateguard-format-gate"));
+  // Unchanged, or blank before (a first format): recorded without a note.
+  for (ProbeState s : {ProbeState::kFilesystem, ProbeState::kBlank, ProbeState::kUnknown}) {
+    const ProbeResult b = probeOf(s);
+    PostStage p = decideAfterStage(ref(), probeOf(ProbeState::kFilesystem), std::nullopt, now, &b);
+    EXPECT_EQ(p.action, PostStage::kRecord) << toString(s);
+    EXPECT_TRUE(p.note.empty()) << p.note;
+  }
+  // With history, the ledger decides, not the probe before the call.
+  EXPECT_EQ(decideAfterStage(ref(), probeOf(ProbeState::kFilesystem),
+                             ledgerOf(LedgerKind::kIdentity), now, &xfs)
+                .action,
+            PostStage::kRecord);
+}
+
 TEST(Decision, AfterStageWithoutAFilesystemSkips) {
   for (ProbeState s : {ProbeState::kBlank, ProbeState::kDataEvidence, ProbeState::kUnknown}) {
     for (LedgerKind k : {LedgerKind::kNone, LedgerKind::kIdentity}) {
