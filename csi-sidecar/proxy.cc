@@ -77,6 +77,8 @@ std::map<std::string, std::string> toMap(const google::protobuf::Map<std::string
 
 }  // namespace
 
+bool isGuardedMethod(std::string_view path) { return path == kStage || path == kPublish; }
+
 /// One call from kubelet, driven by completion-queue events; deletes itself when finished.
 class ProxyCall {
  public:
@@ -108,7 +110,7 @@ class ProxyCall {
           finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message received"));
           return;
         }
-        if (server_.method() == kStage || server_.method() == kPublish) {
+        if (isGuardedMethod(server_.method())) {
           guarded_ = true;
           proxy_->submit([this] { before(); });
         } else {
