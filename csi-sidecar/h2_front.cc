@@ -500,6 +500,7 @@ bool Connection::submitUpstream(Stream* s, Backend* b) {
   int32_t id = nghttp2_submit_request(b->session, nullptr, nv.data(), nv.size(),
                                       body ? &provider : nullptr, s);
   if (id < 0) return false;
+  Headers().swap(s->request);  // nghttp2 copied them
   s->backend = b;
   s->backId = id;
   s->waiting = false;
@@ -692,14 +693,12 @@ int Connection::onBackFrameRecv(Backend* b, const nghttp2_frame* frame) {
   if (frame->hd.type == NGHTTP2_HEADERS && frame->headers.cat == NGHTTP2_HCAT_RESPONSE) {
     auto nv = toNv(s->response);
     s->responded = true;
-    if (end) {  // trailers-only
-      nghttp2_submit_response(session_, s->frontId, nv.data(), nv.size(), nullptr);
-      return 0;
-    }
     nghttp2_data_provider provider{};
     provider.source.ptr = s;
     provider.read_callback = frontReadDown;
-    nghttp2_submit_response(session_, s->frontId, nv.data(), nv.size(), &provider);
+    // Trailers-only (END_STREAM on the headers) has no body to read.
+    nghttp2_submit_response(session_, s->frontId, nv.data(), nv.size(), end ? nullptr : &provider);
+    Headers().swap(s->response);  // nghttp2 copied them
     return 0;
   }
   if (end && s->responded) nghttp2_session_resume_data(session_, s->frontId);
@@ -989,6 +988,9 @@ void H2Front::shutdown() {
   uint64_t one = 1;
   (void)!::write(stopFd_, &one, sizeof one);
   acceptor_.join();
+  // New clients are refused from here on instead of waiting in the backlog.
+  ::close(listenFd_);
+  listenFd_ = -1;
   // Connection threads end by themselves within options.drain (their poll wakes on stopFd_).
   std::unique_lock lock(mu_);
   cv_.wait(lock, [this] { return connections_ == 0; });
