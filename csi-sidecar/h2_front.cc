@@ -133,10 +133,9 @@ std::vector<nghttp2_nv> toNv(const Headers& headers) {
   std::vector<nghttp2_nv> nv;
   nv.reserve(headers.size());
   for (const auto& [name, value] : headers) {
-    nv.push_back(nghttp2_nv{
-        reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
-        reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())), name.size(), value.size(),
-        NGHTTP2_NV_FLAG_NONE});
+    nv.push_back(nghttp2_nv{reinterpret_cast<uint8_t*>(const_cast<char*>(name.data())),
+                            reinterpret_cast<uint8_t*>(const_cast<char*>(value.data())),
+                            name.size(), value.size(), NGHTTP2_NV_FLAG_NONE});
   }
   return nv;
 }
@@ -434,10 +433,10 @@ std::string Connection::driverUnavailable(const std::string& why) const {
 }
 
 void Connection::dropBackend(Backend* b, const std::string& why) {
-  const std::string message =
-      b->guard ? "stateguard: the guard at unix://" + front_->options().guardPath +
-                     " closed the connection (" + why + ")"
-               : driverUnavailable(why);
+  const std::string message = b->guard ? "stateguard: the guard at unix://" +
+                                             front_->options().guardPath +
+                                             " closed the connection (" + why + ")"
+                                       : driverUnavailable(why);
   for (auto& [id, s] : streams_) {
     if (s->backend != b) continue;
     s->backend = nullptr;
@@ -514,9 +513,8 @@ void Connection::route(Stream* s) {
   Backend* b = backendFor(s->guarded, &why);
   if (!b) {
     if (s->guarded) {
-      return answerUnavailable(s, "stateguard: the guard at unix://" +
-                                      front_->options().guardPath + " is not reachable (" + why +
-                                      ")");
+      return answerUnavailable(s, "stateguard: the guard at unix://" + front_->options().guardPath +
+                                      " is not reachable (" + why + ")");
     }
     lastDriverError_ = why;
     // Like gRPC's wait-for-ready: a call with a deadline waits for the driver within it (a
@@ -562,7 +560,8 @@ int Connection::onFrontBeginHeaders(const nghttp2_frame* frame) {
 
 int Connection::onFrontHeader(const nghttp2_frame* frame, std::string_view name,
                               std::string_view value) {
-  auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
+  auto* s =
+      static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
   if (!s || frame->hd.type != NGHTTP2_HEADERS) return 0;
   s->headerBytes += name.size() + value.size() + 32;  // RFC 9113's accounting per field
   if (s->headerBytes > front_->options().maxHeaderBytes) {
@@ -585,7 +584,8 @@ int Connection::onFrontHeader(const nghttp2_frame* frame, std::string_view name,
 
 int Connection::onFrontFrameRecv(const nghttp2_frame* frame) {
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
-  auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
+  auto* s =
+      static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
   if (!s) return 0;
   const bool end = frame->hd.flags & NGHTTP2_FLAG_END_STREAM;
   if (end) s->up.ended = true;
@@ -593,7 +593,8 @@ int Connection::onFrontFrameRecv(const nghttp2_frame* frame) {
     route(s);
     return 0;
   }
-  if (end && s->backend && s->backId > 0) nghttp2_session_resume_data(s->backend->session, s->backId);
+  if (end && s->backend && s->backId > 0)
+    nghttp2_session_resume_data(s->backend->session, s->backId);
   return 0;
 }
 
@@ -611,7 +612,8 @@ int Connection::onFrontData(int32_t id, const uint8_t* data, size_t len) {
 int Connection::onFrontFrameSend(const nghttp2_frame* frame) {
   if (!(frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) return 0;
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
-  auto* s = static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
+  auto* s =
+      static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
   // The answer is complete while kubelet is still sending: as a gRPC server does, reset with
   // NO_ERROR so it stops (the request can no longer reach anyone).
   if (s && !s->up.ended) {
@@ -635,8 +637,7 @@ int Connection::onFrontStreamClose(int32_t id, uint32_t error) {
   if (s->backend && s->backId > 0) {
     // kubelet cancelled (or the answer is complete): tell the backend if its stream is open.
     if (!s->backClosed) {
-      nghttp2_submit_rst_stream(s->backend->session, NGHTTP2_FLAG_NONE, s->backId,
-                                NGHTTP2_CANCEL);
+      nghttp2_submit_rst_stream(s->backend->session, NGHTTP2_FLAG_NONE, s->backId, NGHTTP2_CANCEL);
     }
     // Held answer bytes are dropped and acknowledged; later ones are on arrival (onBackData).
     if (size_t n = s->down.clear()) nghttp2_session_consume(s->backend->session, s->backId, n);
@@ -646,7 +647,8 @@ int Connection::onFrontStreamClose(int32_t id, uint32_t error) {
 
 ssize_t Connection::readDown(Stream* s, uint8_t* buf, size_t len, uint32_t* flags) {
   size_t n = s->down.take(buf, len);
-  if (n > 0 && s->backend && s->backId > 0) nghttp2_session_consume(s->backend->session, s->backId, n);
+  if (n > 0 && s->backend && s->backId > 0)
+    nghttp2_session_consume(s->backend->session, s->backId, n);
   if (s->down.bytes == 0 && s->down.ended) {
     *flags |= NGHTTP2_DATA_FLAG_EOF;
     if (s->down.trailers) {
@@ -837,8 +839,8 @@ void Connection::run() {
   std::optional<Clock::time_point> drainUntil;
   for (;;) {
     // Write what every session has to say; a session's callbacks may give another one more to
-    // say (window updates, resumed data), so go round until all are quiet.
-    for (int round = 0; round < 4; ++round) {
+    // say (window updates, resumed data), so go round until no socket takes more.
+    for (;;) {
       bool any = false;
       for (size_t i = 0; i < backends_.size();) {
         Backend* b = backends_[i].get();

@@ -109,12 +109,12 @@ std::string hostName() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = parseFlags(argc, argv, 1,
-                          {"csi-address", "driver-address", "ledger-dir", "device-path-template",
-                           "device-root", "kubeconfig", "node-name", "driver-name", "http-endpoint",
-                           "audit-log", "v", "max-receive-message-size", "driver-probe-interval",
-                           "forwarding"},
-                          {"in-cluster", "help", "version"});
+  auto flags = parseFlags(
+      argc, argv, 1,
+      {"csi-address", "driver-address", "ledger-dir", "device-path-template", "device-root",
+       "kubeconfig", "node-name", "driver-name", "http-endpoint", "audit-log", "v",
+       "max-receive-message-size", "driver-probe-interval", "forwarding"},
+      {"in-cluster", "help", "version"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
