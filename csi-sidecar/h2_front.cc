@@ -39,11 +39,6 @@ constexpr size_t kOutHighWater = 256 * 1024;
 
 constexpr int kUnavailable = 14;
 
-bool setNonBlocking(int fd) {
-  int flags = ::fcntl(fd, F_GETFL);
-  return flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
-}
-
 bool fillAddress(const std::string& path, sockaddr_un& addr) {
   addr = sockaddr_un{};
   addr.sun_family = AF_UNIX;
