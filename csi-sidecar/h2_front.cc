@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -38,6 +39,14 @@ constexpr auto kReconnectEvery = std::chrono::milliseconds(50);
 constexpr size_t kOutHighWater = 256 * 1024;
 
 constexpr int kUnavailable = 14;
+
+/// How long a PING's acknowledgement may wait for other bytes going the same way. gRPC clients
+/// and servers send a PING with nearly every message (BDP probing); acknowledged at once, each
+/// costs a write of its own and wakes the peer, twice per forwarded call. Held back, the ack
+/// rides with the answer (a relay's peer sees the same: the far end's ack comes with its answer).
+constexpr auto kPingAckDelay = std::chrono::milliseconds(1);
+/// More held acks than this are sent at once (a client flooding PINGs gets them answered).
+constexpr size_t kMaxHeldPingAcks = 8;
 
 bool fillAddress(const std::string& path, sockaddr_un& addr) {
   addr = sockaddr_un{};
@@ -174,6 +183,34 @@ struct Pipe {
   }
 };
 
+/// PING acknowledgements held back (kPingAckDelay) for one session.
+struct PingAcks {
+  std::vector<std::array<uint8_t, 8>> opaque;
+  Clock::time_point since;
+
+  void hold(const uint8_t* data) {
+    if (opaque.empty()) since = Clock::now();
+    opaque.emplace_back();
+    std::memcpy(opaque.back().data(), data, 8);
+  }
+  /// Submits them when the session has other frames to send, or they waited long enough.
+  void submitIfDue(nghttp2_session* session, bool force) {
+    if (opaque.empty()) return;
+    if (!force && !nghttp2_session_want_write(session) && opaque.size() < kMaxHeldPingAcks &&
+        Clock::now() - since < kPingAckDelay) {
+      return;
+    }
+    for (const auto& o : opaque) nghttp2_submit_ping(session, NGHTTP2_FLAG_ACK, o.data());
+    opaque.clear();
+  }
+  /// Milliseconds until they are due (for poll), or -1 when none are held.
+  int dueInMs() const {
+    if (opaque.empty()) return -1;
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(since + kPingAckDelay - Clock::now());
+    return static_cast<int>(std::max<long long>(0, left.count()));
+  }
+};
+
 struct Backend;
 
 /// One call: a kubelet stream and, once routed, its stream on the driver or proxy connection.
@@ -210,7 +247,8 @@ struct Backend {
   std::string out;
   size_t outOffset = 0;
   bool blocked = false;  ///< the last write hit EAGAIN: wait for POLLOUT
-  size_t streams = 0;    ///< streams routed here and not yet closed on this side
+  PingAcks acks;
+  size_t streams = 0;  ///< streams routed here and not yet closed on this side
 };
 
 /// One kubelet connection and its backends, all driven by one thread.
@@ -249,7 +287,7 @@ class Connection {
   void discardUp(Stream* s);
   void reap();
   bool flush(nghttp2_session* session, int fd, std::string& out, size_t& offset, bool& blocked,
-             bool* fatal);
+             PingAcks& acks, bool* fatal);
   bool readFrom(nghttp2_session* session, int fd);
   std::string driverUnavailable(const std::string& why) const;
 
@@ -259,6 +297,7 @@ class Connection {
   std::string out_;
   size_t outOffset_ = 0;
   bool blocked_ = false;
+  PingAcks acks_;
   std::map<int32_t, std::unique_ptr<Stream>> streams_;
   std::vector<std::unique_ptr<Backend>> backends_;  ///< current and retiring (after GOAWAY)
   Backend* driver_ = nullptr;                       ///< the one new streams go to
@@ -346,6 +385,8 @@ struct SessionSetup {
     nghttp2_option_new(&option);
     // Window updates follow what the other side took: the bound on memory (see h2_front.h).
     nghttp2_option_set_no_auto_window_update(option, 1);
+    // PING acks wait for company (kPingAckDelay).
+    nghttp2_option_set_no_auto_ping_ack(option, 1);
   }
   ~SessionSetup() {
     nghttp2_session_callbacks_del(front);
@@ -578,6 +619,10 @@ int Connection::onFrontHeader(const nghttp2_frame* frame, std::string_view name,
 }
 
 int Connection::onFrontFrameRecv(const nghttp2_frame* frame) {
+  if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+    acks_.hold(frame->ping.opaque_data);
+    return 0;
+  }
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
   auto* s =
       static_cast<Stream*>(nghttp2_session_get_stream_user_data(session_, frame->hd.stream_id));
@@ -678,6 +723,10 @@ int Connection::onBackHeader(Backend* b, const nghttp2_frame* frame, std::string
 }
 
 int Connection::onBackFrameRecv(Backend* b, const nghttp2_frame* frame) {
+  if (frame->hd.type == NGHTTP2_PING && !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+    b->acks.hold(frame->ping.opaque_data);
+    return 0;
+  }
   if (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA) return 0;
   auto* s =
       static_cast<Stream*>(nghttp2_session_get_stream_user_data(b->session, frame->hd.stream_id));
@@ -770,7 +819,8 @@ void Connection::reap() {
 }
 
 bool Connection::flush(nghttp2_session* session, int fd, std::string& out, size_t& offset,
-                       bool& blocked, bool* fatal) {
+                       bool& blocked, PingAcks& acks, bool* fatal) {
+  acks.submitIfDue(session, draining_);
   bool wrote = false;
   for (;;) {
     while (out.size() - offset < kOutHighWater) {
@@ -840,7 +890,7 @@ void Connection::run() {
       for (size_t i = 0; i < backends_.size();) {
         Backend* b = backends_[i].get();
         bool fatal = false;
-        any = flush(b->session, b->fd, b->out, b->outOffset, b->blocked, &fatal) || any;
+        any = flush(b->session, b->fd, b->out, b->outOffset, b->blocked, b->acks, &fatal) || any;
         if (fatal) {
           dropBackend(b, std::string("write: ") + std::strerror(errno));
           continue;
@@ -848,7 +898,7 @@ void Connection::run() {
         ++i;
       }
       bool fatal = false;
-      any = flush(session_, fd_, out_, outOffset_, blocked_, &fatal) || any;
+      any = flush(session_, fd_, out_, outOffset_, blocked_, acks_, &fatal) || any;
       if (fatal) return;
       if (!any) break;
     }
@@ -881,6 +931,11 @@ void Connection::run() {
     bool waiting = false;
     for (auto& [id, s] : streams_) waiting = waiting || s->waiting;
     if (waiting) timeout = static_cast<int>(kReconnectEvery.count());
+    auto sooner = [&timeout](int ms) {
+      if (ms >= 0) timeout = timeout < 0 ? ms : std::min(timeout, ms);
+    };
+    sooner(acks_.dueInMs());
+    for (auto& b : backends_) sooner(b->acks.dueInMs());
     if (drainUntil) {
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*drainUntil - Clock::now());
       timeout = timeout < 0 ? static_cast<int>(left.count() + 1)
