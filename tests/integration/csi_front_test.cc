@@ -7,9 +7,11 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <future>
 #include <iostream>
@@ -261,6 +263,35 @@ TEST(CsiFront, LargeForwardedMessageDoesNotGrowMemory) {
     // 48 MiB went through each way; the front holds at most its windows (256 KiB per direction
     // and connection) plus its output buffers.
     EXPECT_LT(peak - before, 16 * 1024) << "peak " << peak << " kB, before " << before << " kB";
+  }
+  removeTree(dir);
+}
+
+/// SIGTERM: a forwarded call in flight finishes (up to 5 s), then the sidecar exits and removes
+/// its private socket.
+TEST(CsiFront, ShutdownDrainsCallsInFlight) {
+  std::string dir = makeTempDir("sg-front-drain");
+  {
+    CsiRig rig(dir, {});
+    ASSERT_TRUE(rig.start());
+    std::future<Answer> slow = std::async(std::launch::async, [&] {
+      return call(rig.channel(), "/csi.v1.Node/SlowCall", "s", {{"x-sleep-ms", "1500"}});
+    });
+    ASSERT_TRUE(waitFor(
+        [&] { return rig.callLog().find("echo /csi.v1.Node/SlowCall") != std::string::npos; },
+        std::chrono::seconds(3)));
+    const std::string guardSock = dir + "/node-a/stateguard.sock.guard";
+    EXPECT_EQ(::access(guardSock.c_str(), F_OK), 0);
+    struct stat st {};
+    ASSERT_EQ(::stat(guardSock.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 0777, 0600u);
+    auto started = std::chrono::steady_clock::now();
+    ::kill(rig.sidecar()->pid(), SIGTERM);
+    Answer a = slow.get();
+    EXPECT_TRUE(a.status.ok()) << a.status.error_code() << " " << a.status.error_message();
+    EXPECT_EQ(rig.sidecar()->wait(std::chrono::seconds(8)), 0) << rig.sidecar()->stderrText();
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(6));
+    EXPECT_NE(::access(guardSock.c_str(), F_OK), 0) << "the private socket was left behind";
   }
   removeTree(dir);
 }
