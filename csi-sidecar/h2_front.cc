@@ -385,6 +385,10 @@ struct SessionSetup {
     nghttp2_option_new(&option);
     // Window updates follow what the other side took: the bound on memory (see h2_front.h).
     nghttp2_option_set_no_auto_window_update(option, 1);
+    // A relay is no stricter than the ends: gRPC sends grpc-message with spaces left as they
+    // are, and a driver's message ending in one ("...output: ") must come back, not become a
+    // PROTOCOL_ERROR (RFC 9113 forbids such values; gRPC implementations accept them).
+    nghttp2_option_set_no_rfc9113_leading_and_trailing_ws_validation(option, 1);
     // PING acks wait for company (kPingAckDelay).
     nghttp2_option_set_no_auto_ping_ack(option, 1);
   }

@@ -9,8 +9,8 @@
 // .before-format if present (sh scripts that make the device vanish, fail or come back: the
 // races of the incidents). Any method it does not implement is echoed: the response is the
 // request's bytes, x-* metadata comes back as trailing metadata, x-status asks for an error
-// status, x-sleep-ms delays the answer (a cancel ends it early and is logged), and the remaining
-// deadline is reported (the proxy tests use this).
+// status (x-message-bin its message), x-sleep-ms delays the answer (a cancel ends it early and is
+// logged), and the remaining deadline is reported (the proxy tests use this).
 //
 // usage: stateguard-test-csi-driver --endpoint unix:///PATH --device-dir DIR [--hook-dir DIR]
 //        [--name NAME] [--no-stage] [--exec-path PATH] [--ledger-dir DIR] [--call-log FILE]
@@ -221,6 +221,7 @@ class EchoService final : public grpc::CallbackGenericService {
       grpc::StatusCode code = grpc::StatusCode::OK;
       std::string details;
       int sleepMs = 0;
+      std::string message = "failed as asked";
       for (const auto& [k, v] : ctx_->client_metadata()) {
         std::string key(k.data(), k.size()), value(v.data(), v.size());
         if (key.rfind("x-", 0) != 0) continue;
@@ -228,6 +229,7 @@ class EchoService final : public grpc::CallbackGenericService {
         if (key == "x-status") code = static_cast<grpc::StatusCode>(std::stoi(value));
         if (key == "x-details-bin") details = value;
         if (key == "x-sleep-ms") sleepMs = std::stoi(value);
+        if (key == "x-message-bin") message = value;
       }
       ctx_->AddInitialMetadata("x-initial", "from-driver");
       auto left = ctx_->deadline() - std::chrono::system_clock::now();
@@ -257,7 +259,7 @@ class EchoService final : public grpc::CallbackGenericService {
         return;
       }
       if (code != grpc::StatusCode::OK) {
-        Finish(grpc::Status(code, "failed as asked", details));
+        Finish(grpc::Status(code, message, details));
         return;
       }
       StartWriteAndFinish(&buf_, grpc::WriteOptions(), grpc::Status::OK);

@@ -138,6 +138,14 @@ TEST_P(CsiFrontTest, UnknownMethodIsForwardedWithTheDriversError) {
   EXPECT_EQ(a.status.error_message(), "failed as asked");
   EXPECT_EQ(a.status.error_details(), std::string("\x08\x09", 2));
   EXPECT_NE(rig_->callLog().find("echo /csi.v9.Future/Rpc"), std::string::npos);
+
+  // Messages as drivers write them (mount-utils quotes mkfs output): spaces at either end,
+  // newlines, non-ASCII; gRPC leaves spaces unencoded, so the relay must accept them.
+  const std::string message = " mkfs failed:\nOutput: gr\xc3\xbc\xc3\x9f ";
+  a = call(rig_->channel(), "/csi.v9.Future/Rpc", "q",
+           {{"x-status", "13"}, {"x-message-bin", message}});
+  EXPECT_EQ(a.status.error_code(), grpc::StatusCode::INTERNAL);
+  EXPECT_EQ(a.status.error_message(), message);
 }
 
 TEST_P(CsiFrontTest, ClientCancelReachesTheDriver) {
