@@ -22,7 +22,7 @@
 #include <vector>
 
 #include "core/log.h"
-#include "csi-sidecar/proxy.h"
+#include "csi-sidecar/guarded_methods.h"
 
 namespace stateguard::csi {
 
@@ -505,7 +505,8 @@ void Connection::observe(Stream* s, int code) {
   if (s->observed || s->guarded) return;  // the proxy counts guarded calls itself
   s->observed = true;
   if (SidecarMetrics* m = front_->metrics()) {
-    m->observe(front_->guard() ? front_->guard()->driverName() : "", s->path, code,
+    const FrontOptions& o = front_->options();
+    m->observe(o.driverName ? o.driverName() : "", s->path, code,
                std::chrono::duration<double>(Clock::now() - s->started).count());
   }
 }
@@ -971,8 +972,13 @@ void Connection::run() {
 
 // ---- the listener -------------------------------------------------------------------------------
 
-H2Front::H2Front(FrontOptions options, Guard* guard, SidecarMetrics* metrics)
-    : options_(std::move(options)), guard_(guard), metrics_(metrics) {}
+H2Front::H2Front(FrontOptions options, SidecarMetrics* metrics)
+    : options_(std::move(options)), metrics_(metrics) {}
+
+void H2Front::serve(int fd) {
+  Connection conn(this, fd);
+  conn.run();
+}
 
 H2Front::~H2Front() {
   shutdown();
@@ -1023,10 +1029,7 @@ void H2Front::acceptLoop() {
       ++connections_;
     }
     std::thread([this, fd] {
-      {
-        Connection conn(this, fd);
-        conn.run();
-      }
+      serve(fd);
       std::lock_guard lock(mu_);
       --connections_;
       cv_.notify_all();

@@ -19,12 +19,12 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
 
 #include "core/result.h"
-#include "csi-sidecar/guard.h"
 #include "csi-sidecar/sidecar_metrics.h"
 
 namespace stateguard::csi {
@@ -45,12 +45,15 @@ struct FrontOptions {
   size_t maxHeaderBytes = 64 * 1024;
   /// On shutdown, in-flight calls get this long.
   std::chrono::milliseconds drain{5000};
+  /// The driver's name for the metrics' driver_name label (learnt after start).
+  std::function<std::string()> driverName;
 };
 
 /// Accepts kubelet's connections and runs one forwarding thread per connection.
 class H2Front {
  public:
-  H2Front(FrontOptions options, Guard* guard, SidecarMetrics* metrics);
+  /// `metrics` may be null (no metrics); it must outlive this object.
+  H2Front(FrontOptions options, SidecarMetrics* metrics);
   ~H2Front();
 
   /// Listens on `path` (a stale socket file from an earlier run is removed first).
@@ -58,9 +61,11 @@ class H2Front {
   /// Stops accepting; connections send GOAWAY and their calls get up to options.drain; returns
   /// once every connection thread has ended. Idempotent.
   void shutdown();
+  /// Serves one client connection on the calling thread until it ends; takes `fd` (connected,
+  /// non-blocking). The accept loop runs each connection this way; the fuzz target feeds it.
+  void serve(int fd);
 
   const FrontOptions& options() const { return options_; }
-  Guard* guard() const { return guard_; }
   SidecarMetrics* metrics() const { return metrics_; }
   int stopFd() const { return stopFd_; }
   bool stopping() const { return stopping_; }
@@ -69,7 +74,6 @@ class H2Front {
   void acceptLoop();
 
   FrontOptions options_;
-  Guard* guard_;
   SidecarMetrics* metrics_;
   int listenFd_ = -1;
   /// eventfd, readable once shutdown() began: wakes the acceptor and every connection.

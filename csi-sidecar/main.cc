@@ -225,7 +225,8 @@ int main(int argc, char** argv) {
     FrontOptions frontOptions;
     frontOptions.driverPath = driverPath;
     frontOptions.guardPath = guardPath;
-    front = std::make_unique<H2Front>(frontOptions, &guard, &metrics);
+    frontOptions.driverName = [&guard] { return guard.driverName(); };
+    front = std::make_unique<H2Front>(frontOptions, &metrics);
     if (Status s = front->start(listenPath); !s) return fail(s.error());
   } else if (Status s = proxy.start(f.get("csi-address")); !s) {
     return fail(s.error());

@@ -13,8 +13,6 @@ namespace stateguard::csi {
 
 namespace {
 
-constexpr char kStage[] = "/csi.v1.Node/NodeStageVolume";
-constexpr char kPublish[] = "/csi.v1.Node/NodePublishVolume";
 constexpr size_t kGuardWorkers = 4;
 
 /// Metadata the gRPC library sets itself (pseudo-headers, transport headers, grpc-*).
@@ -76,8 +74,6 @@ std::map<std::string, std::string> toMap(const google::protobuf::Map<std::string
 }
 
 }  // namespace
-
-bool isGuardedMethod(std::string_view path) { return path == kStage || path == kPublish; }
 
 /// One call from kubelet, driven by completion-queue events; deletes itself when finished.
 class ProxyCall {
@@ -185,7 +181,7 @@ class ProxyCall {
 
   /// On a guard worker: parse, judge, and forward only what the guard allows.
   void before() {
-    const bool stage = server_.method() == kStage;
+    const bool stage = server_.method() == kStageMethod;
     call_.method = stage ? "NodeStageVolume" : "NodePublishVolume";
     if (stage) {
       ::csi::v1::NodeStageVolumeRequest req;

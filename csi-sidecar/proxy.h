@@ -26,18 +26,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "csi-sidecar/guard.h"
+#include "csi-sidecar/guarded_methods.h"
 #include "csi-sidecar/sidecar_metrics.h"
 
 namespace stateguard::csi {
-
-/// The methods the Guard judges, as gRPC paths ("/csi.v1.Node/NodeStageVolume"). The one list:
-/// the proxy guards exactly these, and the HTTP/2 front (h2_front.h) sends exactly these to it.
-bool isGuardedMethod(std::string_view path);
 
 struct ProxyOptions {
   /// Largest request accepted from kubelet (--max-receive-message-size); a larger one is
