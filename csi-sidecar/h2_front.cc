@@ -673,12 +673,15 @@ int Connection::onFrontStreamClose(int32_t id, uint32_t error) {
   if (it == streams_.end()) return 0;
   Stream* s = it->second.get();
   s->frontClosed = true;
-  s->waiting = false;
   discardUp(s);
-  if (!s->observed && s->backId > 0) {
+  if (!s->observed && s->waiting) {
+    // kubelet gave up waiting for the driver: its deadline passed, or it cancelled.
+    observe(s, s->deadline && Clock::now() >= *s->deadline ? 4 : 1);
+  } else if (!s->observed && s->backId > 0) {
     // Closed before the backend's answer ended: kubelet cancelled (gRPC's code: Cancelled).
     observe(s, error == NGHTTP2_NO_ERROR && s->grpcStatus >= 0 ? s->grpcStatus : 1);
   }
+  s->waiting = false;
   if (s->backend && s->backId > 0) {
     // kubelet cancelled (or the answer is complete): tell the backend if its stream is open.
     if (!s->backClosed) {

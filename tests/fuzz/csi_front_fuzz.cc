@@ -40,7 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return 0;
   ::fcntl(sv[0], F_SETFL, O_NONBLOCK);  // as accept4 hands it to the front
-  std::thread peer(client, sv[1], kPreface + std::string(reinterpret_cast<const char*>(data), size));
+  std::thread peer(client, sv[1],
+                   kPreface + std::string(reinterpret_cast<const char*>(data), size));
   stateguard::csi::FrontOptions options;
   options.driverPath = "/nonexistent/stateguard-fuzz/driver.sock";
   options.guardPath = "/nonexistent/stateguard-fuzz/guard.sock";
