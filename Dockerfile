@@ -31,7 +31,7 @@ FROM debian:12-slim
 # The Debian 12 packages holding every library `ldd` lists for the binaries (checked by
 # tests/integration/manifests_test.cc): libc6, libgcc-s1, libstdc++6 and libblkid1 are already in
 # the slim image and named so the list is complete. The second line is stateguard-csi's: gRPC
-# (libgrpc++1.51, libgrpc29 and what they load), protobuf, libblkid. stateguard-format-gate is
+# (libgrpc++1.51, libgrpc29 and what they load), protobuf, libblkid, nghttp2 (its HTTP/2 front). stateguard-format-gate is
 # statically linked (it runs inside other images) and needs none.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
@@ -39,6 +39,7 @@ RUN apt-get update \
       libssl3 libcpp-httplib0.11 libyaml-cpp0.7 libsimdjson14 libjemalloc2 libtomlplusplus3 \
       libbrotli1 zlib1g \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 libre2-9 libc-ares2 libblkid1 \
+      libnghttp2-14 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/bin/stateguard-webhook /build/bin/stateguardctl \
      /build/bin/stateguard-csi /build/bin/stateguard-format-gate /usr/local/bin/

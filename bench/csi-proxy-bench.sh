@@ -18,6 +18,7 @@
 #   CSI_BENCH_SECONDS [3]         seconds per target and load round
 #   CSI_BENCH_LOAD_ROUNDS [2]     load rounds (each runs both targets)
 #   CSI_BENCH_STAGE_CALLS [100]   guarded NodeStageVolume calls per target on the ext4 volume
+#   CSI_BENCH_SIDECAR_ARGS []     more stateguard-csi flags (e.g. "--forwarding grpc")
 #                                 (5x as many on the block volume)
 #   CSI_BENCH_STRICT=1            exit 1 when the target is missed
 #   CSI_BENCH_KEEP=1              keep the temp dir (logs, audit log, ledger)
@@ -80,10 +81,11 @@ wait_for() {
 DRIVER_PID=$!
 wait_for "$T/driver.log" "listening on" "$DRIVER_PID"
 
+read -r -a SIDECAR_ARGS <<< "${CSI_BENCH_SIDECAR_ARGS:-}"
 "$BIN/stateguard-csi" --csi-address "unix://$T/sg.sock" --driver-address "unix://$T/driver.sock" \
   --ledger-dir "$T/ledger" --device-path-template "$T/dev/{volume_id}" --device-root "$T/dev" \
   --http-endpoint 127.0.0.1:0 --audit-log "$T/audit.log" --node-name bench \
-  >"$T/sidecar.log" 2>&1 &
+  "${SIDECAR_ARGS[@]}" >"$T/sidecar.log" 2>&1 &
 PROXY_PID=$!
 wait_for "$T/sidecar.log" "driver is" "$PROXY_PID"
 

@@ -2,6 +2,7 @@
 // main() only parses flags, builds the parts and runs them.
 
 #include <pthread.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cctype>
@@ -19,6 +20,7 @@
 #include "core/log.h"
 #include "core/watch_cache.h"
 #include "csi-sidecar/guard.h"
+#include "csi-sidecar/h2_front.h"
 #include "csi-sidecar/proxy.h"
 #include "csi-sidecar/sidecar_http.h"
 
@@ -33,6 +35,7 @@ constexpr const char* kUsage =
            [--device-root DIR]... [--kubeconfig FILE | --in-cluster] [--node-name NAME]
            [--driver-name NAME] [--http-endpoint HOST:PORT] [--audit-log FILE|-]
            [--max-receive-message-size BYTES] [--driver-probe-interval DURATION]
+           [--forwarding h2|grpc]
        stateguard-csi --version
 
   --csi-address unix:///PATH     socket this sidecar serves; point node-driver-registrar's
@@ -57,6 +60,9 @@ constexpr const char* kUsage =
                                  4194304, gRPC's own default; larger ones get RESOURCE_EXHAUSTED)
   --driver-probe-interval D      how often the driver's Probe is asked; /readyz follows it
                                  (default 5s; "500ms", "2s", "1m")
+  --forwarding h2|grpc           how calls the guard does not judge reach the driver: h2 (default)
+                                 relays them frame by frame; grpc runs every call through the
+                                 grpc++ proxy (slower; the way before the front)
   --v N                          accepted for compatibility with other CSI sidecars
 )";
 
@@ -86,6 +92,14 @@ std::optional<std::chrono::milliseconds> parseDuration(const std::string& text) 
   return std::chrono::milliseconds(ms);
 }
 
+/// "unix:///abs/path" -> "/abs/path"; "" when it is not that form.
+std::string unixPath(const std::string& address) {
+  const std::string prefix = "unix://";
+  if (address.rfind(prefix, 0) != 0) return "";
+  std::string path = address.substr(prefix.size());
+  return !path.empty() && path[0] == '/' ? path : "";
+}
+
 std::string hostName() {
   char buf[256] = {};
   if (::gethostname(buf, sizeof buf - 1) != 0) return "";
@@ -95,11 +109,12 @@ std::string hostName() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  auto flags = parseFlags(argc, argv, 1,
-                          {"csi-address", "driver-address", "ledger-dir", "device-path-template",
-                           "device-root", "kubeconfig", "node-name", "driver-name", "http-endpoint",
-                           "audit-log", "v", "max-receive-message-size", "driver-probe-interval"},
-                          {"in-cluster", "help", "version"});
+  auto flags = parseFlags(
+      argc, argv, 1,
+      {"csi-address", "driver-address", "ledger-dir", "device-path-template", "device-root",
+       "kubeconfig", "node-name", "driver-name", "http-endpoint", "audit-log", "v",
+       "max-receive-message-size", "driver-probe-interval", "forwarding"},
+      {"in-cluster", "help", "version"});
   if (!flags.ok()) return fail(flags.error() + "\n" + kUsage);
   const Flags& f = flags.value();
   if (f.has("help")) {
@@ -144,6 +159,20 @@ int main(int argc, char** argv) {
     probeInterval = *d;
   }
 
+  const std::string forwarding = f.get("forwarding", "h2");
+  if (forwarding != "h2" && forwarding != "grpc") {
+    return fail("--forwarding " + forwarding + ": expected h2 or grpc");
+  }
+  const bool useFront = forwarding == "h2";
+  const std::string listenPath = unixPath(f.get("csi-address"));
+  const std::string driverPath = unixPath(f.get("driver-address"));
+  if (useFront && (listenPath.empty() || driverPath.empty())) {
+    return fail("--csi-address and --driver-address: expected unix:///absolute/path");
+  }
+  // Guarded calls reach the grpc++ proxy through this socket, beside kubelet's; 0600, removed at
+  // exit.
+  const std::string guardPath = listenPath + ".guard";
+
   std::signal(SIGPIPE, SIG_IGN);
   sigset_t signals;
   sigemptyset(&signals);
@@ -187,7 +216,21 @@ int main(int argc, char** argv) {
   }
 
   CsiProxy proxy(f.get("driver-address"), &guard, &metrics, proxyOptions);
-  if (Status s = proxy.start(f.get("csi-address")); !s) return fail(s.error());
+  std::unique_ptr<H2Front> front;
+  if (useFront) {
+    if (Status s = proxy.start("unix://" + guardPath); !s) return fail(s.error());
+    // Anyone who could connect here could only ask for what the guard judges, but still: only
+    // this process (and root) may.
+    if (::chmod(guardPath.c_str(), 0600) != 0) return fail("chmod " + guardPath);
+    FrontOptions frontOptions;
+    frontOptions.driverPath = driverPath;
+    frontOptions.guardPath = guardPath;
+    frontOptions.driverName = [&guard] { return guard.driverName(); };
+    front = std::make_unique<H2Front>(frontOptions, &metrics);
+    if (Status s = front->start(listenPath); !s) return fail(s.error());
+  } else if (Status s = proxy.start(f.get("csi-address")); !s) {
+    return fail(s.error());
+  }
 
   // Readiness follows the driver: the monitor below asks its Probe every probeInterval.
   std::mutex driverMu;
@@ -249,6 +292,9 @@ int main(int argc, char** argv) {
     log::info(std::string("received ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
               ", shutting down");
     stopping = true;
+    // The front first: its calls in flight (guarded ones too, through the proxy) get 5 s; then
+    // the proxy has nothing left to wait for.
+    if (front) front->shutdown();
     proxy.shutdown();
   });
   proxy.wait();
@@ -256,6 +302,7 @@ int main(int argc, char** argv) {
   learner.join();
   http.stop();
   if (cache) cache->stop();
+  if (front) ::unlink(guardPath.c_str());
   waiter.detach();
   return 0;
 }

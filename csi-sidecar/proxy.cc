@@ -13,8 +13,6 @@ namespace stateguard::csi {
 
 namespace {
 
-constexpr char kStage[] = "/csi.v1.Node/NodeStageVolume";
-constexpr char kPublish[] = "/csi.v1.Node/NodePublishVolume";
 constexpr size_t kGuardWorkers = 4;
 
 /// Metadata the gRPC library sets itself (pseudo-headers, transport headers, grpc-*).
@@ -108,7 +106,7 @@ class ProxyCall {
           finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "no request message received"));
           return;
         }
-        if (server_.method() == kStage || server_.method() == kPublish) {
+        if (isGuardedMethod(server_.method())) {
           guarded_ = true;
           proxy_->submit([this] { before(); });
         } else {
@@ -183,7 +181,7 @@ class ProxyCall {
 
   /// On a guard worker: parse, judge, and forward only what the guard allows.
   void before() {
-    const bool stage = server_.method() == kStage;
+    const bool stage = server_.method() == kStageMethod;
     call_.method = stage ? "NodeStageVolume" : "NodePublishVolume";
     if (stage) {
       ::csi::v1::NodeStageVolumeRequest req;

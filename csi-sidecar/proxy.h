@@ -2,7 +2,9 @@
 // The gRPC proxy between kubelet and the CSI driver. Every call is forwarded to the driver as
 // the bytes kubelet sent (unknown fields and methods this build has never heard of included),
 // with kubelet's metadata and deadline, and the driver's answer, metadata and status come back
-// unchanged. NodeStageVolume and NodePublishVolume pass through the Guard first.
+// unchanged. NodeStageVolume and NodePublishVolume pass through the Guard first. Behind the
+// HTTP/2 front (h2_front.h, the default) it listens on a private socket and sees only those two;
+// with --forwarding grpc it serves kubelet directly and sees every call.
 //
 // One completion queue and one thread drive every call, server side and client side: a
 // forwarded call costs two hand-offs between threads, not the callback API's six or more
@@ -28,6 +30,7 @@
 #include <vector>
 
 #include "csi-sidecar/guard.h"
+#include "csi-sidecar/guarded_methods.h"
 #include "csi-sidecar/sidecar_metrics.h"
 
 namespace stateguard::csi {

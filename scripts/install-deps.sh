@@ -8,7 +8,7 @@ packages=(
   libssl-dev openssl
   libcpp-httplib-dev nlohmann-json3-dev libyaml-cpp-dev libsimdjson-dev libjemalloc-dev
   libtomlplusplus-dev
-  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev libnghttp2-dev
   libblkid-dev
   e2fsprogs xfsprogs btrfs-progs util-linux cryptsetup xz-utils
   googletest libgtest-dev libgmock-dev

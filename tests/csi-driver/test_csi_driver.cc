@@ -9,7 +9,8 @@
 // .before-format if present (sh scripts that make the device vanish, fail or come back: the
 // races of the incidents). Any method it does not implement is echoed: the response is the
 // request's bytes, x-* metadata comes back as trailing metadata, x-status asks for an error
-// status, and the remaining deadline is reported (the proxy tests use this).
+// status (x-message-bin its message), x-sleep-ms delays the answer (a cancel ends it early and is
+// logged), and the remaining deadline is reported (the proxy tests use this).
 //
 // usage: stateguard-test-csi-driver --endpoint unix:///PATH --device-dir DIR [--hook-dir DIR]
 //        [--name NAME] [--no-stage] [--exec-path PATH] [--ledger-dir DIR] [--call-log FILE]
@@ -24,12 +25,14 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -217,12 +220,16 @@ class EchoService final : public grpc::CallbackGenericService {
       logCall("echo " + ctx_->method());
       grpc::StatusCode code = grpc::StatusCode::OK;
       std::string details;
+      int sleepMs = 0;
+      std::string message = "failed as asked";
       for (const auto& [k, v] : ctx_->client_metadata()) {
         std::string key(k.data(), k.size()), value(v.data(), v.size());
         if (key.rfind("x-", 0) != 0) continue;
         ctx_->AddTrailingMetadata("echo-" + key, value);
         if (key == "x-status") code = static_cast<grpc::StatusCode>(std::stoi(value));
         if (key == "x-details-bin") details = value;
+        if (key == "x-sleep-ms") sleepMs = std::stoi(value);
+        if (key == "x-message-bin") message = value;
       }
       ctx_->AddInitialMetadata("x-initial", "from-driver");
       auto left = ctx_->deadline() - std::chrono::system_clock::now();
@@ -232,17 +239,47 @@ class EchoService final : public grpc::CallbackGenericService {
             std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(left).count()));
       }
       ctx_->AddTrailingMetadata("x-method", ctx_->method());
+      if (sleepMs > 0) {
+        // A slow call: answers after x-sleep-ms, or logs "cancelled" when kubelet's cancel
+        // reaches it first (how the tests see RST_STREAM cross the proxy).
+        auto state = cancel_;
+        const std::string method = ctx_->method();
+        std::thread([this, state, sleepMs, method] {
+          std::unique_lock lock(state->mu);
+          bool cancelled = state->cv.wait_for(lock, std::chrono::milliseconds(sleepMs),
+                                              [&] { return state->cancelled; });
+          lock.unlock();
+          if (cancelled) {
+            logCall("cancelled " + method);
+            Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+          } else {
+            StartWriteAndFinish(&buf_, grpc::WriteOptions(), grpc::Status::OK);
+          }
+        }).detach();
+        return;
+      }
       if (code != grpc::StatusCode::OK) {
-        Finish(grpc::Status(code, "failed as asked", details));
+        Finish(grpc::Status(code, message, details));
         return;
       }
       StartWriteAndFinish(&buf_, grpc::WriteOptions(), grpc::Status::OK);
     }
+    void OnCancel() override {
+      std::lock_guard lock(cancel_->mu);
+      cancel_->cancelled = true;
+      cancel_->cv.notify_all();
+    }
     void OnDone() override { delete this; }
 
    private:
+    struct Cancel {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool cancelled = false;
+    };
     grpc::GenericCallbackServerContext* ctx_;
     grpc::ByteBuffer buf_;
+    std::shared_ptr<Cancel> cancel_ = std::make_shared<Cancel>();
   };
 
  public:
@@ -292,6 +329,8 @@ int main(int argc, char** argv) {
   EchoService echo;
   grpc::ServerBuilder builder;
   builder.AddListeningPort(opts.endpoint, grpc::InsecureServerCredentials());
+  // Large echoed messages measure what the sidecar holds of a forwarded call.
+  builder.SetMaxReceiveMessageSize(-1);
   builder.RegisterService(&identity);
   builder.RegisterService(&node);
   builder.RegisterCallbackGenericService(&echo);
