@@ -27,57 +27,6 @@
 namespace stateguard::testing {
 namespace {
 
-struct Answer {
-  grpc::Status status;
-  std::string body;
-  std::multimap<std::string, std::string> initial, trailing;
-};
-
-std::string bytesOf(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  EXPECT_TRUE(buffer.Dump(&slices).ok());
-  std::string out;
-  for (const auto& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
-
-/// One unary call with raw bytes; no deadline when `deadline` is zero; `cancelAfter` > 0
-/// cancels it from the client side then (no deadline reaches the driver that way).
-Answer call(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
-            const std::string& body, const std::multimap<std::string, std::string>& metadata,
-            std::chrono::milliseconds deadline = std::chrono::seconds(10),
-            std::chrono::milliseconds cancelAfter = std::chrono::milliseconds(0)) {
-  grpc::GenericStub stub(channel);
-  grpc::ClientContext ctx;
-  if (deadline.count() > 0) ctx.set_deadline(std::chrono::system_clock::now() + deadline);
-  for (const auto& [k, v] : metadata) ctx.AddMetadata(k, v);
-  grpc::Slice slice(body);
-  grpc::ByteBuffer request(&slice, 1);
-  grpc::ByteBuffer response;
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
-                 [&done](grpc::Status s) { done.set_value(s); });
-  auto future = done.get_future();
-  if (cancelAfter.count() > 0 && future.wait_for(cancelAfter) == std::future_status::timeout) {
-    ctx.TryCancel();
-  }
-  Answer a;
-  a.status = future.get();
-  if (a.status.ok()) a.body = bytesOf(response);
-  for (const auto& [k, v] : ctx.GetServerInitialMetadata()) {
-    a.initial.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
-  }
-  for (const auto& [k, v] : ctx.GetServerTrailingMetadata()) {
-    a.trailing.emplace(std::string(k.data(), k.size()), std::string(v.data(), v.size()));
-  }
-  return a;
-}
-
-std::string first(const std::multimap<std::string, std::string>& m, const std::string& key) {
-  auto it = m.find(key);
-  return it == m.end() ? "<absent>" : it->second;
-}
-
 bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
   auto end = std::chrono::steady_clock::now() + limit;
   while (std::chrono::steady_clock::now() < end) {

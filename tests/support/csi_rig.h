@@ -6,6 +6,8 @@
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +77,24 @@ class CsiRig {
   std::shared_ptr<grpc::Channel> channel_;
   int httpPort_ = 0;
 };
+
+/// What one raw unary call got back.
+struct Answer {
+  grpc::Status status;
+  std::string body;
+  std::multimap<std::string, std::string> initial, trailing;
+};
+
+/// One unary call of `method` with raw bytes, as any gRPC client (kubelet) makes it; no deadline
+/// when `deadline` is zero; `cancelAfter` > 0 cancels it from the client side then (no deadline
+/// reaches the driver that way).
+Answer call(const std::shared_ptr<grpc::Channel>& channel, const std::string& method,
+            const std::string& body, const std::multimap<std::string, std::string>& metadata,
+            std::chrono::milliseconds deadline = std::chrono::seconds(10),
+            std::chrono::milliseconds cancelAfter = std::chrono::milliseconds(0));
+
+/// The first value of `key`, or "<absent>".
+std::string first(const std::multimap<std::string, std::string>& m, const std::string& key);
 
 /// The text of /data.txt in an ext4 image (debugfs, read-only); "" when it cannot be read.
 /// `superblock` > 0 reads through that backup superblock (block number, 4 KiB blocks).
