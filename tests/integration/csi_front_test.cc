@@ -27,15 +27,6 @@
 namespace stateguard::testing {
 namespace {
 
-bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
-
 long statusKb(pid_t pid, const std::string& field) {
   std::string status = readText("/proc/" + std::to_string(pid) + "/status");
   auto at = status.find(field + ":");

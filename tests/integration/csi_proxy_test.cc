@@ -211,15 +211,6 @@ int readyz(int port) {
   return r ? r->status : 0;
 }
 
-bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
-  auto end = std::chrono::steady_clock::now() + limit;
-  while (std::chrono::steady_clock::now() < end) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return condition();
-}
-
 TEST(CsiProxyDriverRestart, ReadinessFollowsTheDriverAndCallsRecoverWithinASecond) {
   std::string dir = makeTempDir("sg-proxy-restart");
   {

@@ -263,4 +263,13 @@ std::string first(const std::multimap<std::string, std::string>& m, const std::s
   return it == m.end() ? "<absent>" : it->second;
 }
 
+bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit) {
+  auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return condition();
+}
+
 }  // namespace stateguard::testing

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -92,6 +93,9 @@ Answer call(const std::shared_ptr<grpc::Channel>& channel, const std::string& me
             const std::string& body, const std::multimap<std::string, std::string>& metadata,
             std::chrono::milliseconds deadline = std::chrono::seconds(10),
             std::chrono::milliseconds cancelAfter = std::chrono::milliseconds(0));
+
+/// Polls `condition` every 20 ms until it holds or `limit` passes; its last answer.
+bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds limit);
 
 /// The first value of `key`, or "<absent>".
 std::string first(const std::multimap<std::string, std::string>& m, const std::string& key);
