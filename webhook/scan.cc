@@ -468,15 +468,17 @@ std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
           listing.error = page.error;
           break;
         }
-        const json& items = page.body.contains("items") ? page.body["items"] : json();
+        json items = page.body.is_object() && page.body.contains("items")
+                         ? std::move(page.body["items"])
+                         : json();
         if (!items.is_array() && !items.is_null()) {
           listing.error = "list " + path + ": items is not a list";
           break;
         }
         if (items.is_array()) {
-          for (const json& item : items) {
+          for (json& item : items) {
             if (!item.is_object()) continue;
-            json obj = item;
+            json obj = std::move(item);
             if (!obj.contains("kind")) obj["kind"] = rk.kind;
             if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
             batch.add(listing.key, std::move(obj));
