@@ -104,8 +104,12 @@ int runScan(int argc, char** argv) {
   auto policy = loadPolicyFlag(f);
   if (!policy.ok()) return usageError(kUsage, policy.error());
 
+  // A state file holds the configuration kinds too; from a cluster they are listed below, not
+  // watched (the webhook's RBAC grants only list on them, and every version of a resource would
+  // be watched under one store key).
   std::vector<ResourceKind> kinds = watchedKinds();
-  kinds.insert(kinds.end(), scan::configurationKinds().begin(), scan::configurationKinds().end());
+  if (f.has("cluster-state"))
+    kinds.insert(kinds.end(), scan::configurationKinds().begin(), scan::configurationKinds().end());
   auto source = openClusterSource(f, kinds);
   if (!source.ok()) return usageError(kUsage, source.error());
   const ClusterState& state = *source->state;

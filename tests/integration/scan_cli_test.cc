@@ -287,6 +287,10 @@ TEST_F(ScanCli, ListsTheConfigurationKindsThroughKubeconfig) {
         "data":{"docker.io.hosts.toml":"server = \"http://10.96.120.15\"\n"}})"));
     ASSERT_TRUE(writeKubeconfig(dir_ + "/kubeconfig", api.kubeConfig()).ok());
     auto r = scan({"--kubeconfig", dir_ + "/kubeconfig", "-o", "json"});
+    // Listed once, never watched: the webhook's RBAC grants only list on them.
+    for (const char* key : {"ConfigMap", "RecurringJob.longhorn.io", "Bucket.s3.services.k8s.aws"})
+      EXPECT_EQ(api.watchRequests(key), 0u) << key;
+    EXPECT_EQ(api.listRequests("ConfigMap"), 1u);
     if (std::string(file) == "configuration.yaml") {
       ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
       EXPECT_EQ(rows(json::parse(r.out)), kConfigurationHazards) << r.out;
