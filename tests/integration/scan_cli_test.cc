@@ -300,6 +300,31 @@ TEST_F(ScanCli, ListsTheConfigurationKindsThroughKubeconfig) {
   }
 }
 
+TEST(ScanConfigurationKinds, EachResourceOnceUnderOneKeyNewestVersionFirstNoSecrets) {
+  std::vector<std::string> lifecycle;
+  std::set<std::string> keys;
+  for (const ResourceKind& rk : scan::configurationKinds()) {
+    keys.insert(rk.storeKey());
+    const std::string path = rk.apiPath;
+    if (path.find("/bucketlifecycleconfigurations") != std::string::npos) {
+      EXPECT_EQ(rk.storeKey(), "BucketLifecycleConfiguration.s3.aws.upbound.io");
+      lifecycle.push_back(rk.apiVersion());
+    }
+    EXPECT_EQ(path.find("/secrets"), std::string::npos) << "a guard must not read every Secret";
+    EXPECT_EQ(watchedKindOf(json{{"kind", rk.kind}, {"apiVersion", rk.apiVersion()}}), nullptr)
+        << rk.storeKey() << " is watched already";
+  }
+  // listConfiguration tries them in this order and stops at the first that is served.
+  EXPECT_EQ(lifecycle,
+            (std::vector<std::string>{"s3.aws.upbound.io/v1beta3", "s3.aws.upbound.io/v1beta2",
+                                      "s3.aws.upbound.io/v1beta1"}));
+  for (const char* key :
+       {"Bucket.s3.services.k8s.aws", "Bucket.s3.aws.crossplane.io", "RecurringJob.longhorn.io",
+        "Schedule.velero.io", "ConfigMap", "TalosConfigTemplate.bootstrap.cluster.x-k8s.io",
+        "Cluster.provisioning.cattle.io"})
+    EXPECT_TRUE(keys.count(key)) << key;
+}
+
 TEST_F(ScanCli, ConfigurationListsTheNewestServedVersionAndToleratesAbsentCrds) {
   auto tls = makeTlsMaterial(dir_ + "/tls");
   ASSERT_TRUE(tls.ok()) << tls.error();
