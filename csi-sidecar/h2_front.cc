@@ -839,8 +839,10 @@ bool Connection::flush(nghttp2_session* session, int fd, std::string& out, size_
         return wrote;
       }
       if (n == 0) break;
-      if (offset == out.size()) {
-        out.clear();
+      // Drop what was sent before appending: a socket that keeps taking part of the buffer
+      // would otherwise let `out` grow by what it took, without bound.
+      if (offset > 0) {
+        out.erase(0, offset);
         offset = 0;
       }
       out.append(reinterpret_cast<const char*>(data), static_cast<size_t>(n));

@@ -209,8 +209,9 @@ TEST(CsiFront, LargeForwardedMessageDoesNotGrowMemory) {
     std::cout << "sidecar VmRSS before " << before << " kB, VmHWM after 48 MiB each way " << peak
               << " kB\n";
     // 48 MiB went through each way; the front holds at most its windows (256 KiB per direction
-    // and connection) plus its output buffers.
-    EXPECT_LT(peak - before, 16 * 1024) << "peak " << peak << " kB, before " << before << " kB";
+    // and connection) plus its output buffers (256 KiB and one frame per socket): about 1.5 MiB
+    // measured. An output buffer that kept what a socket had already taken grew to 10-15 MiB.
+    EXPECT_LT(peak - before, 4 * 1024) << "peak " << peak << " kB, before " << before << " kB";
   }
   removeTree(dir);
 }
