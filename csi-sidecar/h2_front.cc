@@ -193,15 +193,22 @@ struct PingAcks {
     opaque.emplace_back();
     std::memcpy(opaque.back().data(), data, 8);
   }
-  /// Submits them when the session has other frames to send, or they waited long enough.
-  void submitIfDue(nghttp2_session* session, bool force) {
-    if (opaque.empty()) return;
+  /// Submits them when the session has other frames to send, or they waited long enough. False
+  /// when the peer floods: nghttp2 already holds max_outbound_ack unsent acks because the peer
+  /// does not read them (what nghttp2 reports from mem_recv when it acks by itself).
+  bool submitIfDue(nghttp2_session* session, bool force) {
+    if (opaque.empty()) return true;
     if (!force && !nghttp2_session_want_write(session) && opaque.size() < kMaxHeldPingAcks &&
         Clock::now() - since < kPingAckDelay) {
-      return;
+      return true;
     }
-    for (const auto& o : opaque) nghttp2_submit_ping(session, NGHTTP2_FLAG_ACK, o.data());
+    bool flooded = false;
+    for (const auto& o : opaque) {
+      flooded = nghttp2_submit_ping(session, NGHTTP2_FLAG_ACK, o.data()) == NGHTTP2_ERR_FLOODED ||
+                flooded;
+    }
     opaque.clear();
+    return !flooded;
   }
   /// Milliseconds until they are due (for poll), or -1 when none are held.
   int dueInMs() const {
@@ -828,8 +835,12 @@ void Connection::reap() {
 
 bool Connection::flush(nghttp2_session* session, int fd, std::string& out, size_t& offset,
                        bool& blocked, PingAcks& acks, bool* fatal) {
-  acks.submitIfDue(session, draining_);
   bool wrote = false;
+  if (!acks.submitIfDue(session, draining_)) {
+    errno = ENOBUFS;
+    *fatal = true;
+    return wrote;
+  }
   for (;;) {
     while (out.size() - offset < kOutHighWater) {
       const uint8_t* data = nullptr;

@@ -216,6 +216,57 @@ TEST(CsiFront, LargeForwardedMessageDoesNotGrowMemory) {
   removeTree(dir);
 }
 
+/// A client that floods PINGs and never reads the acknowledgements is dropped, as nghttp2 drops
+/// one when it acks by itself; memory stays flat and other clients go on. (The front acks by hand
+/// and ignored nghttp2's "flooded": the acks were dropped and the connection kept, 800 MiB of
+/// PINGs in 3 s taking a core.)
+TEST(CsiFront, PingFloodIsBounded) {
+  std::string dir = makeTempDir("sg-front-ping");
+  {
+    CsiRig rig(dir, {});
+    ASSERT_TRUE(rig.start());
+    ASSERT_TRUE(call(rig.channel(), "/csi.v1.Node/NodeGetCapabilities", "", {}).status.ok());
+    const long before = statusKb(rig.sidecar()->pid(), "VmRSS");
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/node-a/stateguard.sock", dir.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    std::string batch = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    batch += std::string("\x00\x00\x00\x04\x00\x00\x00\x00\x00", 9);  // empty SETTINGS
+    const std::string ping(
+        "\x00\x00\x08\x06\x00\x00\x00\x00\x00"
+        "12345678",
+        17);
+    std::string pings;
+    for (int i = 0; i < 4096; ++i) pings += ping;
+    timeval tv{0, 200 * 1000};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    ASSERT_GT(::send(fd, batch.data(), batch.size(), MSG_NOSIGNAL), 0);
+    size_t sent = 0;
+    bool closed = false;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+    while (std::chrono::steady_clock::now() < until) {
+      ssize_t n = ::send(fd, pings.data(), pings.size(), MSG_NOSIGNAL);
+      if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+        closed = true;
+        break;
+      }
+      if (n > 0) sent += static_cast<size_t>(n);
+    }
+    const long after = statusKb(rig.sidecar()->pid(), "VmHWM");
+    std::cout << "sent " << (sent >> 10) << " KiB of PINGs; sidecar VmRSS before " << before
+              << " kB, VmHWM after " << after << " kB; connection " << (closed ? "closed" : "open")
+              << "\n";
+    ::close(fd);
+    EXPECT_TRUE(closed) << "a client that never reads its PING acks keeps its connection";
+    EXPECT_LT(after - before, 8 * 1024);
+    EXPECT_TRUE(call(rig.channel(), "/csi.v1.Node/NodeGetCapabilities", "", {}).status.ok());
+    EXPECT_TRUE(rig.sidecar()->running());
+  }
+  removeTree(dir);
+}
+
 /// SIGTERM: a forwarded call in flight finishes (up to 5 s), then the sidecar exits and removes
 /// its private socket.
 TEST(CsiFront, ShutdownDrainsCallsInFlight) {
