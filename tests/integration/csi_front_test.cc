@@ -267,6 +267,75 @@ TEST(CsiFront, PingFloodIsBounded) {
   removeTree(dir);
 }
 
+/// "Rapid reset" (CVE-2023-44487): a client that opens streams and cancels them at once, as fast
+/// as it can. Each one opens a stream on the driver too; the front ends the connection after a
+/// bounded number, and other clients go on.
+TEST(CsiFront, RapidResetIsBounded) {
+  std::string dir = makeTempDir("sg-front-reset");
+  {
+    CsiRig rig(dir, {});
+    ASSERT_TRUE(rig.start());
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/node-a/stateguard.sock", dir.c_str());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    auto frame = [](uint8_t type, uint8_t flags, uint32_t id, const std::string& payload) {
+      std::string f;
+      f += static_cast<char>(payload.size() >> 16);
+      f += static_cast<char>(payload.size() >> 8);
+      f += static_cast<char>(payload.size());
+      f += static_cast<char>(type);
+      f += static_cast<char>(flags);
+      for (int shift : {24, 16, 8, 0}) f += static_cast<char>(id >> shift);
+      return f + payload;
+    };
+    auto literal = [](const std::string& name, const std::string& value) {
+      // HPACK literal header field without indexing, new name, no Huffman coding.
+      return std::string(1, '\0') + static_cast<char>(name.size()) + name +
+             static_cast<char>(value.size()) + value;
+    };
+    const std::string block =
+        literal(":method", "POST") + literal(":scheme", "http") +
+        literal(":path", "/csi.v1.Node/RapidEcho") + literal(":authority", "localhost") +
+        literal("content-type", "application/grpc") + literal("te", "trailers");
+    std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, "");
+    ASSERT_GT(::send(fd, out.data(), out.size(), MSG_NOSIGNAL), 0);
+    timeval tv{0, 200 * 1000};
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    const std::string cancel("\0\0\0\x08", 4);
+    const std::string message("\0\0\0\0\0", 5);  // one empty gRPC message
+    uint32_t id = 1;
+    bool closed = false;
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (!closed && id < 40000 && std::chrono::steady_clock::now() < until) {
+      std::string batch;
+      for (int i = 0; i < 100; ++i, id += 2) {
+        batch += frame(1, 0x4, id, block) + frame(0, 0, id, message) + frame(3, 0, id, cancel);
+      }
+      for (size_t at = 0; at < batch.size();) {
+        ssize_t n = ::send(fd, batch.data() + at, batch.size() - at, MSG_NOSIGNAL);
+        if (n < 0 && errno != EAGAIN && errno != EINTR) {
+          closed = true;
+          break;
+        }
+        if (n > 0) at += static_cast<size_t>(n);
+        if (std::chrono::steady_clock::now() >= until) break;
+      }
+    }
+    ::close(fd);
+    const size_t opened = (id - 1) / 2;
+    std::cout << "opened and reset " << opened << " streams before the connection "
+              << (closed ? "closed" : "stayed open") << "\n";
+    // nghttp2's reset rate limit (a burst of 1000, then 33 a second) ends it; without it all
+    // 20,000 go through in about a second and the connection stays open.
+    EXPECT_TRUE(closed) << "a client resetting every stream it opens keeps its connection";
+    EXPECT_TRUE(call(rig.channel(), "/csi.v1.Node/NodeGetCapabilities", "", {}).status.ok());
+    EXPECT_TRUE(rig.sidecar()->running());
+  }
+  removeTree(dir);
+}
+
 /// SIGTERM: a forwarded call in flight finishes (up to 5 s), then the sidecar exits and removes
 /// its private socket.
 TEST(CsiFront, ShutdownDrainsCallsInFlight) {
