@@ -7,7 +7,7 @@
 #
 # Environment: BUILD_DIR (default build-fuzz), JOBS (default nproc), FUZZ_TARGETS (default
 # every target: review_decoder_fuzz documents_fuzz policy_fuzz http_parser_fuzz csi_inputs_fuzz
-# csi_front_fuzz registry_*_fuzz),
+# csi_front_fuzz csi_front_driver_fuzz registry_*_fuzz),
 # FUZZ_KEEP_GOING=1 (fork mode: keep fuzzing
 # after a finding to collect every distinct one; still fails at the end). Crash inputs are kept
 # in $BUILD_DIR/artifacts/, full logs in $BUILD_DIR/logs/. Reproduce one with
@@ -24,7 +24,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${BUILD_DIR:-$root/build-fuzz}
 case "$build" in /*) ;; *) build=$root/$build ;; esac
 jobs=${JOBS:-$(nproc)}
-read -r -a targets <<<"${FUZZ_TARGETS:-review_decoder_fuzz documents_fuzz policy_fuzz http_parser_fuzz csi_inputs_fuzz csi_front_fuzz registry_talos_fuzz registry_hosts_toml_fuzz registry_k3s_fuzz registry_crio_fuzz registry_objects_fuzz}"
+read -r -a targets <<<"${FUZZ_TARGETS:-review_decoder_fuzz documents_fuzz policy_fuzz http_parser_fuzz csi_inputs_fuzz csi_front_fuzz csi_front_driver_fuzz registry_talos_fuzz registry_hosts_toml_fuzz registry_k3s_fuzz registry_crio_fuzz registry_objects_fuzz}"
 
 cc=${CC:-clang}
 cxx=${CXX:-clang++}
