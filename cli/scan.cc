@@ -29,7 +29,7 @@ created now, under --policy (default: the built-in policy), and so does the conf
 that decides whether data survives: S3 lifecycle rules on ACK and Crossplane buckets, Longhorn
 RecurringJobs, Velero Schedules, registry mirrors in Talos Cluster API objects, Rancher Clusters
 and ConfigMaps (over --kubeconfig only ConfigMaps labelled stateguard.io/registry-config, or the
-policy's configLabel, are listed). A break-glass annotation is judged
+configLabel each registry rule of the policy reads, are listed). A break-glass annotation is judged
 as if set by a member of the policy's break-glass groups: one still in force is reported as a
 note, an expired or malformed one as a finding. Then the checks no request carries:
 
@@ -122,8 +122,8 @@ int runScan(int argc, char** argv) {
     if (!config.ok()) return usageError(kUsage, config.error());
     auto client = KubeClient::create(config.value());
     if (!client.ok()) return usageError(kUsage, client.error());
-    const std::string label = rules::configLabelOf(policy.value().paramsOf("registry-no-fallback"));
-    for (const auto& l : scan::listConfiguration(*client.value(), label, configuration)) {
+    const auto labels = rules::configLabelsOf(policy.value());
+    for (const auto& l : scan::listConfiguration(*client.value(), labels, configuration)) {
       if (!l.error.empty()) {
         source->stop();
         return usageError(kUsage, "could not list " + l.key + ": " + l.error);

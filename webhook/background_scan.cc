@@ -108,16 +108,16 @@ void BackgroundScan::scanLoop() {
 
 void BackgroundScan::refreshConfiguration(const Policy& policy) {
   if (!client_) return;
-  const std::string label = rules::configLabelOf(policy.paramsOf("registry-no-fallback"));
+  std::vector<std::string> labels = rules::configLabelsOf(policy);
   const auto now = std::chrono::steady_clock::now();
   if (configurationListed_ != std::chrono::steady_clock::time_point{} &&
-      now - configurationListed_ < options_.interval && label == configurationLabel_)
+      now - configurationListed_ < options_.interval && labels == configurationLabels_)
     return;
   configurationListed_ = now;
-  configurationLabel_ = label;
+  configurationLabels_ = labels;
   size_t failures = 0;
   for (const scan::ConfigurationListing& l :
-       scan::listConfiguration(*client_, label, *configuration_)) {
+       scan::listConfiguration(*client_, labels, *configuration_)) {
     const std::string status = !l.error.empty() ? l.error
                                : l.served       ? ""
                                : l.forbidden    ? "forbidden"

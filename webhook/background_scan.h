@@ -70,7 +70,7 @@ class BackgroundScan {
   /// file holds them). Only the scan thread touches these.
   std::unique_ptr<ObjectStore> configuration_;
   std::chrono::steady_clock::time_point configurationListed_{};
-  std::string configurationLabel_;
+  std::vector<std::string> configurationLabels_;
   std::map<std::string, std::string> configurationStatus_;  ///< key -> "" | "absent" | error
   std::unique_ptr<LeaderElector> elector_;
   std::unique_ptr<PolicyReportWriter> reports_;

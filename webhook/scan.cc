@@ -438,7 +438,7 @@ const std::vector<ResourceKind>& configurationKinds() {
 }
 
 std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
-                                                    const std::string& configLabel,
+                                                    const std::vector<std::string>& configLabels,
                                                     ObjectStore& into) {
   constexpr int64_t kPage = 50;
   std::vector<ConfigurationListing> out;
@@ -452,45 +452,63 @@ std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
     bool& forbidden = listing.forbidden;
     for (size_t v = first; v < end && !listing.served && !forbidden && listing.error.empty(); ++v) {
       const ResourceKind& rk = kinds[v];
-      std::string path = rk.apiPath;
-      if (rk.group().empty() && resourceOf(rk) == "configmaps")
-        path += "?labelSelector=" + urlEncode(configLabel);
+      // ConfigMaps: one list per label the rules read (an object carrying two is kept once).
+      std::vector<std::string> paths;
+      if (rk.group().empty() && resourceOf(rk) == "configmaps") {
+        for (const std::string& label : configLabels)
+          paths.push_back(std::string(rk.apiPath) + "?labelSelector=" + urlEncode(label));
+      } else {
+        paths.push_back(rk.apiPath);
+      }
       ObjectStore::Batch batch;
-      std::string token;
-      bool complete = false;
-      while (true) {
-        KubeResponse page = client.list(path, kPage, token);
-        if (token.empty() && (page.status == 404 || page.status == 403)) {
-          forbidden = page.status == 403;  // RBAC does not depend on the version
-          break;
-        }
-        if (!page.ok()) {
-          listing.error = page.error;
-          break;
-        }
-        json items = page.body.is_object() && page.body.contains("items")
-                         ? std::move(page.body["items"])
-                         : json();
-        if (!items.is_array() && !items.is_null()) {
-          listing.error = "list " + path + ": items is not a list";
-          break;
-        }
-        if (items.is_array()) {
-          for (json& item : items) {
-            if (!item.is_object()) continue;
-            json obj = std::move(item);
-            if (!obj.contains("kind")) obj["kind"] = rk.kind;
-            if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
-            batch.add(listing.key, std::move(obj));
+      std::set<std::string> seen;
+      bool complete = true;
+      bool absent = false;
+      for (const std::string& path : paths) {
+        std::string token;
+        bool pathComplete = false;
+        while (true) {
+          KubeResponse page = client.list(path, kPage, token);
+          if (token.empty() && (page.status == 404 || page.status == 403)) {
+            forbidden = page.status == 403;  // RBAC does not depend on the version
+            absent = true;
+            break;
+          }
+          if (!page.ok()) {
+            listing.error = page.error;
+            break;
+          }
+          json items = page.body.is_object() && page.body.contains("items")
+                           ? std::move(page.body["items"])
+                           : json();
+          if (!items.is_array() && !items.is_null()) {
+            listing.error = "list " + path + ": items is not a list";
+            break;
+          }
+          if (items.is_array()) {
+            for (json& item : items) {
+              if (!item.is_object()) continue;
+              json obj = std::move(item);
+              if (!obj.contains("kind")) obj["kind"] = rk.kind;
+              if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
+              if (paths.size() > 1 && !seen.insert(k8s::str(obj, "/metadata/namespace") + "/" +
+                                                   k8s::str(obj, "/metadata/name"))
+                                           .second)
+                continue;
+              batch.add(listing.key, std::move(obj));
+            }
+          }
+          token = k8s::str(page.body, "/metadata/continue");
+          if (token.empty()) {
+            pathComplete = true;
+            break;
           }
         }
-        token = k8s::str(page.body, "/metadata/continue");
-        if (token.empty()) {
-          complete = true;
-          break;
-        }
+        complete = complete && pathComplete;
+        if (!pathComplete) break;
       }
-      if (complete) {
+      // No label to list ConfigMaps by (every registry rule is off): none of them is judged.
+      if (complete && !absent) {
         listing.served = true;
         listing.apiVersion = rk.apiVersion();
         listing.objects = batch.size();

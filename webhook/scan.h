@@ -96,11 +96,11 @@ struct ConfigurationListing {
 };
 
 /// Lists configurationKinds() into `into`, each resource at the newest version the server
-/// serves, in pages of 50 (ConfigMaps: only those labelled `configLabel`, the label the
-/// registry rules read). A resource that fails to list keeps what `into` held of it, so one
-/// failed list does not make its findings disappear and reappear.
+/// serves, in pages of 50 (ConfigMaps: only those carrying one of `configLabels`, the labels
+/// the registry rules read, rules::configLabelsOf). A resource that fails to list keeps what
+/// `into` held of it, so one failed list does not make its findings disappear and reappear.
 std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
-                                                    const std::string& configLabel,
+                                                    const std::vector<std::string>& configLabels,
                                                     ObjectStore& into);
 
 /// Everything found in `state` under `policy` at `now`.

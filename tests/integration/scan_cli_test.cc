@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <regex>
 #include <set>
 #include <tuple>
@@ -298,6 +299,61 @@ TEST_F(ScanCli, ListsTheConfigurationKindsThroughKubeconfig) {
       EXPECT_EQ(r.exitCode, 0) << r.out << r.err;
     }
   }
+}
+
+// Rules may read different labels: the ConfigMaps carrying any of them are listed, one list per
+// label, and one carrying two is judged once.
+TEST_F(ScanCli, ListsTheConfigMapsOfEveryRulesLabel) {
+  auto tls = makeTlsMaterial(dir_ + "/tls");
+  ASSERT_TRUE(tls.ok()) << tls.error();
+  TestApiServerOptions options;
+  options.extraKinds = scan::configurationKinds();
+  TestApiServer api(tls.value(), options);
+  ASSERT_TRUE(api.start().ok());
+  api.failRequests("ETCDSnapshotFile", 404);
+  // Under a key no parser knows by name: only rules whose label the ConfigMap carries read it.
+  // Talos mirrors: one served by a NodePort with no fallback (registry-no-fallback), one named
+  // by a cluster DNS name (registry-cluster-dns warns).
+  const std::string noFallback =
+      "machine:\n  registries:\n    mirrors:\n      docker.io:\n"
+      "        endpoints: [\"http://127.0.0.1:30002\"]\n        skipFallback: true\n";
+  const std::string clusterDns =
+      "machine:\n  registries:\n    mirrors:\n      ghcr.io:\n"
+      "        endpoints: [\"http://zot.registry.svc.cluster.local:5000\"]\n";
+  auto configMap = [&](const std::string& name, const json& labels) {
+    return json{{"apiVersion", "v1"},
+                {"kind", "ConfigMap"},
+                {"metadata", {{"name", name}, {"namespace", "kube-system"}, {"labels", labels}}},
+                {"data", {{"no-fallback", noFallback}, {"cluster-dns", clusterDns}}}};
+  };
+  const std::string team = "mirrors.example.com/config";
+  const std::string standard = "stateguard.io/registry-config";
+  api.add("ConfigMap", configMap("default-label", {{standard, "true"}}));
+  api.add("ConfigMap", configMap("team-label", {{team, "true"}}));
+  api.add("ConfigMap", configMap("both-labels", {{standard, "true"}, {team, "true"}}));
+  api.add("ConfigMap", configMap("no-label", json::object()));
+  ASSERT_TRUE(writeKubeconfig(dir_ + "/kubeconfig", api.kubeConfig()).ok());
+  // registry-no-fallback reads the team's label; registry-cluster-dns keeps the standard one.
+  writeText(dir_ + "/policy.yaml",
+            "apiVersion: stateguard.io/v1alpha1\nkind: Policy\nrules:\n"
+            "  registry-no-fallback: {mode: enforce, params: {configLabel: " +
+                team + "}}\n");
+  auto r =
+      scan({"--kubeconfig", dir_ + "/kubeconfig", "--policy", dir_ + "/policy.yaml", "-o", "json"});
+  ASSERT_EQ(r.exitCode, 1) << r.out << r.err;
+  EXPECT_EQ(api.listRequests("ConfigMap"), 2u) << "one list per label";
+  std::map<std::string, std::map<std::string, int>> found;  // rule -> object -> findings
+  const json out = json::parse(r.out);
+  for (const json& f : out["findings"]) {
+    ++found[f["rule"].get<std::string>()][f["name"].get<std::string>()];
+  }
+  // Each rule judged the ConfigMaps carrying its label, each of them once.
+  EXPECT_EQ(found["registry-no-fallback"],
+            (std::map<std::string, int>{{"team-label", 1}, {"both-labels", 1}}))
+      << r.out;
+  EXPECT_EQ(found["registry-cluster-dns"],
+            (std::map<std::string, int>{{"default-label", 1}, {"both-labels", 1}}))
+      << r.out;
 }
 
 TEST(ScanConfigurationKinds, EachResourceOnceUnderOneKeyNewestVersionFirstNoSecrets) {

@@ -4,6 +4,7 @@
 #include "webhook/rules/registry_mirrors.h"
 
 #include <algorithm>
+#include <set>
 
 #include "registry/kube.h"
 #include "webhook/rules/common.h"
@@ -32,6 +33,15 @@ std::string configLabelOf(const json& params) {
   return params.is_object() && params.contains("configLabel") && params["configLabel"].is_string()
              ? params["configLabel"].get<std::string>()
              : std::string(registry::kDefaultConfigLabel);
+}
+
+std::vector<std::string> configLabelsOf(const Policy& policy) {
+  std::set<std::string> labels;
+  for (const auto& [id, rule] : policy.rules) {
+    if (rule.mode != Mode::Off && rule.params.is_object() && rule.params.contains("configLabel"))
+      labels.insert(configLabelOf(rule.params));
+  }
+  return {labels.begin(), labels.end()};
 }
 
 std::vector<Finding> registryFindings(

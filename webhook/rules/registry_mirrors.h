@@ -21,6 +21,9 @@ std::vector<RuleTarget> registryMirrorTargets();
 json registryCheckParams();
 /// The policy's configLabel, or stateguard.io/registry-config.
 std::string configLabelOf(const json& params);
+/// Every configLabel the policy's rules read (rules that are not Off), sorted and without
+/// duplicates: the ConfigMaps a scan lists. Rules may be given different labels.
+std::vector<std::string> configLabelsOf(const Policy& policy);
 
 /// Runs `check` on the mirrors of the request's object. On UPDATE, findings the old object
 /// already had are dropped, so an unrelated edit of an existing object is never refused. Parse
