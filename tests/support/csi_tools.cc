@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -131,8 +132,21 @@ bool EioDisk::control(const std::string& command) {
 }
 
 bool EioDisk::failReads(uint64_t offset, uint64_t length) {
-  if (offset == 0 && length == 0) return control("fail-reads");
-  return control("fail-reads " + std::to_string(offset) + " " + std::to_string(length));
+  const bool ok =
+      offset == 0 && length == 0
+          ? control("fail-reads")
+          : control("fail-reads " + std::to_string(offset) + " " + std::to_string(length));
+  // The block device's page cache outlives a reader's close while any other process holds the
+  // device open (udev's blkid after losetup, a test beside this one), and would answer from
+  // what an earlier probe read: drop it, as `blockdev --flushbufs` does.
+  if (ok && !loop_.empty()) {
+    const int fd = ::open(loop_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    const bool flushed = ::ioctl(fd, BLKFLSBUF, 0) == 0;
+    ::close(fd);
+    return flushed;
+  }
+  return ok;
 }
 
 bool EioDisk::recover() { return control("ok"); }

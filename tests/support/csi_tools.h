@@ -49,7 +49,7 @@ std::string eioDiskSkipReason();
 /// stateguard-test-eio-disk (tests/support/eio_disk) serves through FUSE from an image. Reads of
 /// the loop device reach the image on every call (FUSE direct_io), so a switch makes them fail.
 /// The block device's own page cache still answers a reader while any other process holds the
-/// device open; it is dropped at the last close (and by `blockdev --flushbufs`).
+/// device open; it is dropped at the last close, and by failReads() (`blockdev --flushbufs`).
 class EioDisk {
  public:
   /// Serves `image` through FUSE at `mountDir` (created) and attaches a loop device over it.
@@ -65,6 +65,7 @@ class EioDisk {
   /// The FUSE control file: `echo fail-reads > it` from a script does what failReads() does.
   std::string controlPath() const { return mountDir_ + "/control"; }
   /// From now on reads overlapping [offset, offset + length) fail with EIO; length 0: every read.
+  /// Drops the block device's page cache, so what an earlier reader read is not answered.
   bool failReads(uint64_t offset = 0, uint64_t length = 0);
   /// Every read succeeds again.
   bool recover();
