@@ -137,7 +137,7 @@ bool EioDisk::failReads(uint64_t offset, uint64_t length) {
           ? control("fail-reads")
           : control("fail-reads " + std::to_string(offset) + " " + std::to_string(length));
   // The block device's page cache outlives a reader's close while any other process holds the
-  // device open (udev's blkid after losetup, a test beside this one), and would answer from
+  // device open (a test beside this one, udev on a host), and would answer from
   // what an earlier probe read: drop it, as `blockdev --flushbufs` does.
   if (ok && !loop_.empty()) {
     const int fd = ::open(loop_.c_str(), O_RDONLY | O_CLOEXEC);

@@ -476,8 +476,8 @@ TEST_P(ProbeEioBlockDeviceTest, ReadErrorOfABlockDeviceIsUnknownNeverBlank) {
   ASSERT_EQ(runCommand("/usr/sbin/mkfs.ext4", {"-q", "-F", "-b", "4096", img}).exitCode, 0);
   stateguard::testing::EioDisk disk(img, dir_ + "/fuse");
   ASSERT_FALSE(disk.path().empty()) << disk.error();
-  // Held open throughout, as udev's blkid may after losetup: the probe's close is not the last,
-  // so the block device keeps in its page cache what the first probe read.
+  // Held open throughout, as another process may (a test beside this one, udev on a host): the
+  // probe's close is not the last, so the block device keeps what the first probe read cached.
   const int holder = ::open(disk.path().c_str(), O_RDONLY | O_CLOEXEC);
   ASSERT_GE(holder, 0);
   ASSERT_EQ(probeDevice(disk.path()).state, ProbeState::kFilesystem);
