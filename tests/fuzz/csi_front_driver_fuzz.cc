@@ -20,38 +20,20 @@
 #include <thread>
 
 #include "csi-sidecar/h2_front.h"
+#include "tests/support/h2_frames.h"
 
 namespace {
-
-std::string frame(uint8_t type, uint8_t flags, uint32_t stream, const std::string& payload) {
-  std::string f;
-  f += static_cast<char>(payload.size() >> 16);
-  f += static_cast<char>(payload.size() >> 8);
-  f += static_cast<char>(payload.size());
-  f += static_cast<char>(type);
-  f += static_cast<char>(flags);
-  for (int shift : {24, 16, 8, 0}) f += static_cast<char>(stream >> shift);
-  return f + payload;
-}
-
-/// HPACK literal header field without indexing, new name, no Huffman coding (names and values
-/// under 127 bytes).
-std::string literal(const std::string& name, const std::string& value) {
-  return std::string(1, '\0') + static_cast<char>(name.size()) + name +
-         static_cast<char>(value.size()) + value;
-}
 
 /// kubelet: one unary call on stream 1 (no deadline, so a driver that is gone is answered at
 /// once), then reads until the call ends (END_STREAM or RST_STREAM on stream 1, or GOAWAY) or
 /// the front closes; 2 s at most.
 void kubelet(int fd) {
-  const std::string headers =
-      literal(":method", "POST") + literal(":scheme", "http") +
-      literal(":path", "/csi.v1.Node/NodeGetVolumeStats") + literal(":authority", "localhost") +
-      literal("content-type", "application/grpc") + literal("te", "trailers");
-  const std::string request = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, "") +
-                              frame(1, 0x4, 1, headers) +
-                              frame(0, 0x1, 1, std::string("\0\0\0\0\x02\x0a\x00", 7));
+  using stateguard::testing::h2Frame;
+  const std::string request =
+      stateguard::testing::kH2Preface + h2Frame(4, 0, 0, "") +
+      h2Frame(1, 0x4, 1,
+              stateguard::testing::grpcRequestHeaders("/csi.v1.Node/NodeGetVolumeStats")) +
+      h2Frame(0, 0x1, 1, std::string("\0\0\0\0\x02\x0a\x00", 7));  // one 2-byte message
   if (::send(fd, request.data(), request.size(), MSG_NOSIGNAL) ==
       static_cast<ssize_t>(request.size())) {
     std::string in;

@@ -8,11 +8,9 @@
 #include <httplib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <csignal>
-#include <cstdio>
 #include <future>
 #include <iostream>
 #include <random>
@@ -21,6 +19,7 @@
 
 #include "proto/csi.grpc.pb.h"
 #include "tests/support/csi_rig.h"
+#include "tests/support/h2_frames.h"
 
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
@@ -227,17 +226,10 @@ TEST(CsiFront, PingFloodIsBounded) {
     ASSERT_TRUE(rig.start());
     ASSERT_TRUE(call(rig.channel(), "/csi.v1.Node/NodeGetCapabilities", "", {}).status.ok());
     const long before = statusKb(rig.sidecar()->pid(), "VmRSS");
-    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/node-a/stateguard.sock", dir.c_str());
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    std::string batch = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-    batch += std::string("\x00\x00\x00\x04\x00\x00\x00\x00\x00", 9);  // empty SETTINGS
-    const std::string ping(
-        "\x00\x00\x08\x06\x00\x00\x00\x00\x00"
-        "12345678",
-        17);
+    const int fd = connectUnix(dir + "/node-a/stateguard.sock");
+    ASSERT_GE(fd, 0);
+    const std::string batch = kH2Preface + h2Frame(4, 0, 0, "");  // and an empty SETTINGS
+    const std::string ping = h2Frame(6, 0, 0, "12345678");
     std::string pings;
     for (int i = 0; i < 4096; ++i) pings += ping;
     timeval tv{0, 200 * 1000};
@@ -275,31 +267,10 @@ TEST(CsiFront, RapidResetIsBounded) {
   {
     CsiRig rig(dir, {});
     ASSERT_TRUE(rig.start());
-    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s/node-a/stateguard.sock", dir.c_str());
-    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    auto frame = [](uint8_t type, uint8_t flags, uint32_t id, const std::string& payload) {
-      std::string f;
-      f += static_cast<char>(payload.size() >> 16);
-      f += static_cast<char>(payload.size() >> 8);
-      f += static_cast<char>(payload.size());
-      f += static_cast<char>(type);
-      f += static_cast<char>(flags);
-      for (int shift : {24, 16, 8, 0}) f += static_cast<char>(id >> shift);
-      return f + payload;
-    };
-    auto literal = [](const std::string& name, const std::string& value) {
-      // HPACK literal header field without indexing, new name, no Huffman coding.
-      return std::string(1, '\0') + static_cast<char>(name.size()) + name +
-             static_cast<char>(value.size()) + value;
-    };
-    const std::string block =
-        literal(":method", "POST") + literal(":scheme", "http") +
-        literal(":path", "/csi.v1.Node/RapidEcho") + literal(":authority", "localhost") +
-        literal("content-type", "application/grpc") + literal("te", "trailers");
-    std::string out = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(4, 0, 0, "");
+    const int fd = connectUnix(dir + "/node-a/stateguard.sock");
+    ASSERT_GE(fd, 0);
+    const std::string block = grpcRequestHeaders("/csi.v1.Node/RapidEcho");
+    const std::string out = kH2Preface + h2Frame(4, 0, 0, "");  // and an empty SETTINGS
     ASSERT_GT(::send(fd, out.data(), out.size(), MSG_NOSIGNAL), 0);
     timeval tv{0, 200 * 1000};
     ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -311,7 +282,8 @@ TEST(CsiFront, RapidResetIsBounded) {
     while (!closed && id < 40000 && std::chrono::steady_clock::now() < until) {
       std::string batch;
       for (int i = 0; i < 100; ++i, id += 2) {
-        batch += frame(1, 0x4, id, block) + frame(0, 0, id, message) + frame(3, 0, id, cancel);
+        batch +=
+            h2Frame(1, 0x4, id, block) + h2Frame(0, 0, id, message) + h2Frame(3, 0, id, cancel);
       }
       for (size_t at = 0; at < batch.size();) {
         ssize_t n = ::send(fd, batch.data() + at, batch.size() - at, MSG_NOSIGNAL);
@@ -374,11 +346,8 @@ TEST(CsiFront, GarbageAndHalfOpenConnectionsAreHarmless) {
     const std::string sock = dir + "/node-a/stateguard.sock";
     std::vector<int> fds;
     for (int i = 0; i < 80; ++i) {  // more than the connection cap
-      int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
-      sockaddr_un addr{};
-      addr.sun_family = AF_UNIX;
-      std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", sock.c_str());
-      ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+      const int fd = connectUnix(sock);
+      ASSERT_GE(fd, 0);
       if (i % 2 == 0) {
         const std::string junk = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         ASSERT_GT(::write(fd, junk.data(), junk.size()), 0);
