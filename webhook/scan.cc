@@ -388,6 +388,51 @@ std::string resourceOf(const ResourceKind& rk) {
   return path.substr(path.rfind('/') + 1);
 }
 
+enum class Listed { kComplete, kNotServed, kFailed };
+
+/// Every page of `path` (50 at a time) into `batch` under `listing.key`, except objects whose
+/// namespace/name is in `seen` (when given). A 404 or 403 on the first page is kNotServed
+/// (`listing.forbidden` set for a 403); any other failure kFailed with `listing.error`.
+Listed listPages(KubeClient& client, const ResourceKind& rk, const std::string& path,
+                 ConfigurationListing& listing, ObjectStore::Batch& batch,
+                 std::set<std::string>* seen) {
+  constexpr int64_t kPage = 50;
+  std::string token;
+  while (true) {
+    KubeResponse page = client.list(path, kPage, token);
+    if (token.empty() && (page.status == 404 || page.status == 403)) {
+      listing.forbidden = page.status == 403;  // RBAC does not depend on the version
+      return Listed::kNotServed;
+    }
+    if (!page.ok()) {
+      listing.error = page.error;
+      return Listed::kFailed;
+    }
+    json items = page.body.is_object() && page.body.contains("items")
+                     ? std::move(page.body["items"])
+                     : json();
+    if (!items.is_array() && !items.is_null()) {
+      listing.error = "list " + path + ": items is not a list";
+      return Listed::kFailed;
+    }
+    if (items.is_array()) {
+      for (json& item : items) {
+        if (!item.is_object()) continue;
+        json obj = std::move(item);
+        if (!obj.contains("kind")) obj["kind"] = rk.kind;
+        if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
+        if (seen && !seen->insert(k8s::str(obj, "/metadata/namespace") + "/" +
+                                  k8s::str(obj, "/metadata/name"))
+                         .second)
+          continue;
+        batch.add(listing.key, std::move(obj));
+      }
+    }
+    token = k8s::str(page.body, "/metadata/continue");
+    if (token.empty()) return Listed::kComplete;
+  }
+}
+
 }  // namespace
 
 const std::vector<ResourceKind>& configurationKinds() {
@@ -440,7 +485,6 @@ const std::vector<ResourceKind>& configurationKinds() {
 std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
                                                     const std::vector<std::string>& configLabels,
                                                     ObjectStore& into) {
-  constexpr int64_t kPage = 50;
   std::vector<ConfigurationListing> out;
   const std::vector<ResourceKind>& kinds = configurationKinds();
   for (size_t first = 0; first < kinds.size();) {
@@ -449,10 +493,11 @@ std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
     size_t end = first;
     while (end < kinds.size() && kinds[end].storeKey() == listing.key) ++end;
     // Newest version first; a 404 means this version (or the whole CRD) is not served.
-    bool& forbidden = listing.forbidden;
-    for (size_t v = first; v < end && !listing.served && !forbidden && listing.error.empty(); ++v) {
+    for (size_t v = first;
+         v < end && !listing.served && !listing.forbidden && listing.error.empty(); ++v) {
       const ResourceKind& rk = kinds[v];
-      // ConfigMaps: one list per label the rules read (an object carrying two is kept once).
+      // ConfigMaps: one list per label the rules read, an object carrying two kept once; with
+      // no label (every registry rule off) none is judged.
       std::vector<std::string> paths;
       if (rk.group().empty() && resourceOf(rk) == "configmaps") {
         for (const std::string& label : configLabels)
@@ -462,53 +507,11 @@ std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
       }
       ObjectStore::Batch batch;
       std::set<std::string> seen;
-      bool complete = true;
-      bool absent = false;
-      for (const std::string& path : paths) {
-        std::string token;
-        bool pathComplete = false;
-        while (true) {
-          KubeResponse page = client.list(path, kPage, token);
-          if (token.empty() && (page.status == 404 || page.status == 403)) {
-            forbidden = page.status == 403;  // RBAC does not depend on the version
-            absent = true;
-            break;
-          }
-          if (!page.ok()) {
-            listing.error = page.error;
-            break;
-          }
-          json items = page.body.is_object() && page.body.contains("items")
-                           ? std::move(page.body["items"])
-                           : json();
-          if (!items.is_array() && !items.is_null()) {
-            listing.error = "list " + path + ": items is not a list";
-            break;
-          }
-          if (items.is_array()) {
-            for (json& item : items) {
-              if (!item.is_object()) continue;
-              json obj = std::move(item);
-              if (!obj.contains("kind")) obj["kind"] = rk.kind;
-              if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
-              if (paths.size() > 1 && !seen.insert(k8s::str(obj, "/metadata/namespace") + "/" +
-                                                   k8s::str(obj, "/metadata/name"))
-                                           .second)
-                continue;
-              batch.add(listing.key, std::move(obj));
-            }
-          }
-          token = k8s::str(page.body, "/metadata/continue");
-          if (token.empty()) {
-            pathComplete = true;
-            break;
-          }
-        }
-        complete = complete && pathComplete;
-        if (!pathComplete) break;
-      }
-      // No label to list ConfigMaps by (every registry rule is off): none of them is judged.
-      if (complete && !absent) {
+      Listed result = Listed::kComplete;
+      for (size_t i = 0; i < paths.size() && result == Listed::kComplete; ++i)
+        result =
+            listPages(client, rk, paths[i], listing, batch, paths.size() > 1 ? &seen : nullptr);
+      if (result == Listed::kComplete) {
         listing.served = true;
         listing.apiVersion = rk.apiVersion();
         listing.objects = batch.size();
