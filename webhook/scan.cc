@@ -388,32 +388,30 @@ std::string resourceOf(const ResourceKind& rk) {
   return path.substr(path.rfind('/') + 1);
 }
 
-enum class Listed { kComplete, kNotServed, kFailed };
-
 /// Every page of `path` (50 at a time) into `batch` under `listing.key`, except objects whose
-/// namespace/name is in `seen` (when given). A 404 or 403 on the first page is kNotServed
-/// (`listing.forbidden` set for a 403); any other failure kFailed with `listing.error`.
-Listed listPages(KubeClient& client, const ResourceKind& rk, const std::string& path,
-                 ConfigurationListing& listing, ObjectStore::Batch& batch,
-                 std::set<std::string>* seen) {
+/// namespace/name is already in `seen`. False when it did not list to the end: a 404 or 403 on
+/// the first page (not served; `listing.forbidden` for a 403) or a failure (`listing.error`).
+bool listPages(KubeClient& client, const ResourceKind& rk, const std::string& path,
+               ConfigurationListing& listing, ObjectStore::Batch& batch,
+               std::set<std::string>& seen) {
   constexpr int64_t kPage = 50;
   std::string token;
   while (true) {
     KubeResponse page = client.list(path, kPage, token);
     if (token.empty() && (page.status == 404 || page.status == 403)) {
       listing.forbidden = page.status == 403;  // RBAC does not depend on the version
-      return Listed::kNotServed;
+      return false;
     }
     if (!page.ok()) {
       listing.error = page.error;
-      return Listed::kFailed;
+      return false;
     }
     json items = page.body.is_object() && page.body.contains("items")
                      ? std::move(page.body["items"])
                      : json();
     if (!items.is_array() && !items.is_null()) {
       listing.error = "list " + path + ": items is not a list";
-      return Listed::kFailed;
+      return false;
     }
     if (items.is_array()) {
       for (json& item : items) {
@@ -421,15 +419,15 @@ Listed listPages(KubeClient& client, const ResourceKind& rk, const std::string& 
         json obj = std::move(item);
         if (!obj.contains("kind")) obj["kind"] = rk.kind;
         if (!obj.contains("apiVersion")) obj["apiVersion"] = rk.apiVersion();
-        if (seen && !seen->insert(k8s::str(obj, "/metadata/namespace") + "/" +
-                                  k8s::str(obj, "/metadata/name"))
-                         .second)
+        if (!seen.insert(k8s::str(obj, "/metadata/namespace") + "/" +
+                         k8s::str(obj, "/metadata/name"))
+                 .second)
           continue;
         batch.add(listing.key, std::move(obj));
       }
     }
     token = k8s::str(page.body, "/metadata/continue");
-    if (token.empty()) return Listed::kComplete;
+    if (token.empty()) return true;
   }
 }
 
@@ -507,11 +505,10 @@ std::vector<ConfigurationListing> listConfiguration(KubeClient& client,
       }
       ObjectStore::Batch batch;
       std::set<std::string> seen;
-      Listed result = Listed::kComplete;
-      for (size_t i = 0; i < paths.size() && result == Listed::kComplete; ++i)
-        result =
-            listPages(client, rk, paths[i], listing, batch, paths.size() > 1 ? &seen : nullptr);
-      if (result == Listed::kComplete) {
+      bool complete = true;
+      for (size_t i = 0; i < paths.size() && complete; ++i)
+        complete = listPages(client, rk, paths[i], listing, batch, seen);
+      if (complete) {
         listing.served = true;
         listing.apiVersion = rk.apiVersion();
         listing.objects = batch.size();
