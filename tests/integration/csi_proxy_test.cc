@@ -252,14 +252,6 @@ TEST(CsiProxyDriverRestart, ReadinessFollowsTheDriverAndCallsRecoverWithinASecon
   removeTree(dir);
 }
 
-/// The sidecar's peak resident memory in MB (VmHWM).
-long peakRssMb(pid_t pid) {
-  std::string status = readText("/proc/" + std::to_string(pid) + "/status");
-  auto at = status.find("VmHWM:");
-  if (at == std::string::npos) return -1;
-  return std::stol(status.substr(at + 6)) / 1024;
-}
-
 TEST_F(CsiProxyTest, OversizedRequestsAreRefusedAndLongIdsShortened) {
   auto node = ::csi::v1::Node::NewStub(rig_->channel());
   ::csi::v1::NodeStageVolumeRequest req;
@@ -272,7 +264,8 @@ TEST_F(CsiProxyTest, OversizedRequestsAreRefusedAndLongIdsShortened) {
   ::csi::v1::NodeStageVolumeResponse resp;
   grpc::Status s = node->NodeStageVolume(&ctx, req, &resp);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
-  EXPECT_LT(peakRssMb(rig_->sidecar()->pid()), 100) << "a 60 MiB request was buffered whole";
+  EXPECT_LT(procStatusKib(rig_->sidecar()->pid(), "VmHWM") / 1024, 100)
+      << "a 60 MiB request was buffered whole";
 
   // Under the limit, a 3 MiB volume id: refused (no such device), but not echoed whole.
   req.clear_volume_context();

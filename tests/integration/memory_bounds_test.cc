@@ -31,16 +31,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-/// A field of /proc/PID/status in KiB (VmRSS, VmHWM); -1 if unreadable.
-long statusKib(pid_t pid, const std::string& field) {
-  std::istringstream status(readText("/proc/" + std::to_string(pid) + "/status"));
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
-  }
-  return -1;
-}
-
 class MemoryBoundsTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -111,7 +101,7 @@ TEST_F(MemoryBoundsTest, IdleTlsConnectionsCostLittleAndTheConnectionLimitHolds)
   // Warm up: allocator arenas and the TLS context exist before the baseline.
   ASSERT_NE(request("POST", "/validate", goodReview_).find("HTTP/1.1 200"), std::string::npos);
   std::this_thread::sleep_for(200ms);
-  const long before = statusKib(webhook_->process().pid(), "VmRSS");
+  const long before = procStatusKib(webhook_->process().pid(), "VmRSS");
   ASSERT_GT(before, 0);
   std::vector<std::unique_ptr<RawTls>> idle;
   for (int i = 0; i < kIdle; ++i) {
@@ -123,7 +113,7 @@ TEST_F(MemoryBoundsTest, IdleTlsConnectionsCostLittleAndTheConnectionLimitHolds)
     idle.push_back(std::move(conn));
   }
   std::this_thread::sleep_for(300ms);
-  const long after = statusKib(webhook_->process().pid(), "VmRSS");
+  const long after = procStatusKib(webhook_->process().pid(), "VmRSS");
   const double perConnection = static_cast<double>(after - before) / kIdle;
   RecordProperty("rss_kib_per_idle_connection", std::to_string(perConnection));
   std::cout << "RSS per idle TLS connection: " << perConnection << " KiB (" << before << " -> "
@@ -159,7 +149,7 @@ TEST_F(MemoryBoundsTest, PartialBodiesCannotHoldMoreThanTheBufferBudget) {
   constexpr long kBudgetMib = 32;  // the shipped default
   start({"--threads", "2"});
   ASSERT_NE(request("POST", "/validate", goodReview_).find("HTTP/1.1 200"), std::string::npos);
-  const long before = statusKib(webhook_->process().pid(), "VmRSS");
+  const long before = procStatusKib(webhook_->process().pid(), "VmRSS");
   // Each sends the headers of a review of the largest allowed size, then all but its last byte.
   const size_t length = kMaxReviewBytes;
   const std::string head =
@@ -176,7 +166,7 @@ TEST_F(MemoryBoundsTest, PartialBodiesCannotHoldMoreThanTheBufferBudget) {
     attackers.push_back(std::move(conn));
   }
   std::this_thread::sleep_for(500ms);
-  const long held = statusKib(webhook_->process().pid(), "VmRSS");
+  const long held = procStatusKib(webhook_->process().pid(), "VmRSS");
   const long growthMib = (held - before) / 1024;
   std::cout << "RSS with " << kAttackers << " partial 3 MiB bodies: " << before / 1024 << " -> "
             << held / 1024 << " MiB\n";
@@ -233,7 +223,7 @@ TEST_F(MemoryBoundsTest, LargestReviewsAtOnceAreBoundedByTheWorkers) {
   review["request"]["object"] = object;
   const std::string body = review.dump();
   ASSERT_LE(body.size(), kMaxReviewBytes);
-  const long before = statusKib(webhook_->process().pid(), "VmHWM");
+  const long before = procStatusKib(webhook_->process().pid(), "VmHWM");
   std::vector<std::thread> clients;
   std::atomic<int> answered{0};
   for (int i = 0; i < kConcurrent; ++i) {
@@ -243,7 +233,7 @@ TEST_F(MemoryBoundsTest, LargestReviewsAtOnceAreBoundedByTheWorkers) {
   }
   for (auto& t : clients) t.join();
   EXPECT_EQ(answered.load(), kConcurrent);
-  const long peakMib = statusKib(webhook_->process().pid(), "VmHWM") / 1024;
+  const long peakMib = procStatusKib(webhook_->process().pid(), "VmHWM") / 1024;
   std::cout << "peak RSS with " << kConcurrent
             << " concurrent 3 MiB reviews, 1 worker: " << before / 1024 << " -> " << peakMib
             << " MiB\n";

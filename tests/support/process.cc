@@ -51,6 +51,15 @@ std::string readText(const std::string& path) {
   return ss.str();
 }
 
+long procStatusKib(pid_t pid, const std::string& field) {
+  std::istringstream status(readText("/proc/" + std::to_string(pid) + "/status"));
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stol(line.substr(field.size() + 1));
+  }
+  return -1;
+}
+
 void writeText(const std::string& path, const std::string& text) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << text;

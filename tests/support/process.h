@@ -42,6 +42,8 @@ std::string binaryPath(const std::string& name);
 std::string makeTempDir(const std::string& prefix);
 void removeTree(const std::string& path);
 std::string readText(const std::string& path);
+/// A field of /proc/PID/status in KiB (VmRSS, VmHWM); -1 if unreadable.
+long procStatusKib(pid_t pid, const std::string& field);
 void writeText(const std::string& path, const std::string& text);
 /// Source tree path (for samples and scripts).
 std::string sourcePath(const std::string& relative);
